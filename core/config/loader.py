@@ -1,0 +1,435 @@
+"""Load Receptor YAML config files into typed section entries.
+
+Two file shapes are accepted:
+
+* **v1** (what ``receptor --config`` parses): a YAML list; each item is a bare section name
+  (``- local-only``) or a one-key mapping ``{section: params}`` where params is a mapping, a scalar (the
+  section's bare key) or null.
+* **v2**: a mapping with ``version: 2`` whose keys are section names, singular (``node: {...}``,
+  ``log-level: debug``) or plural (``tcp-listeners: [{...}, {...}]``).
+
+Every user mistake — YAML syntax, duplicate keys, unknown sections or keys, bad values, a repeated
+singleton — raises :class:`~mesh.config.errors.ConfigError` with a one-line message naming the file and the
+place; nothing user-caused escapes as another exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from pathlib import Path
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, ScalarNode
+
+from .errors import ConfigError, SchemaError, SectionValueError, quote
+from .schema import SectionSpec, SourceFloat, SourceInt, describe_value, normalize_key, normalize_section
+
+__all__ = ["ConfigEntry", "LoadedConfig", "load_config", "parse_config", "config_digest"]
+
+#: Upper bound on values in a parsed file (after YAML alias expansion) — guards against "billion laughs".
+MAX_VALUES = 100_000
+
+
+@dataclass
+class ConfigEntry:
+    """One section entry of a config file."""
+
+    section: str  # canonical lowercase section name
+    index: int  # 1-based position in the file (v1) or running count of entries (v2)
+    values: object  # an instance of the section's schema dataclass
+    raw: object  # the raw YAML params (for reload comparison; see config_digest)
+
+
+@dataclass
+class LoadedConfig:
+    """A parsed config file: its entries in file order."""
+
+    path: Path | None
+    entries: list[ConfigEntry]
+    specs: Mapping[str, SectionSpec] = field(default_factory=dict, repr=False, compare=False)
+
+    def of(self, section: str) -> list[object]:
+        """The values of every entry of ``section`` (any case), in file order.
+
+        Raises ``KeyError`` when the section was not among the specs the file was loaded with (a typo in code).
+        """
+        name = self._known(section)
+        return [e.values for e in self.entries if e.section == name]
+
+    def one(self, section: str) -> object | None:
+        """The value of a singleton section, or ``None`` when the file does not contain it.
+
+        Raises ``ValueError`` when ``section`` is not a singleton (use :meth:`of`).
+        """
+        name = self._known(section)
+        spec = self._spec(name)
+        values = [e.values for e in self.entries if e.section == name]
+        if (spec is not None and not spec.singleton) or len(values) > 1:
+            raise ValueError(f"section {name!r} is not a singleton; use .of({name!r})")
+        return values[0] if values else None
+
+    def _spec(self, name: str) -> SectionSpec | None:
+        for spec in self.specs.values():
+            if spec.name == name:
+                return spec
+        return None
+
+    def _known(self, section: str) -> str:
+        name = normalize_section(section)
+        if self.specs and self._spec(name) is None:
+            raise KeyError(f"no config section {name!r} is registered")
+        return name
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML reading
+# --------------------------------------------------------------------------------------------------
+
+
+class _DuplicateKeyError(yaml.MarkedYAMLError):
+    """Two identical keys in one YAML mapping (PyYAML would silently keep the last)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reports duplicate keys and keeps the source text of numbers.
+
+    Numbers keep their text so a string key written ``id: 0600`` stays ``"0600"``; YAML 1.1 sexagesimal
+    numbers (``1:30``) and timestamps stay strings, as most people expect from a config file.
+    """
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        seen: dict[object, ScalarNode] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # unhashable: SafeConstructor reports it
+            if first is not None:
+                raise _DuplicateKeyError(
+                    None,
+                    None,
+                    f"duplicate key {quote(key_node.value)} (first at line {first.start_mark.line + 1}); keep only one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _construct_int(loader: SafeConstructor, node: ScalarNode) -> object:
+    if ":" in node.value:
+        return node.value
+    try:
+        return SourceInt(loader.construct_yaml_int(node), node.value)
+    except ValueError:  # e.g. "0x_", which the YAML 1.1 resolver accepts but cannot convert
+        return node.value
+
+
+def _construct_float(loader: SafeConstructor, node: ScalarNode) -> object:
+    if ":" in node.value:
+        return node.value
+    try:
+        return SourceFloat(loader.construct_yaml_float(node), node.value)
+    except ValueError:
+        return node.value
+
+
+def _construct_text(loader: SafeConstructor, node: ScalarNode) -> object:
+    return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
+_Loader.add_constructor("tag:yaml.org,2002:value", _construct_text)
+
+
+def _read_yaml(text: str, source: str) -> object:
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except _DuplicateKeyError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(str(exc.problem), file=source, line=mark.line + 1, column=mark.column + 1) from None
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(exc, source) from None
+    except yaml.reader.ReaderError as exc:
+        pos = exc.position
+        line = text.count("\n", 0, pos) + 1
+        column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        raise ConfigError(
+            f"YAML syntax error: character {char!r} is not allowed ({exc.reason}); remove it",
+            file=source,
+            line=line,
+            column=column,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML syntax error: {exc}", file=source) from None
+    except RecursionError:
+        raise ConfigError("YAML nesting is too deep", file=source) from None
+    _check_tree(data, source)
+    return data
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, source: str) -> ConfigError:
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or exc.context or "invalid YAML"
+    message = f"YAML syntax error: {problem}"
+    if exc.context and exc.problem:
+        ctx = exc.context
+        cm = exc.context_mark
+        if cm is not None and (mark is None or cm.line != mark.line or cm.column != mark.column):
+            ctx += f" that starts at line {cm.line + 1}, column {cm.column + 1}"
+        message += f" ({ctx})"
+    if "'\\t'" in message:
+        message += "; YAML does not allow tabs for indentation, use spaces"
+    if mark is None:
+        return ConfigError(message, file=source)
+    return ConfigError(message, file=source, line=mark.line + 1, column=mark.column + 1)
+
+
+def _check_tree(data: object, source: str) -> None:
+    """Reject recursive aliases (``&a [*a]``) and alias bombs before anything walks the tree."""
+    count = 0
+    on_path: set[int] = set()
+    stack: list[tuple[object, bool]] = [(data, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            continue
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"the file holds more than {MAX_VALUES} values once YAML aliases are expanded", file=source)
+        if isinstance(node, (list, tuple, dict, set, frozenset)):
+            if id(node) in on_path:
+                raise ConfigError("a YAML alias refers to a collection that contains it; remove the recursion", file=source)
+            on_path.add(id(node))
+            stack.append((node, True))
+            children = [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
+            stack.extend((child, False) for child in children)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+
+class _Sections:
+    """Section lookup by singular and plural names."""
+
+    def __init__(self, specs: Mapping[str, SectionSpec]) -> None:
+        self.singular: dict[str, SectionSpec] = {}
+        self.plural: dict[str, SectionSpec] = {}
+        for spec in specs.values():
+            if not isinstance(spec, SectionSpec):
+                raise SchemaError(f"config specs must be SectionSpec instances, got {spec!r}")
+            if spec.name in self.singular:
+                raise SchemaError(f"config section {spec.name!r} is registered twice")
+            self.singular[spec.name] = spec
+        for spec in specs.values():
+            # A singular name wins over another section's plural.
+            self.plural.setdefault(normalize_section(spec.plural_key), spec)
+
+    def unknown(self, name: str, source: str, *, v2: bool) -> ConfigError:
+        candidates = set(self.singular) | (set(self.plural) if v2 else set())
+        match = get_close_matches(normalize_section(name), sorted(candidates), n=1)
+        if match:
+            return ConfigError(f"unknown section {quote(name)}; did you mean {quote(match[0])}?", file=source)
+        known = ", ".join(sorted(self.singular)) or "none are registered"
+        return ConfigError(f"unknown section {quote(name)} (known: {known})", file=source)
+
+
+class _Builder:
+    """Accumulates entries, enforcing singletons and turning value errors into ConfigErrors."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.entries: list[ConfigEntry] = []
+        self.first_at: dict[str, int | None] = {}
+
+    def add(self, spec: SectionSpec, params: object, *, index: int | None, entry_index: int) -> None:
+        if spec.singleton and spec.name in self.first_at:
+            first = self.first_at[spec.name]
+            where = f" (first at item {first})" if first is not None else ""
+            raise ConfigError(
+                f"section {quote(spec.name)} may appear only once{where}; merge the entries",
+                file=self.source,
+                section=spec.name,
+                index=index,
+            )
+        try:
+            values = spec.build(params)
+        except SectionValueError as exc:
+            raise ConfigError(
+                exc.message,
+                file=self.source,
+                section=spec.name,
+                index=index,
+                key=exc.key,
+                key_in_message=exc.key_in_message,
+            ) from None
+        self.first_at.setdefault(spec.name, index)
+        self.entries.append(ConfigEntry(spec.name, entry_index, values, params))
+
+
+def _name_text(raw: object) -> str:
+    if isinstance(raw, (SourceInt, SourceFloat)):
+        return raw.text
+    return raw if isinstance(raw, str) else describe_value(raw)
+
+
+def _parse_v1(data: list, sections: _Sections, source: str) -> list[ConfigEntry]:
+    builder = _Builder(source)
+    for i, item in enumerate(data, 1):
+        if isinstance(item, dict):
+            if len(item) != 1:
+                names = [_name_text(k) for k in item]
+                if not names:
+                    hint = "found an empty mapping; write '- section-name' or '- section-name: {key: value}'"
+                else:
+                    listed = ", ".join(quote(n) for n in names)
+                    hint = f"found {len(names)} ({listed}); "
+                    if all(normalize_section(n) in sections.singular for n in names):
+                        hint += "start each section with its own '- '"
+                    else:
+                        hint += f"indent the keys further than the section name {quote(names[0])}"
+                raise ConfigError(f"each list item must have exactly one section name, {hint}", file=source, index=i)
+            raw_name, params = next(iter(item.items()))
+        elif isinstance(item, str):
+            raw_name, params = item, None
+        else:
+            raise ConfigError(
+                f"each list item must be a section name or a mapping '- section: {{key: value}}', got {describe_value(item)}",
+                file=source,
+                index=i,
+            )
+        name = _name_text(raw_name)
+        spec = sections.singular.get(normalize_section(name))
+        if spec is None:
+            raise sections.unknown(name, source, v2=False)
+        builder.add(spec, params, index=i, entry_index=i)
+    return builder.entries
+
+
+def _parse_v2(data: dict, sections: _Sections, source: str) -> list[ConfigEntry]:
+    version_keys = [k for k in data if isinstance(k, str) and normalize_key(k) == "version"]
+    if not version_keys:
+        raise ConfigError(
+            "a mapping config needs `version: 2`; or use the list format (- section: {key: value})", file=source
+        )
+    version = data[version_keys[0]]
+    if isinstance(version, bool) or version not in (2, "2"):
+        raise ConfigError(
+            f"unsupported config version {describe_value(version)}; write `version: 2`, or use the list format",
+            file=source,
+        )
+    builder = _Builder(source)
+    count = 0
+    for raw_name, value in data.items():
+        if raw_name in version_keys:
+            continue
+        name = _name_text(raw_name)
+        norm = normalize_section(name)
+        spec = sections.singular.get(norm) or sections.plural.get(norm)
+        if spec is None:
+            raise sections.unknown(name, source, v2=True)
+        is_list_key = norm == normalize_section(spec.plural_key)
+        if is_list_key and value is None:
+            continue  # `tcp-listeners:` with nothing under it
+        if is_list_key and isinstance(value, list):
+            items: list[tuple[int | None, object]] = list(enumerate(value, 1))
+        else:
+            items = [(None, value)]
+        for index, params in items:
+            count += 1
+            builder.add(spec, params, index=index, entry_index=count)
+    return builder.entries
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_config(text: str, specs: Mapping[str, SectionSpec], *, source: str = "<string>") -> LoadedConfig:
+    """Parse config text (v1 list or v2 mapping) against ``specs``; ``source`` names it in errors.
+
+    Raises :class:`ConfigError` for every problem in the text.
+    """
+    sections = _Sections(specs)
+    data = _read_yaml(text, source)
+    if data is None:
+        entries: list[ConfigEntry] = []
+    elif isinstance(data, list):
+        entries = _parse_v1(data, sections, source)
+    elif isinstance(data, dict):
+        entries = _parse_v2(data, sections, source)
+    else:
+        raise ConfigError(
+            f"the top level must be a list of sections (or a mapping with `version: 2`), got {describe_value(data)}",
+            file=source,
+        )
+    return LoadedConfig(path=None, entries=entries, specs=specs)
+
+
+def load_config(path: Path | str, specs: Mapping[str, SectionSpec]) -> LoadedConfig:
+    """Read and parse a config file; errors name the file as given.
+
+    Raises :class:`ConfigError` when the file cannot be read or decoded, or its content is invalid.
+    """
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=source) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
+            file=source,
+        ) from None
+    loaded = parse_config(text, specs, source=source)
+    loaded.path = Path(path)
+    return loaded
+
+
+def config_digest(entry: ConfigEntry) -> str:
+    """Canonical text of an entry's raw params (sorted JSON, keys normalised) for reload comparisons.
+
+    Two entries with the same digest were written equivalently (key case, ``-``/``_`` and key order aside).
+    A bare value (``- tcp-listener: 2222``) and its mapping form (``{port: 2222}``) digest differently, as
+    Receptor's reload comparison of re-serialised YAML does.
+    """
+    raw = entry.raw
+    if isinstance(raw, dict):
+        raw = {normalize_key(_name_text(k)): v for k, v in raw.items()}
+    return json.dumps(
+        {"section": entry.section, "params": _canonical(raw)}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def _canonical(value: object) -> object:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if value == value and abs(value) != float("inf") else repr(float(value))
+    if isinstance(value, dict):
+        return {_name_text(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_canonical(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return repr(value)

@@ -1,0 +1,149 @@
+"""The kernel's own control commands: status, ping, traceroute, connect, reload.
+
+This module is a plugin like any other (listed in ``mesh.plugins.DEFAULT_PLUGINS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import structlog
+
+from mesh import __version__, hookimpl
+from mesh.control.protocol import CommandError, Request, go_number
+from mesh.control.server import STREAMED, CommandContext
+from mesh.net.messages import ad_to_status_dict
+from mesh.net.netceptor import go_duration
+from mesh.net.ping import PingResult, ping, traceroute
+
+log = structlog.get_logger(__name__)
+
+STATUS_FIELDS = ("Version", "SystemCPUCount", "SystemMemoryMiB", "NodeID", "Connections",
+                 "RoutingTable", "Advertisements", "KnownConnectionCosts")
+
+
+def _memory_mib() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError):
+        return 0
+
+
+def node_status(node: Any) -> dict[str, Any]:
+    """The full ``status`` reply of a node (the 8 keys Receptor returns)."""
+    net = node.netceptor
+    return {
+        "Version": __version__,
+        "SystemCPUCount": os.cpu_count() or 1,
+        "SystemMemoryMiB": _memory_mib(),
+        "NodeID": node.node_id,
+        "Connections": [{"NodeID": peer, "Cost": go_number(link.cost)}
+                        for peer, link in sorted(net.links.items())],
+        "RoutingTable": dict(sorted(net.router.table.items())),
+        "Advertisements": [ad_to_status_dict(ad) for ad in net.advertisements()],
+        "KnownConnectionCosts": {
+            node_id: {peer: go_number(cost) for peer, cost in sorted(edges.items())}
+            for node_id, edges in sorted(net.router.known.items())},
+    }
+
+
+async def status_command(ctx: CommandContext, request: Request) -> Any:
+    if request.args.strip():
+        raise CommandError("status command does not take parameters")
+    status = node_status(ctx.node)
+    if "requested_fields" in request.params:
+        fields = request.params["requested_fields"]
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise CommandError("requested_fields must be a list of strings")
+        status = {key: value for key, value in status.items() if key in fields}
+    return status
+
+
+def _target(request: Request, what: str) -> str:
+    target = request.params.get("target") if request.is_json else request.args.strip()
+    if not isinstance(target, str) or not target or " " in target:
+        raise CommandError(f"{what} needs exactly one target node")
+    return target
+
+
+def _ping_reply(result: PingResult) -> dict[str, Any]:
+    reply: dict[str, Any] = {"From": result.from_node, "Time": result.elapsed_ns,
+                             "TimeStr": go_duration(result.elapsed_ns)}
+    if result.error:
+        reply["Error"] = result.error
+    return reply
+
+
+async def ping_command(ctx: CommandContext, request: Request) -> Any:
+    result = await ping(ctx.node.netceptor, _target(request, "ping"))
+    if result.error:
+        reply: dict[str, Any] = {"Success": False, "Error": result.error}
+        if result.from_node:
+            reply.update(From=result.from_node, Time=result.elapsed_ns,
+                         TimeStr=go_duration(result.elapsed_ns))
+        return reply
+    return {"Success": True, **_ping_reply(result)}
+
+
+async def traceroute_command(ctx: CommandContext, request: Request) -> Any:
+    results = await traceroute(ctx.node.netceptor, _target(request, "traceroute"))
+    return {str(i): _ping_reply(result) for i, result in enumerate(results)}
+
+
+async def _pump(read: Any, write: Any, drain: Any, finish: Any) -> None:
+    while True:
+        chunk = await read(65536)
+        if not chunk:
+            break
+        write(chunk)
+        await drain()
+    finish()
+
+
+async def connect_command(ctx: CommandContext, request: Request) -> Any:
+    if request.is_json:
+        node, service, tls = (request.params.get("node"), request.params.get("service"),
+                              request.params.get("tls", ""))
+    else:
+        words = request.words()
+        if len(words) not in (2, 3):
+            raise CommandError("connect needs a node, a service and optionally a TLS client")
+        node, service, tls = words[0], words[1], (words[2] if len(words) == 3 else "")
+    if not isinstance(node, str) or not isinstance(service, str) or not node or not service:
+        raise CommandError("connect needs a node and a service")
+    try:
+        stream = await ctx.node.dial_stream(node, service, tls=tls or None)
+    except Exception as exc:
+        raise CommandError(f"could not connect to {node}:{service}: {exc}") from None
+    conn = ctx.conn
+    conn.write(b"Connecting\n")
+    await conn.drain()
+    upstream = asyncio.create_task(_pump(conn.read, stream.write, stream.drain,
+                                         stream.write_eof))
+    try:
+        await _pump(stream.read, conn.write, conn.drain, lambda: None)
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        upstream.cancel()
+        try:
+            await upstream
+        except (asyncio.CancelledError, Exception):
+            pass
+        await stream.close()
+    return STREAMED
+
+
+async def reload_command(ctx: CommandContext, request: Request) -> Any:
+    return await ctx.node.reload()
+
+
+@hookimpl
+def mesh_register_control_commands(register: Any) -> None:
+    register("status", status_command)
+    register("ping", ping_command)
+    register("traceroute", traceroute_command)
+    register("connect", connect_command)
+    register("reload", reload_command)

@@ -1,0 +1,86 @@
+"""A blocking control-protocol client, used by the ``mesh`` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from typing import Any
+
+GREETING = re.compile(r"Receptor Control, node (.+)")
+ADDRESS = re.compile(r"(tcp|tls):(//)?([a-zA-Z0-9-.:\[\]]+):([0-9]+)|(unix:(//)?)?([^:]+)")
+
+
+class ControlClientError(Exception):
+    """The node answered ``ERROR: …`` or could not be reached; the message says which."""
+
+
+class ControlClient:
+    """One control session: connect, read the greeting, then send commands."""
+
+    def __init__(self, address: str, *, timeout: float | None = 60.0) -> None:
+        match = ADDRESS.fullmatch(address)
+        if match is None:
+            raise ControlClientError(f"cannot parse control address {address!r}")
+        try:
+            if match.group(1) == "tcp":
+                self.sock = socket.create_connection((match.group(3).strip("[]"),
+                                                      int(match.group(4))), timeout=timeout)
+            elif match.group(1) == "tls":
+                raise ControlClientError("tls:// addresses need the tls plugin; use receptorctl")
+            else:
+                path = os.path.expanduser(match.group(7))
+                if not os.path.exists(path):
+                    raise ControlClientError(f"control socket {path} does not exist "
+                                             f"(is the node running? see --socket/MESH_SOCKET)")
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(path)
+        except OSError as exc:
+            raise ControlClientError(f"cannot connect to {address}: {exc}") from None
+        self.file = self.sock.makefile("rwb")
+        line = self.readline()
+        greeting = GREETING.fullmatch(line)
+        if greeting is None:
+            raise ControlClientError(f"{address} is not a mesh/Receptor control service")
+        self.node_id = greeting.group(1)
+
+    def readline(self) -> str:
+        return self.file.readline().decode("utf-8", "replace").strip()
+
+    def send_line(self, line: str) -> None:
+        self.file.write(line.encode() + b"\n")
+        self.file.flush()
+
+    def reply(self) -> Any:
+        line = self.readline()
+        if line.startswith("ERROR:"):
+            raise ControlClientError(line[7:] if line.startswith("ERROR: ") else line[6:])
+        if not line:
+            raise ControlClientError("the node closed the connection")
+        return json.loads(line)
+
+    def command(self, line: str) -> Any:
+        """Send one text or JSON command and return its decoded JSON reply."""
+        self.send_line(line)
+        return self.reply()
+
+    def json_command(self, **fields: Any) -> Any:
+        return self.command(json.dumps(fields))
+
+    def shutdown_write(self) -> None:
+        self.file.flush()
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            self.sock.close()
+
+    def __enter__(self) -> "ControlClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,77 @@
+"""Receptor's control line protocol: parsing request lines and formatting replies."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class CommandError(Exception):
+    """A command failed; the client sees ``ERROR: <message>`` and the session continues."""
+
+
+@dataclass
+class Request:
+    """One parsed request line.
+
+    ``params`` holds the JSON object for the JSON form (``{}`` for the text form); ``args`` is
+    the verbatim remainder after the command word for the text form (``""`` for JSON).
+    """
+
+    command: str
+    params: dict[str, Any] = field(default_factory=dict)
+    args: str = ""
+    is_json: bool = False
+
+    def words(self) -> list[str]:
+        """The text-form arguments split on single spaces, as Go's ``strings.Split`` does."""
+        return self.args.split(" ") if self.args else []
+
+
+def greeting(node_id: str) -> bytes:
+    return f"Receptor Control, node {node_id}\n".encode()
+
+
+def parse_line(raw: bytes) -> Request | None:
+    """Parse a request line (without its newline).  Blank lines give ``None``.
+
+    Raises :class:`CommandError` for undecodable or malformed lines.
+    """
+    line = raw.replace(b"\r", b"")
+    if not line.strip():
+        return None
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError("request is not valid UTF-8") from None
+    if text.startswith("{"):
+        try:
+            params = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"invalid JSON request: {exc.msg} at column {exc.colno}") from None
+        if not isinstance(params, dict):
+            raise CommandError("JSON request must be an object")
+        command = params.get("command")
+        if not isinstance(command, str):
+            raise CommandError("JSON request needs a string \"command\" field")
+        return Request(command, params, "", True)
+    word, _, rest = text.partition(" ")
+    return Request(word.lower(), {}, rest, False)
+
+
+def encode_reply(obj: Any) -> bytes:
+    """Compact JSON with sorted keys, as Go marshals the control service's maps."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True,
+                      ensure_ascii=False).encode() + b"\n"
+
+
+def encode_error(message: str) -> bytes:
+    return ("ERROR: " + " ".join(str(message).splitlines())).encode() + b"\n"
+
+
+def go_number(value: float) -> float | int:
+    """Render integral floats as ints, as Go's encoding/json does (1.0 → 1)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
+        return int(value)
+    return value

@@ -1,0 +1,264 @@
+"""Control service: serves the line protocol on Unix sockets, TCP/TLS and the mesh."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import ssl
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from mesh.control.protocol import (CommandError, Request, encode_error, encode_reply, greeting,
+                                   parse_line)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mesh.node import Node
+
+log = structlog.get_logger(__name__)
+
+#: Longest accepted request line (a submit line can carry @file parameters).
+MAX_LINE = 16 * 1024 * 1024
+
+
+class ControlConn(Protocol):
+    """A control client connection, whatever the transport."""
+
+    kind: str   # "unix", "tcp", "tls" or "mesh"
+    peer: str
+
+    async def readline(self) -> bytes: ...
+    async def read(self, n: int = 65536) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def write_eof(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class StreamConn:
+    """Adapter for asyncio StreamReader/StreamWriter (Unix and TCP/TLS clients)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 kind: str) -> None:
+        self.reader, self.writer, self.kind = reader, writer, kind
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else (peer or kind)
+
+    async def readline(self) -> bytes:
+        try:
+            return await self.reader.readline()
+        except (ValueError, asyncio.LimitOverrunError):
+            raise CommandError(f"request line longer than {MAX_LINE} bytes") from None
+        except (ssl.SSLError, ConnectionError):
+            return b""  # ragged TLS EOF after a client's shutdown(SHUT_WR) is a normal EOF
+
+    async def read(self, n: int = 65536) -> bytes:
+        try:
+            return await self.reader.read(n)
+        except (ssl.SSLError, ConnectionError):
+            return b""
+
+    def write(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    def write_eof(self) -> None:
+        if self.writer.can_write_eof() and not self.writer.is_closing():
+            self.writer.write_eof()
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+
+class MeshConn:
+    """Adapter for a mesh stream (a client on another node)."""
+
+    kind = "mesh"
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.peer = f"{stream.remote_node}:{stream.remote_service}"
+
+    async def readline(self) -> bytes:
+        return await self.stream.readline()
+
+    async def read(self, n: int = 65536) -> bytes:
+        return await self.stream.read(n)
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data)
+
+    async def drain(self) -> None:
+        await self.stream.drain()
+
+    def write_eof(self) -> None:
+        self.stream.write_eof()
+
+    async def close(self) -> None:
+        await self.stream.close()
+
+
+@dataclass
+class CommandContext:
+    """What a command handler gets besides its request."""
+
+    node: "Node"
+    conn: ControlConn
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Streamed:
+    """Returned by handlers that wrote their own reply; the session then ends."""
+
+
+STREAMED = _Streamed()
+
+
+async def serve_session(node: "Node", conn: ControlConn) -> None:
+    """Run one control session: greeting, then commands until EOF or a streaming command."""
+    log.debug("control_session_start", node_id=node.node_id, peer=conn.peer, kind=conn.kind)
+    try:
+        conn.write(greeting(node.node_id))
+        await conn.drain()
+        while True:
+            try:
+                raw = await conn.readline()
+            except CommandError as exc:
+                conn.write(encode_error(str(exc)))
+                await conn.drain()
+                return
+            if not raw:
+                return
+            at_eof = not raw.endswith(b"\n")
+            try:
+                request = parse_line(raw.rstrip(b"\n"))
+                if request is None:
+                    if at_eof:
+                        return
+                    continue
+                reply = await dispatch(node, conn, request)
+            except CommandError as exc:
+                conn.write(encode_error(str(exc)))
+            except Exception as exc:  # a handler bug must not take the node down
+                log.exception("control_command_crashed", node_id=node.node_id, peer=conn.peer)
+                conn.write(encode_error(f"internal error: {exc}"))
+            else:
+                if reply is STREAMED:
+                    return
+                conn.write(encode_reply(reply))
+            await conn.drain()
+            if at_eof:
+                return
+    except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+        pass
+    finally:
+        try:
+            await conn.close()
+        except Exception:
+            pass
+
+
+async def dispatch(node: "Node", conn: ControlConn, request: Request) -> Any:
+    registered = node.plugins.control_commands.get(request.command)
+    if registered is None:
+        raise CommandError("Unknown command")
+    return await registered.factory(CommandContext(node, conn), request)
+
+
+class ControlService:
+    """All listeners of one ``control-service`` section."""
+
+    def __init__(self, node: "Node", config: Any) -> None:
+        self.node = node
+        self.config = config
+        self.servers: list[asyncio.AbstractServer] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.sessions: set[asyncio.Task[None]] = set()
+        self._lock_fd: int | None = None
+        self.tcp_port: int | None = None
+
+    def _spawn(self, conn: ControlConn) -> None:
+        task = asyncio.create_task(serve_session(self.node, conn))
+        self.sessions.add(task)
+        task.add_done_callback(self.sessions.discard)
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.filename:
+            await self._start_unix(cfg.filename, cfg.permissions)
+        if cfg.tcplisten:
+            await self._start_tcp(str(cfg.tcplisten), cfg.tcptls)
+        if cfg.service:
+            listener = self.node.listen_stream(cfg.service, tags={"type": "Control Service"},
+                                               tls=cfg.tls)
+            self.tasks.append(asyncio.create_task(self._accept_mesh(listener)))
+
+    async def _start_unix(self, filename: str, permissions: int) -> None:
+        path = os.path.expanduser(filename)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RuntimeError(f"control socket {path} is in use by another node "
+                               f"(lock {path}.lock is held)") from None
+        self._lock_fd = fd
+        if os.path.exists(path):
+            os.unlink(path)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._spawn(StreamConn(reader, writer, "unix"))
+
+        server = await asyncio.start_unix_server(handle, path, limit=MAX_LINE)
+        os.chmod(path, permissions)
+        self.servers.append(server)
+        log.info("control_listening", node_id=self.node.node_id, socket=path)
+
+    async def _start_tcp(self, listen: str, tls_name: str | None) -> None:
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        context = self.node.tls_context("server", tls_name) if tls_name else None
+        kind = "tls" if context else "tcp"
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._spawn(StreamConn(reader, writer, kind))
+
+        server = await asyncio.start_server(handle, host, int(port), ssl=context,
+                                            limit=MAX_LINE, reuse_address=True,
+                                            ssl_handshake_timeout=10 if context else None)
+        self.tcp_port = server.sockets[0].getsockname()[1]
+        self.servers.append(server)
+        log.info("control_listening", node_id=self.node.node_id, tcp=f"{host}:{self.tcp_port}",
+                 tls=bool(context))
+
+    async def _accept_mesh(self, listener: Any) -> None:
+        try:
+            while True:
+                stream = await listener.accept()
+                self._spawn(MeshConn(stream))
+        finally:
+            listener.close()
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for task in self.tasks + list(self.sessions):
+            task.cancel()
+        for task in self.tasks + list(self.sessions):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

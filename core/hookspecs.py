@@ -1,0 +1,165 @@
+"""Every hook a mesh plugin can implement.
+
+Hooks that contribute name-keyed things (config sections, backends, work types, signers,
+control commands) follow the register-callback style: the hook receives a ``register``
+callable and calls it once per thing.  The kernel owns the registries, resolves names and
+rejects duplicates with an error that names both plugins.  Hooks never do I/O themselves;
+I/O lives in ``async`` methods of the objects they register.
+
+Lifecycle hooks are notifications: the kernel calls them and ignores their return values.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import click
+
+hookspec = pluggy.HookspecMarker("mesh")
+
+# --------------------------------------------------------------------------------------
+# Registration hooks (called once per plugin manager, at node or CLI start)
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def mesh_register_config_sections(register: Callable[..., None]) -> None:
+    """Register configuration sections that this plugin owns.
+
+    Called once when the kernel builds its section registry, before any config file is read.
+
+    :param register: call ``register(spec)`` with a :class:`mesh.config.schema.SectionSpec`
+        for each section (its name, its dataclass schema, whether it is a singleton, its bare
+        key and its version-2 plural key).  Registering a name that another plugin already
+        registered raises :class:`mesh.plugins.DuplicateRegistration` naming both plugins.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def mesh_register_backends(register: Callable[..., None]) -> None:
+    """Register link backends (tcp, udp, websocket, ...).
+
+    Called once when the backend registry is built.  A backend also owns its config section.
+
+    :param register: call ``register(spec, factory)`` where ``spec`` is the
+        :class:`~mesh.config.schema.SectionSpec` of the backend's section (for example
+        ``tcp-listener``) and ``factory(config, node)`` returns a
+        :class:`mesh.net.backend.Backend` for one config entry.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def mesh_register_work_types(register: Callable[..., None]) -> None:
+    """Register work-type kinds (``command``, ``container``, ...).
+
+    Called once when the work-type registry is built.  Each kind owns a config section
+    (for example ``work-command``); every entry of that section defines one named work type.
+
+    :param register: call ``register(spec, factory)`` where ``spec`` is the section's
+        :class:`~mesh.config.schema.SectionSpec` and ``factory(config, node)`` returns the work
+        type object for one config entry.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def mesh_register_signers(register: Callable[..., None]) -> None:
+    """Register work signers and verifiers (for example RS512 JWT).
+
+    Called once when the signer registry is built.
+
+    :param register: call ``register(name, signer_factory, verifier_factory)``; ``name`` is the
+        algorithm name used in configuration.  Either factory may be ``None``.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def mesh_register_control_commands(register: Callable[..., None]) -> None:
+    """Register control-service commands (``status``, ``ping``, ``work``, ...).
+
+    Called once when a node builds its control service.
+
+    :param register: call ``register(name, handler)``.  ``name`` is the lower-case command
+        word.  ``handler`` is an ``async`` callable ``handler(ctx, request)`` where ``ctx`` is
+        a :class:`mesh.control.commands.CommandContext` (the node, the session and its
+        transport) and ``request`` a :class:`mesh.control.protocol.Request`.  It returns a
+        JSON-serialisable object to reply with, or ``None`` if it wrote the reply itself (for
+        streaming commands).  It raises :class:`mesh.control.protocol.CommandError` to reply
+        ``ERROR: <message>``.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def mesh_register_cli_commands(cli: "click.Group") -> None:
+    """Add subcommands to the ``mesh`` command line.
+
+    Called once when the CLI starts, before arguments are parsed.  The built-in subcommands
+    (``node``, ``status``, ``ping``, ...) are added through this same hook.
+
+    :param cli: the top-level :class:`click.Group`; call ``cli.add_command(cmd)``.
+    :return: nothing; the return value is ignored.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Lifecycle notifications (called by a running node)
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def mesh_node_started(node: Any) -> None:
+    """A node finished starting: backends, control services and work types are running.
+
+    :param node: the running :class:`mesh.node.Node`.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def mesh_node_stopping(node: Any) -> None:
+    """A node is about to stop (signal, duplicate node ID, or fatal error).
+
+    :param node: the :class:`mesh.node.Node` that is stopping.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def mesh_link_up(node: Any, peer: str, cost: float) -> None:
+    """A link to a neighbouring node was accepted (handshake finished).
+
+    :param node: the local :class:`mesh.node.Node`.
+    :param peer: the neighbour's node ID.
+    :param cost: the link's agreed cost.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def mesh_link_down(node: Any, peer: str, reason: str) -> None:
+    """A link to a neighbouring node ended.
+
+    :param node: the local :class:`mesh.node.Node`.
+    :param peer: the neighbour's node ID.
+    :param reason: a short text saying why (``closed``, ``idle timeout``, ``rejected``, ...).
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def mesh_unit_state_changed(node: Any, unit_id: str, state: int, detail: str) -> None:
+    """A work unit changed state.
+
+    :param node: the local :class:`mesh.node.Node`.
+    :param unit_id: the unit's 8-character ID.
+    :param state: the new state (0 Pending, 1 Running, 2 Succeeded, 3 Failed, 4 Canceled).
+    :param detail: the unit's new Detail text.
+    :return: nothing; the return value is ignored.
+    """

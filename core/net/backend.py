@@ -1,0 +1,136 @@
+"""The contract between link backends (plugins) and the kernel.
+
+A backend produces *sessions*: message-oriented pipes to one neighbour.  It hands each
+session to :meth:`LinkHost.run_session`, which runs the link protocol on it and returns
+when the link ends.  Peers (dialers) redial with :func:`redial_loop`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Protocol
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+#: Bump when the Session/Backend contract changes incompatibly.
+BACKEND_ABI = 1
+
+
+class SessionClosed(Exception):
+    """The session ended (peer closed, transport error, or local close)."""
+
+
+class Session(abc.ABC):
+    """A bidirectional, message-oriented pipe to one neighbour.
+
+    ``send`` must never block: it queues one whole message (a backend may drop data
+    messages when :meth:`congested` is true, as a UDP link would).  ``recv`` returns the next
+    whole message or raises :class:`SessionClosed`.
+    """
+
+    abi = BACKEND_ABI
+    #: A human label for logs, e.g. ``tcp 127.0.0.1:2222``.
+    label: str = "?"
+    #: Largest message this session can carry.
+    max_message: int = 65535
+
+    @abc.abstractmethod
+    def send(self, message: bytes) -> None:
+        """Queue one message for the neighbour (raises SessionClosed once closed)."""
+
+    @abc.abstractmethod
+    async def recv(self) -> bytes:
+        """The next message from the neighbour."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the session; pending and future ``recv`` calls raise SessionClosed."""
+
+    def congested(self) -> bool:
+        """True while the outgoing buffer is so full that droppable data should be dropped."""
+        return False
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """Per-backend link settings from the config section."""
+
+    cost: float = 1.0
+    nodecost: dict[str, float] = field(default_factory=dict)
+    allowedpeers: tuple[str, ...] = ()
+
+    def cost_for(self, peer: str) -> float:
+        return self.nodecost.get(peer, self.cost)
+
+
+class LinkHost(Protocol):
+    """What a backend needs from the node."""
+
+    node_id: str
+
+    async def run_session(self, session: Session, options: LinkOptions) -> str:
+        """Run the link protocol on ``session`` until it ends; returns the reason."""
+        ...
+
+
+class Backend(abc.ABC):
+    """One configured listener or peer.  ``run`` serves until cancelled."""
+
+    abi = BACKEND_ABI
+
+    @abc.abstractmethod
+    async def run(self, host: LinkHost) -> None:
+        """Accept or dial sessions and hand each to ``host.run_session``."""
+
+
+@dataclass
+class Backoff:
+    """Redial delays: ×1.5 up to 20 s like Receptor, with ±20 % jitter.
+
+    Receptor starts at 5 s; we start at 1 s so a relay that comes back is used sooner.
+    """
+
+    initial: float = 1.0
+    factor: float = 1.5
+    maximum: float = 20.0
+    jitter: float = 0.2
+    current: float = 0.0
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+    def next(self) -> float:
+        self.current = self.initial if not self.current else min(self.current * self.factor,
+                                                                 self.maximum)
+        return self.current * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+async def redial_loop(dial: Callable[[], Awaitable[Session]], host: LinkHost,
+                      options: LinkOptions, *, redial: bool, what: str,
+                      backoff: Backoff | None = None) -> None:
+    """Dial, run the link, and dial again after failures or disconnects.
+
+    The backoff resets whenever a dial succeeds at the transport level.
+    """
+    backoff = backoff or Backoff()
+    while True:
+        try:
+            session = await dial()
+        except (OSError, asyncio.TimeoutError, SessionClosed) as exc:
+            delay = backoff.next()
+            log.warning("backend_dial_failed", node_id=host.node_id, backend=what,
+                        error=str(exc) or type(exc).__name__, retry_in=round(delay, 2))
+        else:
+            backoff.reset()
+            reason = await host.run_session(session, options)
+            delay = backoff.next()
+            log.info("backend_session_ended", node_id=host.node_id, backend=what,
+                     reason=reason, retry_in=round(delay, 2) if redial else None)
+        if not redial:
+            return
+        await asyncio.sleep(delay)

@@ -1,0 +1,41 @@
+"""The datagram endpoint contract between the node and the stream (QUIC) layer.
+
+The node implements :class:`DatagramEndpoint` (Receptor's PacketConn bound to one service);
+:mod:`mesh.net.streams` only codes against this protocol, so tests and benchmarks can put
+an in-memory fake below the stream layer.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+
+class EndpointClosed(Exception):
+    """The endpoint was closed; raised by :meth:`DatagramEndpoint.recvfrom` (and ``sendto``)."""
+
+
+class DatagramEndpoint(Protocol):
+    """One bound (node, service) address that sends and receives mesh datagrams."""
+
+    node_id: str  # local node ID
+    service: str  # local service name this endpoint is bound to
+
+    async def recvfrom(self) -> tuple[bytes, str, str]:
+        """Next datagram as (payload, from_node, from_service); raises EndpointClosed when closed."""
+        ...
+
+    def sendto(self, data: bytes, node: str, service: str) -> None:
+        """Send one datagram, fire-and-forget (may silently drop under congestion)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+#: ``max_datagram_for(node)``: the QUIC datagram size negotiated with a remote node
+#: (1200 for Go Receptor peers, up to ~60000 between nodes of this project).
+MaxDatagramFor = Callable[[str], int]
+
+#: ``open_endpoint()``: binds a fresh ephemeral-service endpoint (one per dial).
+EndpointFactory = Callable[[], DatagramEndpoint]
+
+__all__ = ["DatagramEndpoint", "EndpointClosed", "EndpointFactory", "MaxDatagramFor"]

@@ -1,0 +1,91 @@
+"""A bound mesh datagram service: Receptor's PacketConn.
+
+Delivery is buffered (a bounded queue, oldest kept, newest dropped when full) so a slow
+reader never stalls the link that delivers to it — Receptor hands off unbuffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Callable
+
+from mesh.net.datagram import EndpointClosed
+from mesh.net.messages import Unreachable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mesh.net.netceptor import Netceptor
+
+QUEUE_LIMIT = 4096
+
+
+class Endpoint:
+    """One (node, service) address that can send and receive mesh datagrams."""
+
+    def __init__(self, netceptor: "Netceptor", service: str, *, hops: int = 30) -> None:
+        self.netceptor = netceptor
+        self.node_id = netceptor.node_id
+        self.service = service
+        self.hops = hops
+        self.closed = False
+        self._queue: deque[tuple[bytes, str, str]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        #: Called with each unreachable notification about traffic this endpoint sent.
+        #: Called as ``handler(notice, reporting_node)``.
+        self.unreachable_handler: Callable[[Unreachable, str], None] | None = None
+        #: When set, datagrams are passed to it directly instead of being queued.
+        self.datagram_handler: Callable[[bytes, str, str], None] | None = None
+        self.dropped = 0
+
+    # -- called by the netceptor -------------------------------------------------------
+
+    def deliver(self, data: bytes, from_node: str, from_service: str) -> None:
+        if self.closed:
+            return
+        if self.datagram_handler is not None:
+            self.datagram_handler(data, from_node, from_service)
+            return
+        if len(self._queue) >= QUEUE_LIMIT:
+            self.dropped += 1
+            return
+        self._queue.append((data, from_node, from_service))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def deliver_unreachable(self, notice: Unreachable, reporter: str) -> None:
+        if self.unreachable_handler is not None and not self.closed:
+            self.unreachable_handler(notice, reporter)
+
+    # -- DatagramEndpoint API ----------------------------------------------------------
+
+    async def recvfrom(self) -> tuple[bytes, str, str]:
+        """Next datagram as (payload, from_node, from_service)."""
+        while not self._queue:
+            if self.closed:
+                raise EndpointClosed(self.service)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    def sendto(self, data: bytes, node: str, service: str) -> None:
+        """Send one datagram; routing errors raise :class:`mesh.net.netceptor.RouteError`."""
+        if self.closed:
+            raise EndpointClosed(self.service)
+        self.netceptor.send_datagram(data, node, service, from_service=self.service,
+                                     hops=self.hops)
+
+    def max_datagram_for(self, node: str) -> int:
+        return self.netceptor.max_datagram_for(node)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.netceptor.release_service(self.service, self)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,631 @@
+"""The mesh core: links, routing-update flooding, service adverts and data delivery.
+
+Receptor calls this layer Netceptor.  Backends hand it sessions (:meth:`run_session`);
+services bind :class:`~mesh.net.endpoint.Endpoint` objects; the pure
+:class:`~mesh.net.router.Router` decides routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import string
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import structlog
+
+from mesh.net import messages as m
+from mesh.net.backend import LinkOptions, Session, SessionClosed
+from mesh.net.endpoint import Endpoint
+from mesh.net.firewall import Firewall, Verdict
+from mesh.net.highwayhash import node_hash
+from mesh.net.router import Router, UpdateVerdict
+
+log = structlog.get_logger(__name__)
+
+MAX_FORWARDING_HOPS = 30
+ROUTE_UPDATE_INTERVAL = 10.0
+AD_INTERVAL = 60.0
+HANDSHAKE_RESEND = 1.0
+HANDSHAKE_SENDS = 11
+DEFAULT_IDLE_TIMEOUT = 21.0
+#: A node unreachable this long is forgotten (Receptor keeps it forever).
+NODE_EXPIRY = 60.0
+#: An advert not refreshed this long is forgotten (Go re-sends every 60 s).
+AD_EXPIRY = 3 * AD_INTERVAL + 10
+#: Datagram size for QUIC with peers that do not negotiate (Go Receptor).
+GO_DATAGRAM = 1200
+#: Datagram size we offer to nodes of this project (fits a 65535-byte frame with headers).
+OUR_DATAGRAM = 60000
+RESERVED_SERVICES = ("ping", "unreach")
+
+_HASHES = struct.Struct(">QQ")
+_ALNUM = string.ascii_letters + string.digits
+
+
+def random_id(length: int = 8) -> str:
+    return "".join(random.choices(_ALNUM, k=length))
+
+
+class RouteError(Exception):
+    """A locally originated message could not be sent; ``str()`` is Receptor's problem text."""
+
+
+class ServiceInUse(Exception):
+    """The service name is reserved or already bound."""
+
+
+class DuplicateNodeError(Exception):
+    """Another node with our node ID is running and was there first."""
+
+
+@dataclass
+class Link:
+    """An established link to a neighbour."""
+
+    peer: str
+    session: Session
+    cost: float
+    last_recv: float
+    listed_us: bool = False
+    close_reason: str = ""
+
+
+@dataclass
+class LocalAd:
+    conn_type: int
+    tags: dict[str, str] | None
+
+
+@dataclass
+class _Schedule:
+    """A coalescing timer: the next run can be pulled earlier, never pushed later."""
+
+    at: float | None = None
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request(self, delay: float) -> None:
+        when = time.monotonic() + delay
+        if self.at is None or when < self.at:
+            self.at = when
+            self.event.set()
+
+
+def go_duration(ns: int) -> str:
+    """Go's ``time.Duration.String()``."""
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    if ns < 1000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{_trim(ns / 1000)}µs"
+    if ns < 1_000_000_000:
+        return f"{sign}{_trim(ns / 1_000_000)}ms"
+    seconds = ns / 1e9
+    hours, rem = divmod(int(ns // 1_000_000_000), 3600)
+    minutes, _ = divmod(rem, 60)
+    frac_seconds = seconds - hours * 3600 - minutes * 60
+    out = f"{_trim(round(frac_seconds, 9))}s"
+    if hours or minutes:
+        out = f"{minutes}m" + out
+    if hours:
+        out = f"{hours}h" + out
+    return sign + out
+
+
+def _trim(value: float) -> str:
+    text = f"{value:.9f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+class Netceptor:
+    """One node's presence on the mesh."""
+
+    def __init__(self, node_id: str, *, firewall: Firewall | None = None,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, node_expiry: float = NODE_EXPIRY,
+                 max_datagram: int = OUR_DATAGRAM,
+                 on_link_up: Callable[[str, float], None] | None = None,
+                 on_link_down: Callable[[str, str], None] | None = None,
+                 on_duplicate: Callable[[str], None] | None = None) -> None:
+        self.node_id = node_id
+        self.my_hash = node_hash(node_id)
+        self.firewall = firewall or Firewall()
+        self.idle_timeout = idle_timeout
+        self.node_expiry = node_expiry
+        self.max_datagram = max_datagram
+        self.epoch = int(time.time()) * (1 << 24) + random.randrange(1 << 24)
+        self.sequence = 0
+        self.router = Router(node_id)
+        self.links: dict[str, Link] = {}
+        self.route_by_hash: dict[int, Link] = {}
+        self.names: dict[int, str] = {self.my_hash: node_id}
+        self.services: dict[str, Endpoint] = {}
+        self.local_ads: dict[str, LocalAd] = {}
+        self.ads: dict[tuple[str, str], tuple[m.ServiceAdvertisement, float]] = {}
+        self.work_commands: Callable[[], list[m.WorkCommand] | None] = lambda: None
+        self.on_link_up = on_link_up
+        self.on_link_down = on_link_down
+        self.on_duplicate = on_duplicate
+        self.counters = {"routing_updates_sent": 0, "routing_updates_received": 0,
+                         "data_forwarded": 0, "data_dropped": 0}
+        self._flood = _Schedule()
+        self._recompute = _Schedule()
+        self._advertise = _Schedule()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the timers (flooding, recomputation, adverts, idle checks, expiry)."""
+        self._flood = _Schedule()
+        self._recompute = _Schedule()
+        self._advertise = _Schedule()
+        self._tasks = [
+            asyncio.create_task(self._run_schedule(self._flood, ROUTE_UPDATE_INTERVAL,
+                                                   self._flood_update), name="flood"),
+            asyncio.create_task(self._run_schedule(self._recompute, 24 * 3600.0,
+                                                   self._recompute_routes), name="recompute"),
+            asyncio.create_task(self._run_schedule(self._advertise, AD_INTERVAL,
+                                                   self._send_ads), name="adverts"),
+            asyncio.create_task(self._maintenance(), name="maintenance"),
+        ]
+
+    async def stop(self) -> None:
+        for link in list(self.links.values()):
+            link.close_reason = "node stopping"
+            link.session.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+
+    async def _run_schedule(self, schedule: _Schedule, period: float,
+                            action: Callable[[], None]) -> None:
+        schedule.request(period)
+        while True:
+            assert schedule.at is not None
+            delay = schedule.at - time.monotonic()
+            if delay > 0:
+                schedule.event.clear()
+                try:
+                    await asyncio.wait_for(schedule.event.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            schedule.at = None
+            try:
+                action()
+            except Exception:  # a bug here must not stop the timer
+                log.exception("scheduled_action_failed", node_id=self.node_id)
+            schedule.request(period)
+
+    async def _maintenance(self) -> None:
+        last_sweep = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                if now - link.last_recv > self.idle_timeout:
+                    link.close_reason = "idle timeout"
+                    link.session.close()
+            if now - last_sweep >= 5.0:
+                last_sweep = now
+                self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        forgotten = self.router.sweep(now, self.node_expiry)
+        for node in forgotten:
+            log.info("node_expired", node_id=self.node_id, node=node)
+        for key, (ad, received) in list(self.ads.items()):
+            if key[0] in forgotten or now - received > AD_EXPIRY:
+                del self.ads[key]
+        if forgotten:
+            self._recompute.request(0.0)
+
+    # -- links -------------------------------------------------------------------------
+
+    def _routing_update(self, suspected_duplicate: int = 0) -> bytes:
+        self.sequence += 1
+        update = m.RoutingUpdate(
+            node_id=self.node_id, update_id=random_id(), update_epoch=self.epoch,
+            update_sequence=self.sequence, connections=self.router.connections(),
+            forwarding_node=self.node_id, suspected_duplicate=suspected_duplicate,
+            max_datagram=self.max_datagram)
+        return m.encode_routing_update(update)
+
+    async def run_session(self, session: Session, options: LinkOptions) -> str:
+        """Run the link protocol on a new session until it ends; returns why it ended."""
+        try:
+            link = await self._handshake(session, options)
+        except SessionClosed as exc:
+            session.close()
+            return str(exc) or "closed during handshake"
+        if link is None:
+            session.close()
+            return "rejected"
+        try:
+            await self._link_loop(link)
+        except SessionClosed:
+            pass
+        finally:
+            session.close()
+            self._remove_link(link)
+        return link.close_reason or "closed"
+
+    async def _handshake(self, session: Session, options: LinkOptions) -> Link | None:
+        loop = asyncio.get_running_loop()
+        for _ in range(HANDSHAKE_SENDS):
+            session.send(self._routing_update())
+            deadline = loop.time() + HANDSHAKE_RESEND
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    msg = await asyncio.wait_for(session.recv(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                if not msg:
+                    continue
+                if msg[0] == m.MSG_REJECT:
+                    log.warning("link_rejected_by_peer", node_id=self.node_id,
+                                peer=session.label)
+                    return None
+                if msg[0] != m.MSG_ROUTING_UPDATE:
+                    continue
+                try:
+                    update = m.decode_routing_update(msg[1:])
+                except m.MessageError as exc:
+                    log.warning("bad_handshake", node_id=self.node_id, peer=session.label,
+                                error=str(exc))
+                    continue
+                return self._accept_link(session, options, update.forwarding_node)
+        log.warning("handshake_timeout", node_id=self.node_id, peer=session.label)
+        return None
+
+    def _reject(self, session: Session, peer: str, reason: str) -> None:
+        log.warning("link_rejected", node_id=self.node_id, peer=peer, reason=reason,
+                    address=session.label)
+        try:
+            session.send(m.REJECT_MESSAGE)
+        except SessionClosed:
+            pass
+
+    def _accept_link(self, session: Session, options: LinkOptions, peer: str) -> Link | None:
+        if not peer:
+            self._reject(session, peer, "peer sent no node ID")
+            return None
+        if peer == self.node_id:
+            self._reject(session, peer, "tried to connect using our own node ID")
+            return None
+        if options.allowedpeers and peer not in options.allowedpeers:
+            self._reject(session, peer, "peer not in allowedpeers")
+            return None
+        if peer in self.links:
+            self._reject(session, peer, f"already connected to {peer}")
+            return None
+        cost = options.cost_for(peer)
+        link = Link(peer, session, cost, time.monotonic())
+        self.links[peer] = link
+        self.names.setdefault(node_hash(peer), peer)
+        self.router.add_link(peer, cost)
+        log.info("connection_established", node_id=self.node_id, peer=peer, cost=cost,
+                 address=session.label)
+        self._flood.request(0.1)
+        self._recompute.request(0.1)
+        self._advertise.request(0.5)
+        if self.on_link_up:
+            self.on_link_up(peer, cost)
+        return link
+
+    def _remove_link(self, link: Link) -> None:
+        if self.links.get(link.peer) is not link:
+            return
+        del self.links[link.peer]
+        self.router.remove_link(link.peer)
+        self.route_by_hash = {h: l for h, l in self.route_by_hash.items() if l is not link}
+        reason = link.close_reason or "closed"
+        log.info("connection_lost", node_id=self.node_id, peer=link.peer, reason=reason)
+        self._flood.request(0.1)
+        self._recompute.request(0.0)
+        if self.on_link_down:
+            self.on_link_down(link.peer, reason)
+
+    async def _link_loop(self, link: Link) -> None:
+        session = link.session
+        while True:
+            msg = await session.recv()
+            link.last_recv = time.monotonic()
+            if not msg:
+                continue
+            kind = msg[0]
+            if kind == m.MSG_DATA:
+                self._route(msg, from_link=link)
+            elif kind == m.MSG_ROUTING_UPDATE:
+                self._handle_routing_update(link, msg)
+            elif kind == m.MSG_SERVICE_ADVERTISEMENT:
+                self._handle_ad(link, msg)
+            elif kind == m.MSG_REJECT:
+                link.close_reason = "remote node rejected the connection"
+                return
+            else:
+                log.debug("unknown_message_type", node_id=self.node_id, peer=link.peer,
+                          type=kind)
+
+    def _tear_down(self, link: Link, reason: str) -> None:
+        self._reject(link.session, link.peer, reason)
+        link.close_reason = reason
+        link.session.close()
+
+    def _handle_routing_update(self, link: Link, msg: bytes) -> None:
+        try:
+            update = m.decode_routing_update(msg[1:])
+        except m.MessageError as exc:
+            log.warning("bad_routing_update", node_id=self.node_id, peer=link.peer,
+                        error=str(exc))
+            return
+        self.counters["routing_updates_received"] += 1
+        if update.forwarding_node != link.peer:
+            self._tear_down(link, "remote node ID changed unexpectedly")
+            return
+        if update.node_id == link.peer:
+            their_cost = update.connections.get(self.node_id)
+            if their_cost is None:
+                if link.listed_us:
+                    self._tear_down(link, "remote node no longer lists us")
+                return
+            link.listed_us = True
+            if their_cost != link.cost:
+                self._tear_down(link, f"we disagree about the connection cost "
+                                      f"(ours {link.cost}, theirs {their_cost})")
+                return
+        result = self.router.apply_update(
+            node_id=update.node_id, update_id=update.update_id, epoch=update.update_epoch,
+            sequence=update.update_sequence, connections=update.connections,
+            suspected_duplicate=update.suspected_duplicate, own_epoch=self.epoch,
+            now=time.monotonic(), max_datagram=update.max_datagram)
+        if result.verdict is UpdateVerdict.IGNORE:
+            return
+        if result.verdict is UpdateVerdict.DUPLICATE_SELF:
+            log.error("duplicate_node_id", node_id=self.node_id,
+                      detail="another node with this node ID was running first; stopping")
+            if self.on_duplicate:
+                self.on_duplicate(self.node_id)
+            return
+        if result.verdict is UpdateVerdict.CONFLICT:
+            log.error("duplicate_node_id_detected", node_id=self.node_id,
+                      other_epoch=result.conflict_epoch,
+                      detail="a newer node uses our node ID; telling it to stop")
+            self._send_to_links(self._routing_update(result.conflict_epoch))
+            return
+        if result.new_node:
+            self.names.setdefault(node_hash(update.node_id), update.node_id)
+            self._flood.request(0.1)
+        if result.connections_changed:
+            self._recompute.request(0.1)
+        update.forwarding_node = self.node_id
+        self._send_to_links(m.encode_routing_update(update), exclude=link)
+
+    def _handle_ad(self, link: Link, msg: bytes) -> None:
+        try:
+            ad = m.decode_service_advertisement(msg[1:])
+        except m.MessageError as exc:
+            log.warning("bad_advertisement", node_id=self.node_id, peer=link.peer,
+                        error=str(exc))
+            return
+        if ad.node_id == self.node_id:
+            return
+        key = (ad.node_id, ad.service)
+        held = self.ads.get(key)
+        if held is not None and held[0].time_ns >= ad.time_ns:
+            return
+        if ad.cancel:
+            self.ads.pop(key, None)
+        else:
+            self.ads[key] = (ad, time.monotonic())
+        self._send_to_links(msg, exclude=link)
+
+    def _send_to_links(self, msg: bytes, exclude: Link | None = None) -> None:
+        for link in list(self.links.values()):
+            if link is exclude:
+                continue
+            try:
+                link.session.send(msg)
+            except SessionClosed:
+                pass
+
+    # -- timers' actions ---------------------------------------------------------------
+
+    def _flood_update(self) -> None:
+        if self.links:
+            self.counters["routing_updates_sent"] += 1
+            self._send_to_links(self._routing_update())
+
+    def _recompute_routes(self) -> None:
+        table = self.router.compute()
+        self.route_by_hash = {}
+        for dest, hop in table.items():
+            link = self.links.get(hop)
+            if link is not None:
+                self.route_by_hash[node_hash(dest)] = link
+        known = {node: {peer: round(cost, 2) for peer, cost in sorted(edges.items())}
+                 for node, edges in sorted(self.router.known.items())}
+        log.info("routing_table_recalculated", node_id=self.node_id,
+                 known_connections=known, routing_table=dict(sorted(table.items())))
+
+    def _make_ad(self, service: str, ad: LocalAd, *, cancel: bool = False,
+                 ) -> m.ServiceAdvertisement:
+        work = self.work_commands() if (ad.tags or {}).get("type") == "Control Service" else None
+        return m.ServiceAdvertisement(
+            node_id=self.node_id, service=service, time_ns=time.time_ns(),
+            conn_type=ad.conn_type, tags=None if cancel else ad.tags,
+            work_commands=work, cancel=cancel)
+
+    def _send_ads(self) -> None:
+        if not self.links:
+            return
+        for service, ad in list(self.local_ads.items()):
+            self._send_to_links(m.encode_service_advertisement(self._make_ad(service, ad)))
+
+    # -- services ----------------------------------------------------------------------
+
+    def listen(self, service: str = "", *, advertise: bool = False, conn_type: int = 0,
+               tags: dict[str, str] | None = None, hops: int = MAX_FORWARDING_HOPS,
+               ) -> Endpoint:
+        """Bind a datagram service (an empty name picks a free ephemeral one)."""
+        if not service:
+            service = random_id()
+            while service in self.services:
+                service = random_id()
+        if len(service.encode()) > m.MAX_SERVICE_NAME:
+            raise ServiceInUse(f"service name too long: {service!r} (at most 8 bytes)")
+        if service in RESERVED_SERVICES or service in self.services:
+            raise ServiceInUse(f"service {service} is already listening")
+        endpoint = Endpoint(self, service, hops=hops)
+        self.services[service] = endpoint
+        if advertise:
+            self.local_ads[service] = LocalAd(conn_type, tags)
+            self._advertise.request(0.5)
+        return endpoint
+
+    def release_service(self, service: str, endpoint: Endpoint) -> None:
+        if self.services.get(service) is endpoint:
+            del self.services[service]
+        ad = self.local_ads.pop(service, None)
+        if ad is not None and self.links:
+            self._send_to_links(m.encode_service_advertisement(self._make_ad(service, ad, cancel=True)))
+
+    def max_datagram_for(self, node: str) -> int:
+        """QUIC datagram size to use with ``node`` (large only if it negotiated it)."""
+        if node in (self.node_id, "localhost"):
+            return self.max_datagram
+        record = self.router.records.get(node)
+        if record is not None and record.max_datagram:
+            return max(GO_DATAGRAM, min(self.max_datagram, record.max_datagram))
+        return GO_DATAGRAM
+
+    # -- data path ---------------------------------------------------------------------
+
+    def send_datagram(self, data: bytes, node: str, service: str, *, from_service: str,
+                      hops: int = MAX_FORWARDING_HOPS) -> None:
+        """Originate one data message; raises RouteError with Receptor's problem text."""
+        if node.lower() == "localhost":
+            node = self.node_id
+        to_hash = node_hash(node)
+        self.names.setdefault(to_hash, node)
+        try:
+            msg = m.encode_data(hops, self.my_hash, to_hash, from_service, service, data)
+        except m.MessageError as exc:
+            raise RouteError(str(exc)) from None
+        self._route(msg, from_link=None)
+
+    def _name(self, node_hash_value: int) -> str:
+        return self.names.get(node_hash_value, "")
+
+    def _route(self, msg: bytes | bytearray, *, from_link: Link | None) -> None:
+        local = from_link is None
+        if len(msg) < m.HEADER_LEN:
+            log.warning("data_too_short", node_id=self.node_id, size=len(msg))
+            return
+        hops = msg[1]
+        from_hash, to_hash = _HASHES.unpack_from(msg, 4)
+        if self.firewall:
+            verdict = self.firewall.check(self._name(from_hash), self._name(to_hash),
+                                          _service(msg, 20), _service(msg, 28))
+            if verdict is not Verdict.ACCEPT:
+                if verdict is Verdict.REJECT:
+                    self._unreachable(msg, "blocked by firewall")
+                if local:
+                    raise RouteError("blocked by firewall")
+                return
+        if to_hash == self.my_hash:
+            self._deliver(msg, local)
+            return
+        if hops <= 0:
+            self._unreachable(msg, "message expired")
+            return
+        link = self.route_by_hash.get(to_hash)
+        if link is None:
+            if local:
+                raise RouteError("no route to node")
+            self.counters["data_dropped"] += 1
+            return
+        if not local and link.session.congested():
+            self.counters["data_dropped"] += 1
+            return
+        out = bytearray(msg)
+        out[1] = hops - 1
+        try:
+            link.session.send(out)
+        except SessionClosed:
+            if local:
+                raise RouteError("no connection to next hop") from None
+            return
+        if not local:
+            self.counters["data_forwarded"] += 1
+
+    def _deliver(self, msg: bytes | bytearray, local: bool) -> None:
+        from_hash = _HASHES.unpack_from(msg, 4)[0]
+        from_node = self.names.get(from_hash)
+        if from_node is None:
+            log.warning("hash_not_found", node_id=self.node_id, hash=hex(from_hash))
+            return
+        from_service, to_service = _service(msg, 20), _service(msg, 28)
+        data = bytes(msg[m.HEADER_LEN:])
+        if to_service == "ping":
+            try:
+                self.send_datagram(b"", from_node, from_service, from_service="ping")
+            except RouteError:
+                pass
+            return
+        if to_service == "unreach":
+            try:
+                notice = m.decode_unreachable(data)
+            except m.MessageError:
+                return
+            if notice.from_node == self.node_id:
+                endpoint = self.services.get(notice.from_service)
+                if endpoint is not None:
+                    endpoint.deliver_unreachable(notice, from_node)
+            return
+        endpoint = self.services.get(to_service)
+        if endpoint is None:
+            if local:
+                raise RouteError("service unknown")
+            self._unreachable(msg, "service unknown")
+            return
+        endpoint.deliver(data, from_node, from_service)
+
+    def _unreachable(self, msg: bytes | bytearray, problem: str) -> None:
+        from_service = _service(msg, 20)
+        if from_service == "unreach":
+            return
+        from_hash, to_hash = _HASHES.unpack_from(msg, 4)
+        from_node = self._name(from_hash)
+        if not from_node:
+            return
+        notice = m.Unreachable(from_node=from_node, to_node=self._name(to_hash),
+                               from_service=from_service, to_service=_service(msg, 28),
+                               problem=problem)
+        try:
+            self.send_datagram(m.encode_unreachable(notice), from_node, "unreach",
+                               from_service="unreach")
+        except RouteError:
+            pass
+
+    # -- status ------------------------------------------------------------------------
+
+    def advertisements(self) -> list[m.ServiceAdvertisement]:
+        """Every advert we know, ours (stamped now) first."""
+        ours = [self._make_ad(service, ad) for service, ad in self.local_ads.items()]
+        return ours + [ad for ad, _ in self.ads.values()]
+
+
+def _service(msg: bytes | bytearray, offset: int) -> str:
+    return bytes(msg[offset:offset + 8]).rstrip(b"\0").decode("utf-8", "replace")

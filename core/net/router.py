@@ -1,0 +1,160 @@
+"""Pure link-state routing: known connections, update acceptance rules and Dijkstra.
+
+This object does no I/O and reads no clock: callers pass ``now`` in.  It implements
+Receptor's rules (reference §2.3, §2.7) plus bounded expiry of nodes that became
+unreachable, which Receptor never forgets.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from enum import Enum
+
+SEEN_UPDATE_TTL = 3600.0
+
+
+class UpdateVerdict(Enum):
+    """What the caller must do with a routing update after :meth:`Router.apply_update`."""
+
+    IGNORE = "ignore"              # echo, duplicate, stale: drop, do not re-flood
+    DUPLICATE_SELF = "we-are-dup"  # another, older node owns our ID: shut down
+    CONFLICT = "conflict"          # a newer node uses our ID: flood with SuspectedDuplicate
+    ACCEPT = "accept"              # apply done; re-flood
+
+
+@dataclass
+class NodeRecord:
+    """What we remember about a node whose routing updates we accepted."""
+
+    epoch: int
+    sequence: int
+    last_update: float
+    max_datagram: int | None = None
+
+
+@dataclass
+class UpdateResult:
+    verdict: UpdateVerdict
+    new_node: bool = False
+    connections_changed: bool = False
+    conflict_epoch: int = 0
+
+
+@dataclass
+class Router:
+    """Routing state of one node."""
+
+    node_id: str
+    known: dict[str, dict[str, float]] = field(default_factory=dict)
+    records: dict[str, NodeRecord] = field(default_factory=dict)
+    table: dict[str, str] = field(default_factory=dict)
+    seen_updates: dict[str, float] = field(default_factory=dict)
+    unreachable_since: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.known.setdefault(self.node_id, {})
+
+    # -- direct links ------------------------------------------------------------------
+
+    def add_link(self, peer: str, cost: float) -> None:
+        """Insert the edges self→peer and peer→self (a link was accepted)."""
+        self.known[self.node_id][peer] = cost
+        self.known.setdefault(peer, {})[self.node_id] = cost
+
+    def remove_link(self, peer: str) -> None:
+        """Remove both edges self↔peer (a link ended)."""
+        self.known[self.node_id].pop(peer, None)
+        peer_edges = self.known.get(peer)
+        if peer_edges is not None:
+            peer_edges.pop(self.node_id, None)
+
+    def connections(self) -> dict[str, float]:
+        """Our own direct links and their costs, as sent in our routing updates."""
+        return dict(self.known[self.node_id])
+
+    # -- updates from the mesh ---------------------------------------------------------
+
+    def apply_update(self, *, node_id: str, update_id: str, epoch: int, sequence: int,
+                     connections: dict[str, float], suspected_duplicate: int,
+                     own_epoch: int, now: float, max_datagram: int | None = None,
+                     ) -> UpdateResult:
+        """Apply a routing update that arrived on an established link (reference §2.3 step 3)."""
+        if not node_id:
+            return UpdateResult(UpdateVerdict.IGNORE)
+        if node_id == self.node_id:
+            if epoch == own_epoch:
+                return UpdateResult(UpdateVerdict.IGNORE)
+            if suspected_duplicate == own_epoch:
+                return UpdateResult(UpdateVerdict.DUPLICATE_SELF)
+            if epoch > own_epoch:
+                return UpdateResult(UpdateVerdict.CONFLICT, conflict_epoch=epoch)
+            return UpdateResult(UpdateVerdict.IGNORE)
+        if update_id in self.seen_updates:
+            return UpdateResult(UpdateVerdict.IGNORE)
+        self.seen_updates[update_id] = now
+        record = self.records.get(node_id)
+        if suspected_duplicate:
+            if record is not None and record.epoch == suspected_duplicate:
+                record.epoch, record.sequence = epoch, sequence
+            return UpdateResult(UpdateVerdict.ACCEPT)
+        if record is not None and (epoch < record.epoch
+                                   or (epoch == record.epoch and sequence <= record.sequence)):
+            return UpdateResult(UpdateVerdict.IGNORE)
+        new_node = record is None
+        self.records[node_id] = NodeRecord(epoch, sequence, now, max_datagram)
+        changed = self.known.get(node_id) != connections or node_id not in self.known
+        if changed:
+            self.known[node_id] = dict(connections)
+            for other, edges in self.known.items():
+                if other != self.node_id and other != node_id and other not in connections:
+                    edges.pop(node_id, None)
+        return UpdateResult(UpdateVerdict.ACCEPT, new_node=new_node, connections_changed=changed)
+
+    def sweep(self, now: float, node_expiry: float) -> list[str]:
+        """Forget old update IDs, and nodes that have been unreachable for ``node_expiry`` s.
+
+        :return: the node IDs that were forgotten.
+        """
+        for uid, seen in list(self.seen_updates.items()):
+            if now - seen > SEEN_UPDATE_TTL:
+                del self.seen_updates[uid]
+        forgotten = []
+        for node in list(self.known):
+            if node == self.node_id or node in self.table:
+                self.unreachable_since.pop(node, None)
+                continue
+            since = self.unreachable_since.setdefault(node, now)
+            if now - since >= node_expiry:
+                forgotten.append(node)
+        for node in forgotten:
+            self.known.pop(node, None)
+            self.records.pop(node, None)
+            self.unreachable_since.pop(node, None)
+            for edges in self.known.values():
+                edges.pop(node, None)
+        return forgotten
+
+    # -- route computation -------------------------------------------------------------
+
+    def compute(self) -> dict[str, str]:
+        """Recompute the routing table (destination → next hop) with Dijkstra."""
+        cost: dict[str, float] = {self.node_id: 0.0}
+        first_hop: dict[str, str] = {}
+        queue: list[tuple[float, str]] = [(0.0, self.node_id)]
+        done: set[str] = set()
+        while queue:
+            dist, node = heapq.heappop(queue)
+            if node in done:
+                continue
+            done.add(node)
+            for neighbor, edge in self.known.get(node, {}).items():
+                if neighbor not in self.known:
+                    continue  # only nodes with their own entry are destinations
+                candidate = dist + edge
+                if candidate < cost.get(neighbor, float("inf")):
+                    cost[neighbor] = candidate
+                    first_hop[neighbor] = neighbor if node == self.node_id else first_hop[node]
+                    heapq.heappush(queue, (candidate, neighbor))
+        self.table = {dest: hop for dest, hop in first_hop.items() if dest != self.node_id}
+        return self.table

@@ -1,0 +1,101 @@
+"""A :class:`~mesh.net.backend.Session` over an asyncio byte stream with Receptor framing.
+
+Used by the tcp backend (plain or TLS) and by any backend whose transport is a byte stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from mesh.net.backend import Session, SessionClosed
+from mesh.net.framing import FrameDecoder, FrameError, encode_frame
+
+#: Pause reading from the socket while this many messages wait for the link loop.
+MAX_QUEUED = 256
+#: Above this many buffered outgoing bytes the link is congested (droppable data is dropped).
+CONGESTED_BYTES = 8 * 1024 * 1024
+
+
+class FramedSession(asyncio.Protocol, Session):
+    """Protocol object: 2-byte little-endian length frames, one mesh message each."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.max_message = 65535
+        self.transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder()
+        self._queue: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._paused = False
+        self.connected: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=CONGESTED_BYTES)
+        if not self.connected.done():
+            self.connected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        messages = self._decoder.feed(data)
+        if not messages:
+            return
+        self._queue.extend(messages)
+        if len(self._queue) > MAX_QUEUED and not self._paused and self.transport:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if not self.connected.done():
+            self.connected.set_exception(SessionClosed(str(exc or "connection lost")))
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- Session -----------------------------------------------------------------------
+
+    def send(self, message: bytes) -> None:
+        if self._closed or self.transport is None or self.transport.is_closing():
+            raise SessionClosed(self.label)
+        try:
+            self.transport.write(encode_frame(message))
+        except FrameError:
+            raise SessionClosed(f"{self.label}: message of {len(message)} bytes is too large "
+                                f"for a framed link") from None
+
+    async def recv(self) -> bytes:
+        while not self._queue:
+            if self._closed:
+                raise SessionClosed(self.label)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._queue.popleft()
+        if self._paused and len(self._queue) < MAX_QUEUED // 2 and self.transport:
+            self._paused = False
+            self.transport.resume_reading()
+        return message
+
+    def close(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.close()
+        self._closed = True
+        self._wake()
+
+    def congested(self) -> bool:
+        return self.transport is not None and \
+            self.transport.get_write_buffer_size() > CONGESTED_BYTES

@@ -1,0 +1,207 @@
+"""A running node: wires config, plugins, the mesh core, backends and control services."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mesh.config.errors import ConfigError
+from mesh.config.loader import LoadedConfig, config_digest, load_config
+from mesh.control.server import ControlService
+from mesh.net.firewall import Firewall, parse_rule
+from mesh.net.netceptor import DEFAULT_IDLE_TIMEOUT, Netceptor
+from mesh.node_sections import NodeConfig
+from mesh.plugins import PluginHost
+
+log = structlog.get_logger(__name__)
+
+#: Sections that ``reload`` may change without a restart.
+RELOADABLE_KINDS = ("backend",)
+
+
+class NodeStartError(Exception):
+    """The node could not start (port in use, socket locked, ...); the message says why."""
+
+
+@dataclass
+class _RunningBackend:
+    section: str
+    digest: str
+    backend: Any
+    task: asyncio.Task[None]
+
+
+class Node:
+    """One mesh node process."""
+
+    def __init__(self, config: LoadedConfig, plugins: PluginHost) -> None:
+        self.config = config
+        self.plugins = plugins
+        node_cfg = config.one("node") or NodeConfig()
+        assert isinstance(node_cfg, NodeConfig)
+        self.node_config = node_cfg
+        self.node_id: str = node_cfg.id
+        self.datadir = Path(node_cfg.datadir).expanduser()
+        firewall = Firewall([parse_rule(r, i) for i, r in enumerate(node_cfg.firewallrules, 1)])
+        self.netceptor = Netceptor(
+            self.node_id, firewall=firewall,
+            idle_timeout=node_cfg.maxidleconnectiontimeout or DEFAULT_IDLE_TIMEOUT,
+            on_link_up=lambda peer, cost: plugins.link_up(self, peer, cost),
+            on_link_down=lambda peer, reason: plugins.link_down(self, peer, reason),
+            on_duplicate=lambda _id: self.stop("duplicate node ID"))
+        self.backends: list[_RunningBackend] = []
+        self.control_services: list[ControlService] = []
+        self._stopped = asyncio.Event()
+        self.stop_reason = ""
+        #: Objects plugins attach to the node, by name (e.g. the workceptor).
+        self.services: dict[str, Any] = {}
+
+    # -- helpers for plugins ------------------------------------------------------------
+
+    def tls_context(self, kind: str, name: str) -> Any:
+        """The ``ssl.SSLContext`` of the ``tls-server``/``tls-client`` section ``name``."""
+        provider = self.services.get("tls")
+        if provider is None:
+            raise NodeStartError(f"tls {name!r} is used but no tls-{kind} sections are "
+                                 f"available (is the tls plugin installed?)")
+        return provider.context(kind, name)
+
+    def listen_stream(self, service: str, *, tags: dict[str, str] | None = None,
+                      tls: str | None = None, advertise: bool = True) -> Any:
+        """Bind a QUIC stream listener on a mesh service (advertised as ConnType 1)."""
+        if tls:
+            raise NodeStartError(f"service {service}: TLS on mesh streams is not supported yet")
+        from mesh.net import streams
+
+        endpoint = self.netceptor.listen(service, advertise=advertise, conn_type=1, tags=tags)
+        return streams.listen_stream(endpoint, max_datagram_for=self.netceptor.max_datagram_for)
+
+    async def dial_stream(self, node: str, service: str, *, tls: str | None = None,
+                          timeout: float = 15.0) -> Any:
+        """Open a QUIC stream to ``node:service`` over the mesh."""
+        if tls:
+            raise ValueError("TLS on mesh streams is not supported yet")
+        from mesh.net import streams
+
+        if node.lower() == "localhost":
+            node = self.node_id
+        return await streams.dial_stream(
+            lambda: self.netceptor.listen(), node, service, local_node=self.node_id,
+            max_datagram_for=self.netceptor.max_datagram_for, timeout=timeout)
+
+    # -- backends ----------------------------------------------------------------------
+
+    def _backend_entries(self, config: LoadedConfig) -> list[tuple[str, str, Any]]:
+        out = []
+        for entry in config.entries:
+            if entry.section in self.plugins.backends:
+                out.append((entry.section, config_digest(entry), entry.values))
+        return out
+
+    def _start_backend(self, section: str, digest: str, values: Any) -> None:
+        factory = self.plugins.backends[section].factory
+        backend = factory(values, self)
+        task = asyncio.create_task(self._run_backend(section, backend))
+        self.backends.append(_RunningBackend(section, digest, backend, task))
+
+    async def _run_backend(self, section: str, backend: Any) -> None:
+        try:
+            await backend.run(self.netceptor)
+        except asyncio.CancelledError:
+            raise
+        except OSError as exc:
+            log.error("backend_failed", node_id=self.node_id, backend=section, error=str(exc))
+        except Exception:
+            log.exception("backend_crashed", node_id=self.node_id, backend=section)
+
+    async def _stop_backend(self, running: _RunningBackend) -> None:
+        running.task.cancel()
+        try:
+            await running.task
+        except (asyncio.CancelledError, Exception):
+            pass
+        self.backends.remove(running)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.netceptor.start()
+        for section, digest, values in self._backend_entries(self.config):
+            self._start_backend(section, digest, values)
+        for cfg in self.config.of("control-service"):
+            service = ControlService(self, cfg)
+            try:
+                await service.start()
+            except (OSError, RuntimeError) as exc:
+                raise NodeStartError(f"control-service: {exc}") from None
+            self.control_services.append(service)
+        await asyncio.sleep(0)  # let listeners bind so port errors surface in the log now
+        log.info("node_started", node_id=self.node_id, backends=len(self.backends),
+                 control_services=len(self.control_services))
+        self.plugins.node_started(self)
+
+    def stop(self, reason: str = "stopped") -> None:
+        if not self._stopped.is_set():
+            self.stop_reason = reason
+            self._stopped.set()
+
+    async def run(self) -> None:
+        """Start, serve until a signal or :meth:`stop`, then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop, sig.name)
+        try:
+            await self.start()
+            await self._stopped.wait()
+        finally:
+            log.info("node_stopping", node_id=self.node_id, reason=self.stop_reason)
+            self.plugins.node_stopping(self)
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        for service in self.control_services:
+            await service.stop()
+        for running in list(self.backends):
+            await self._stop_backend(running)
+        await self.netceptor.stop()
+
+    # -- reload ------------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file; restart only the backends whose entries changed."""
+        path = self.config.path
+        if path is None:
+            return {"Success": False, "Error": "node was started without a config file "
+                                               "ERRORCODE 4"}
+        try:
+            new = load_config(path, self.plugins.section_specs())
+        except ConfigError as exc:
+            return {"Success": False, "Error": f"{exc} ERRORCODE 4"}
+        old_fixed = sorted(config_digest(e) for e in self.config.entries
+                           if e.section not in self.plugins.backends)
+        new_fixed = sorted(config_digest(e) for e in new.entries
+                           if e.section not in self.plugins.backends)
+        if old_fixed != new_fixed:
+            return {"Success": False, "Error": "a non-reloadable config item was modified, "
+                                               "added or removed; restart the node ERRORCODE 3"}
+        wanted = self._backend_entries(new)
+        wanted_digests = [digest for _, digest, _ in wanted]
+        for running in list(self.backends):
+            if running.digest in wanted_digests:
+                wanted_digests.remove(running.digest)
+            else:
+                await self._stop_backend(running)
+        running_digests = [r.digest for r in self.backends]
+        for section, digest, values in wanted:
+            if digest in running_digests:
+                running_digests.remove(digest)
+            else:
+                self._start_backend(section, digest, values)
+        self.config = new
+        log.info("config_reloaded", node_id=self.node_id, backends=len(self.backends))
+        return {"Success": True}

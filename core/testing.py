@@ -1,0 +1,234 @@
+"""Helpers for tests that run real mesh node processes on loopback.
+
+Used by the project's own tests and available to plugin authors.  Every wait polls a
+condition against a deadline; every process is tracked by pid and stopped in teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+MESH_BIN = [sys.executable, "-m", "mesh"]
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05,
+               what: str = "condition") -> T:
+    """Poll ``condition`` until it returns a truthy value; raise TimeoutError at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # conditions may fail while things start
+            last_error = exc
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
+                               + (f" (last error: {last_error})" if last_error else ""))
+        time.sleep(interval)
+
+
+class ControlSession:
+    """A minimal control-protocol client for tests (one connection, many commands)."""
+
+    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rwb")
+        self.greeting = self.file.readline().decode().strip()
+
+    def command(self, line: str) -> Any:
+        self.file.write(line.encode() + b"\n")
+        self.file.flush()
+        reply = self.file.readline().decode().strip()
+        if reply.startswith("ERROR:"):
+            raise RuntimeError(reply)
+        return json.loads(reply)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> "ControlSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class NodeProcess:
+    """A ``mesh node`` child process with its own config, socket and log file."""
+
+    name: str
+    workdir: Path
+    sections: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / f"{self.name}.sock"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / f"{self.name}.yml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def datadir(self) -> Path:
+        return self.workdir / "data"
+
+    def write_config(self) -> None:
+        base = [{"node": {"id": self.name, "datadir": str(self.datadir)}},
+                {"log-level": "debug"},
+                {"control-service": {"service": "control", "filename": str(self.socket)}}]
+        self.config_path.write_text(yaml.safe_dump(base + self.sections, sort_keys=False))
+
+    def start(self, *, wait: bool = True) -> "NodeProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        log = open(self.log_path, "ab")
+        env = {**os.environ, "MESH_LOG_FORMAT": "json", **self.env}
+        self.proc = subprocess.Popen([*MESH_BIN, "node", "-c", str(self.config_path)],
+                                     stdout=log, stderr=log, env=env,
+                                     start_new_session=True)
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.name} exited with {self.proc.returncode}: "
+                                   f"{self.log_tail()}")
+            with ControlSession(self.socket, timeout=5) as session:
+                return session.greeting.endswith(self.name)
+
+        try:
+            wait_until(ready, timeout=timeout, what=f"node {self.name} control socket")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; log: {self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "<no log>"
+
+    def control(self, line: str) -> Any:
+        with ControlSession(self.socket) as session:
+            return session.command(line)
+
+    def status(self) -> dict[str, Any]:
+        return self.control("status")
+
+    def routes(self) -> dict[str, str]:
+        return self.status()["RoutingTable"]
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Mesh:
+    """A set of node processes in one scratch directory; links are declared per node."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.nodes: dict[str, NodeProcess] = {}
+        self.ports: dict[str, int] = {}
+
+    def add(self, name: str, *, listen: bool = True, sections: Iterable[dict] = (),
+            env: dict[str, str] | None = None) -> NodeProcess:
+        node = NodeProcess(name, self.workdir / name, list(sections), dict(env or {}))
+        if listen:
+            self.ports[name] = free_port()
+            node.sections.insert(0, {"tcp-listener": {"port": self.ports[name],
+                                                      "bindaddr": "127.0.0.1"}})
+        self.nodes[name] = node
+        return node
+
+    def link(self, dialer: str, listener: str, cost: float = 1.0) -> None:
+        """``dialer`` gets a tcp-peer to ``listener``'s listener with ``cost``."""
+        peer: dict[str, Any] = {"address": f"127.0.0.1:{self.ports[listener]}"}
+        if cost != 1.0:
+            peer["cost"] = cost
+            for section in self.nodes[listener].sections:
+                if "tcp-listener" in section:
+                    section["tcp-listener"].setdefault("nodecost", {})[dialer] = cost
+        self.nodes[dialer].sections.append({"tcp-peer": peer})
+
+    def start(self) -> "Mesh":
+        for node in self.nodes.values():
+            node.start(wait=False)
+        for node in self.nodes.values():
+            node.wait_ready()
+        return self
+
+    def wait_converged(self, timeout: float = 60.0) -> None:
+        """Every node has a route to every other node."""
+        names = set(self.nodes)
+
+        def converged() -> bool:
+            return all(set(n.routes()) >= names - {n.name}
+                       for n in self.nodes.values() if n.alive)
+
+        wait_until(converged, timeout=timeout, what="mesh convergence")
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""tcp backend: ``tcp-listener`` and ``tcp-peer`` with Receptor's 2-byte length framing."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from mesh import hookimpl
+from mesh.config.errors import SectionValueError
+from mesh.config.schema import SectionSpec
+from mesh.net.backend import Backend, LinkHost, LinkOptions, redial_loop
+from mesh.net.stream_session import FramedSession
+
+log = structlog.get_logger(__name__)
+
+DIAL_TIMEOUT = 15.0
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"address {address!r} must be host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"address {address!r} has a non-numeric port") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"address {address!r}: port must be 1-65535")
+    return host, number
+
+
+def check_costs(cost: float, nodecost: dict[str, float] | None = None) -> None:
+    """Link costs must be positive (Receptor refuses zero and negative costs)."""
+    if not cost > 0:
+        raise SectionValueError("cost", f"must be greater than 0, got {cost}")
+    for node, value in (nodecost or {}).items():
+        if not value > 0:
+            raise SectionValueError("nodecost", f"cost for {node!r} must be greater than 0")
+
+
+@dataclass
+class TcpListenerConfig:
+    port: int = field(metadata={"doc": "TCP port to listen on."})
+    bindaddr: str = field(default="0.0.0.0", metadata={"doc": "Address to bind (IPv4 or IPv6)."})
+    cost: float = field(default=1.0, metadata={"doc": "Cost of links accepted here (> 0)."})
+    nodecost: dict[str, float] = field(default_factory=dict,
+                                       metadata={"doc": "Per-node cost overrides."})
+    allowedpeers: list[str] = field(default_factory=list,
+                                    metadata={"doc": "Only these node IDs may connect."})
+    tls: str | None = field(default=None, metadata={"doc": "Name of a tls-server section."})
+
+    def validate(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise SectionValueError("port", f"must be 0-65535, got {self.port}")
+        check_costs(self.cost, self.nodecost)
+
+
+@dataclass
+class TcpPeerConfig:
+    address: str = field(metadata={"doc": "host:port of the listener to dial ([v6]:port)."})
+    redial: bool = field(default=True, metadata={"doc": "Dial again after failures."})
+    cost: float = field(default=1.0, metadata={"doc": "Link cost (> 0); must match the "
+                                                      "listener's."})
+    allowedpeers: list[str] = field(default_factory=list,
+                                    metadata={"doc": "The peer's node ID must be one of these."})
+    tls: str | None = field(default=None, metadata={"doc": "Name of a tls-client section."})
+
+    def validate(self) -> None:
+        try:
+            split_address(self.address)
+        except ValueError as exc:
+            raise SectionValueError("address", str(exc)) from None
+        check_costs(self.cost)
+
+
+def _tls_context(node: Any, kind: str, name: str | None) -> Any:
+    if not name:
+        return None
+    return node.tls_context(kind, name)
+
+
+class TcpListener(Backend):
+    def __init__(self, config: TcpListenerConfig, node: Any) -> None:
+        self.config = config
+        self.ssl = _tls_context(node, "server", config.tls)
+        self.options = LinkOptions(config.cost, dict(config.nodecost), tuple(config.allowedpeers))
+        self.bound_port: int | None = None
+
+    async def run(self, host: LinkHost) -> None:
+        loop = asyncio.get_running_loop()
+        sessions: set[asyncio.Task[str]] = set()
+
+        def factory() -> FramedSession:
+            session = FramedSession("tcp listener")
+
+            def on_connect(_: Any) -> None:
+                if session.transport is None:
+                    return
+                peer = session.transport.get_extra_info("peername")
+                session.label = f"tcp {peer[0]}:{peer[1]}" if peer else "tcp"
+                task = asyncio.create_task(host.run_session(session, self.options))
+                sessions.add(task)
+                task.add_done_callback(sessions.discard)
+
+            session.connected.add_done_callback(on_connect)
+            return session
+
+        bind = self.config.bindaddr or None
+        server = await loop.create_server(factory, bind, self.config.port, ssl=self.ssl,
+                                          reuse_address=True)
+        self.bound_port = server.sockets[0].getsockname()[1]
+        log.info("listening", node_id=host.node_id, backend="tcp-listener",
+                 address=f"{self.config.bindaddr}:{self.bound_port}")
+        try:
+            await asyncio.Future()
+        finally:
+            server.close()
+            for task in list(sessions):
+                task.cancel()
+
+
+class TcpPeer(Backend):
+    def __init__(self, config: TcpPeerConfig, node: Any) -> None:
+        self.config = config
+        self.host, self.port = split_address(config.address)
+        self.ssl = _tls_context(node, "client", config.tls)
+        self.options = LinkOptions(config.cost, {}, tuple(config.allowedpeers))
+
+    async def dial(self) -> FramedSession:
+        loop = asyncio.get_running_loop()
+        label = f"tcp {self.config.address}"
+        kwargs: dict[str, Any] = {}
+        if self.ssl is not None:
+            kwargs = {"ssl": self.ssl, "server_hostname": self.host}
+        _, session = await asyncio.wait_for(
+            loop.create_connection(lambda: FramedSession(label), self.host, self.port,
+                                   **kwargs), DIAL_TIMEOUT)
+        return session
+
+    async def run(self, host: LinkHost) -> None:
+        await redial_loop(self.dial, host, self.options, redial=self.config.redial,
+                          what=f"tcp-peer {self.config.address}")
+
+
+@hookimpl
+def mesh_register_backends(register: Any) -> None:
+    register(SectionSpec("tcp-listener", TcpListenerConfig, bare="port",
+                         doc="Accept mesh links over TCP."), TcpListener)
+    register(SectionSpec("tcp-peer", TcpPeerConfig, bare="address",
+                         doc="Dial a mesh link over TCP."), TcpPeer)

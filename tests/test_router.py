@@ -1,0 +1,89 @@
+"""The pure routing state: update acceptance rules, Dijkstra, expiry."""
+
+from mesh.net.router import Router, UpdateVerdict
+
+
+def update(router: Router, node: str, conns: dict[str, float], *, uid: str = "", epoch: int = 5,
+           seq: int = 1, dup: int = 0, now: float = 0.0):
+    return router.apply_update(node_id=node, update_id=uid or f"{node}{epoch}{seq}", epoch=epoch,
+                               sequence=seq, connections=conns, suspected_duplicate=dup,
+                               own_epoch=100, now=now)
+
+
+def line() -> Router:
+    r = Router("a")
+    r.add_link("b", 1.0)
+    update(r, "b", {"a": 1.0, "c": 1.0})
+    update(r, "c", {"b": 1.0})
+    return r
+
+
+def test_line_routes_through_relay():
+    r = line()
+    assert r.compute() == {"b": "b", "c": "b"}
+
+
+def test_diamond_prefers_cheaper_path_and_falls_back():
+    r = Router("controller01")
+    r.add_link("relayer01", 1.0)
+    r.add_link("relayer02", 2.0)
+    update(r, "relayer01", {"controller01": 1.0, "executor01": 1.0})
+    update(r, "relayer02", {"controller01": 2.0, "executor01": 1.0})
+    update(r, "executor01", {"relayer01": 1.0, "relayer02": 1.0})
+    assert r.compute()["executor01"] == "relayer01"
+    r.remove_link("relayer01")
+    update(r, "executor01", {"relayer02": 1.0}, seq=2)
+    assert r.compute()["executor01"] == "relayer02"
+    assert "relayer01" not in r.compute()
+
+
+def test_duplicate_update_id_and_stale_sequence_are_ignored():
+    r = line()
+    assert update(r, "c", {"b": 1.0}, uid="same", seq=2).verdict is UpdateVerdict.ACCEPT
+    assert update(r, "c", {"b": 1.0}, uid="same", seq=3).verdict is UpdateVerdict.IGNORE
+    assert update(r, "c", {"b": 1.0}, seq=2, uid="other").verdict is UpdateVerdict.IGNORE
+    assert update(r, "c", {"b": 1.0}, epoch=4, seq=9).verdict is UpdateVerdict.IGNORE
+    assert update(r, "c", {"b": 1.0}, epoch=6, seq=1).verdict is UpdateVerdict.ACCEPT
+
+
+def test_new_node_and_changed_connections_are_reported():
+    r = line()
+    result = update(r, "d", {"c": 1.0})
+    assert result.new_node and result.connections_changed
+    result = update(r, "d", {"c": 1.0}, seq=2)
+    assert not result.new_node and not result.connections_changed
+
+
+def test_update_removes_edges_the_node_no_longer_lists():
+    r = line()
+    update(r, "b", {"a": 1.0}, seq=2)
+    assert "b" not in r.known["c"]
+    assert "c" not in r.compute()
+
+
+def test_own_id_rules():
+    r = Router("a")
+    assert update(r, "a", {}, epoch=100).verdict is UpdateVerdict.IGNORE
+    assert update(r, "a", {}, epoch=200).verdict is UpdateVerdict.CONFLICT
+    assert update(r, "a", {}, epoch=50).verdict is UpdateVerdict.IGNORE
+    assert update(r, "a", {}, epoch=50, dup=100).verdict is UpdateVerdict.DUPLICATE_SELF
+    assert update(r, "", {}).verdict is UpdateVerdict.IGNORE
+
+
+def test_unreachable_nodes_expire_but_reachable_ones_stay():
+    r = line()
+    r.compute()
+    assert r.sweep(now=0.0, node_expiry=60) == []
+    r.remove_link("b")
+    r.compute()
+    assert r.sweep(now=10.0, node_expiry=60) == []
+    assert sorted(r.sweep(now=71.0, node_expiry=60)) == ["b", "c"]
+    assert set(r.known) == {"a"}
+    assert r.records == {}
+
+
+def test_only_nodes_with_their_own_entry_are_destinations():
+    r = Router("a")
+    r.add_link("b", 1.0)
+    update(r, "b", {"a": 1.0, "ghost": 1.0})
+    assert r.compute() == {"b": "b"}
