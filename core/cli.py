@@ -33,6 +33,14 @@ def plugin_host(ctx: click.Context) -> PluginHost:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
+    import os
+
+    from mesh.log import configure_logging
+
+    # Plugin loading may log; keep those events on stderr, never mixed into stdout output.
+    tracing = os.environ.get("MESH_TRACE_PLUGINS", "") not in ("", "0")
+    configure_logging(os.environ.get("MESH_LOG_LEVEL") or ("info" if tracing else "warning"),
+                      os.environ.get("MESH_LOG_FORMAT", "auto"))  # type: ignore[arg-type]
     try:
         host = make_plugin_manager()
     except PluginError as exc:

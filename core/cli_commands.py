@@ -73,11 +73,15 @@ def node_command(ctx: click.Context, config_path: Path | None) -> None:
     level_cfg = config.one("log-level")
     level = ctx.find_root().obj.get("log_level") or (level_cfg.level if level_cfg else "info")
     configure_logging(level, ctx.find_root().obj.get("log_format", "auto"))
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks
     try:
         node = Node(config, host)
         bind_node(node.node_id)
         asyncio.run(node.run())
-    except NodeStartError as exc:
+    except (NodeStartError, ConfigError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         pass
@@ -111,7 +115,10 @@ def ping_command(socket_path: str | None, node: str, count: int, delay: float) -
     failed = False
     with connect(socket_path) as client:
         for i in range(count):
-            reply = client.command(f"ping {node}")
+            try:
+                reply = client.command(f"ping {node}")
+            except ControlClientError as exc:
+                fail(str(exc), 2)
             if reply.get("Success"):
                 click.echo(f"Reply from {reply['From']} in {reply['TimeStr']}")
             else:
@@ -130,14 +137,17 @@ def ping_command(socket_path: str | None, node: str, count: int, delay: float) -
 def traceroute_command(socket_path: str | None, node: str) -> None:
     """Show the hops to a node."""
     with connect(socket_path) as client:
-        reply = client.command(f"traceroute {node}")
+        try:
+            reply = client.command(f"traceroute {node}")
+        except ControlClientError as exc:
+            fail(str(exc), 2)
     failed = False
     for key in sorted(reply, key=int):
         hop = reply[key]
         if hop.get("Error"):
             failed = True
-            click.echo(f"{key}: Error {hop['Error']} from {hop.get('From', '')} "
-                       f"in {hop.get('TimeStr', '')}")
+            where = f" from {hop['From']}" if hop.get("From") else ""
+            click.echo(f"{key}: Error {hop['Error']}{where} in {hop.get('TimeStr', '')}")
         else:
             click.echo(f"{key}: {hop['From']} in {hop['TimeStr']}")
     if failed:

@@ -83,15 +83,17 @@ def mesh_register_signers(register: Callable[..., None]) -> None:
 def mesh_register_control_commands(register: Callable[..., None]) -> None:
     """Register control-service commands (``status``, ``ping``, ``work``, ...).
 
-    Called once when a node builds its control service.
+    Called once when the plugin manager is built; a node's control services dispatch every
+    request through the resulting registry.
 
-    :param register: call ``register(name, handler)``.  ``name`` is the lower-case command
-        word.  ``handler`` is an ``async`` callable ``handler(ctx, request)`` where ``ctx`` is
-        a :class:`mesh.control.commands.CommandContext` (the node, the session and its
-        transport) and ``request`` a :class:`mesh.control.protocol.Request`.  It returns a
-        JSON-serialisable object to reply with, or ``None`` if it wrote the reply itself (for
-        streaming commands).  It raises :class:`mesh.control.protocol.CommandError` to reply
-        ``ERROR: <message>``.
+    :param register: call ``register(name, handler)``.  ``name`` is the command word
+        (stored lower-case).  ``handler`` is an ``async`` callable ``handler(ctx, request)``
+        where ``ctx`` is a :class:`mesh.control.server.CommandContext` (``node``, the client
+        connection ``conn`` and a free-form ``extra`` dict) and ``request`` a
+        :class:`mesh.control.protocol.Request`.  It returns a JSON-serialisable object to
+        reply with, or :data:`mesh.control.server.STREAMED` if it wrote the reply itself on
+        ``ctx.conn`` (streaming commands; the session then ends).  It raises
+        :class:`mesh.control.protocol.CommandError` to reply ``ERROR: <message>``.
     :return: nothing; the return value is ignored.
     """
 
@@ -124,9 +126,11 @@ def mesh_node_started(node: Any) -> None:
 
 @hookspec
 def mesh_node_stopping(node: Any) -> None:
-    """A node is about to stop (signal, duplicate node ID, or fatal error).
+    """A node is about to stop (signal, duplicate node ID, or failed start-up).
 
-    :param node: the :class:`mesh.node.Node` that is stopping.
+    Backends and control services are still running while this hook runs.
+
+    :param node: the :class:`mesh.node.Node` that is stopping; ``node.stop_reason`` says why.
     :return: nothing; the return value is ignored.
     """
 
@@ -148,7 +152,8 @@ def mesh_link_down(node: Any, peer: str, reason: str) -> None:
 
     :param node: the local :class:`mesh.node.Node`.
     :param peer: the neighbour's node ID.
-    :param reason: a short text saying why (``closed``, ``idle timeout``, ``rejected``, ...).
+    :param reason: a short text saying why (``closed``, ``idle timeout``, ``node stopping``,
+        ``remote node rejected the connection``, ...).
     :return: nothing; the return value is ignored.
     """
 

@@ -13,15 +13,27 @@ import structlog
 from mesh.config.errors import ConfigError
 from mesh.config.loader import LoadedConfig, config_digest, load_config
 from mesh.control.server import ControlService
+from mesh.net.endpoint import RouteError
 from mesh.net.firewall import Firewall, parse_rule
 from mesh.net.netceptor import DEFAULT_IDLE_TIMEOUT, Netceptor
 from mesh.node_sections import NodeConfig
 from mesh.plugins import PluginHost
+from mesh.work.unitstore import UnitStore
+from mesh.work.workceptor import Workceptor
+from mesh.work.worktype import WorkType
 
 log = structlog.get_logger(__name__)
 
 #: Sections that ``reload`` may change without a restart.
 RELOADABLE_KINDS = ("backend",)
+
+
+def _dump_tasks() -> None:
+    """``kill -USR2`` prints every asyncio task's stack to stderr (for debugging hangs)."""
+    import sys
+
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
 
 
 class NodeStartError(Exception):
@@ -58,8 +70,25 @@ class Node:
         self.control_services: list[ControlService] = []
         self._stopped = asyncio.Event()
         self.stop_reason = ""
-        #: Objects plugins attach to the node, by name (e.g. the workceptor).
+        #: Objects plugins attach to the node, by name (e.g. the tls provider).
         self.services: dict[str, Any] = {}
+        self.work = Workceptor(self, UnitStore(self.datadir, self.node_id), self._work_types())
+        self.netceptor.work_commands = self.work.work_commands
+
+    def _work_types(self) -> dict[str, WorkType]:
+        types: dict[str, WorkType] = {}
+        for entry in self.config.entries:
+            registered = self.plugins.work_types.get(entry.section)
+            if registered is None:
+                continue
+            work_type = registered.factory(entry.values, self)
+            if work_type.name in types or work_type.name == "remote":
+                raise ConfigError(f"work type {work_type.name!r} is defined twice "
+                                  f"(or uses the reserved name 'remote'); rename one",
+                                  file=str(self.config.path or "<config>"),
+                                  section=entry.section, index=entry.index, key="worktype")
+            types[work_type.name] = work_type
+        return types
 
     # -- helpers for plugins ------------------------------------------------------------
 
@@ -83,16 +112,39 @@ class Node:
 
     async def dial_stream(self, node: str, service: str, *, tls: str | None = None,
                           timeout: float = 15.0) -> Any:
-        """Open a QUIC stream to ``node:service`` over the mesh."""
-        if tls:
-            raise ValueError("TLS on mesh streams is not supported yet")
+        """Open a QUIC stream to ``node:service`` over the mesh.
+
+        Fails at once when there is no route, and as soon as the remote node reports the
+        service unknown, instead of waiting for the QUIC handshake timeout.
+        """
         from mesh.net import streams
 
+        if tls:
+            raise ValueError("TLS on mesh streams is not supported yet")
         if node.lower() == "localhost":
             node = self.node_id
+        if node != self.node_id and node not in self.netceptor.router.table:
+            raise RouteError("no route to node")
+        endpoints: list[Any] = []
+
+        def open_endpoint() -> Any:
+            endpoint = self.netceptor.listen()
+            endpoints.append(endpoint)
+            return endpoint
+
+        def on_connection(conn: Any) -> None:
+            def unreachable(notice: Any, _reporter: str) -> None:
+                if notice.problem == "service unknown" and \
+                        (notice.to_node, notice.to_service) == (node, service):
+                    conn.abort(notice.problem)
+
+            for endpoint in endpoints:
+                endpoint.unreachable_handler = unreachable
+
         return await streams.dial_stream(
-            lambda: self.netceptor.listen(), node, service, local_node=self.node_id,
-            max_datagram_for=self.netceptor.max_datagram_for, timeout=timeout)
+            open_endpoint, node, service, local_node=self.node_id,
+            max_datagram_for=self.netceptor.max_datagram_for, timeout=timeout,
+            on_connection=on_connection)
 
     # -- backends ----------------------------------------------------------------------
 
@@ -131,6 +183,7 @@ class Node:
 
     async def start(self) -> None:
         self.netceptor.start()
+        await self.work.start()
         for section, digest, values in self._backend_entries(self.config):
             self._start_backend(section, digest, values)
         for cfg in self.config.of("control-service"):
@@ -155,6 +208,7 @@ class Node:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop, sig.name)
+        loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
         try:
             await self.start()
             await self._stopped.wait()
@@ -166,6 +220,7 @@ class Node:
     async def shutdown(self) -> None:
         for service in self.control_services:
             await service.stop()
+        await self.work.stop()
         for running in list(self.backends):
             await self._stop_backend(running)
         await self.netceptor.stop()

@@ -95,7 +95,7 @@ class ControlServiceConfig:
     service: str = field(default="control",
                          metadata={"doc": "Mesh service name (\"\" disables the mesh listener)."})
     filename: str | None = field(default=None, metadata={"doc": "Unix socket path."})
-    permissions: int = field(default=0o600, metadata={"doc": "Unix socket permissions."})
+    permissions: int = field(default=0o600, metadata={"doc": "Unix socket permissions (octal, default 0600)."})
     tls: str | None = field(default=None,
                             metadata={"doc": "tls-server for the mesh service."})
     tcplisten: str | None = field(default=None,

@@ -37,7 +37,9 @@ ENTRY_POINT_GROUP = "mesh.plugins"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "mesh.node_sections",
     "mesh.control.builtin_commands",
+    "mesh.work.control_commands",
     "mesh.cli_commands",
+    "mesh.work.cli_commands",
 )
 
 
@@ -50,9 +52,16 @@ class DuplicateRegistration(PluginError):
 
     def __init__(self, kind: str, name: str, first: str, second: str) -> None:
         super().__init__(
-            f"{kind} {name!r} is registered by both {first!r} and {second!r}; "
+            f"{kind} {name!r} is registered by both {first} and {second}; "
             f"disable one of them with MESH_DISABLE_PLUGINS"
         )
+
+
+class InvalidPlugin(PluginError, pluggy.PluginValidationError):
+    """A plugin implements a hook that does not exist or with arguments the hook does not have."""
+
+    def __init__(self, plugin: object, message: str) -> None:
+        pluggy.PluginValidationError.__init__(self, plugin, message)
 
 
 @dataclass
@@ -126,10 +135,16 @@ class PluginHost:
         if info is not None:
             info.registered.setdefault(kind, []).append(name)
 
+    def _label(self, owner: str) -> str:
+        """``tcp (mesh 0.1.0)``: a plugin name with its distribution, for error messages."""
+        info = self.infos.get(owner)
+        return f"{owner} ({info.distribution} {info.version})" if info else owner
+
     def _add(self, table: dict[str, Registered], kind: str, item: Registered) -> None:
         existing = table.get(item.name)
         if existing is not None:
-            raise DuplicateRegistration(kind, item.name, existing.owner, item.owner)
+            raise DuplicateRegistration(kind, item.name, self._label(existing.owner),
+                                        self._label(item.owner))
         table[item.name] = item
         self._note(item.owner, kind, item.name)
 
@@ -229,6 +244,14 @@ def _enable_tracing(pm: pluggy.PluginManager) -> None:
     pm.add_hookcall_monitoring(before, after)
 
 
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, where: str) -> None:
+    """Register one plugin; a hookimpl whose arguments its hookspec lacks names the plugin."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise InvalidPlugin(plugin, f"plugin {name!r} ({where}): {exc}") from exc
+
+
 def make_plugin_manager(*, entry_points: bool = True,
                         extra: list[tuple[str, object]] | None = None) -> PluginHost:
     """Build the plugin manager and registries.
@@ -236,6 +259,12 @@ def make_plugin_manager(*, entry_points: bool = True,
     :param entry_points: load plugins from the ``mesh.plugins`` entry-point group (tests that
         must not see ambient plugins pass ``False``).
     :param extra: additional ``(name, plugin)`` pairs to register (used by tests).
+    :raises PluginError: a plugin failed to import under ``MESH_STRICT_PLUGINS=1``
+        (otherwise it is logged and skipped).
+    :raises InvalidPlugin: a plugin implements an unknown hook or takes arguments its hook
+        does not have (found by ``check_pending()``); also a ``pluggy.PluginValidationError``.
+    :raises DuplicateRegistration: two entry points share a name, or two plugins register
+        the same section, backend, work type, signer or control command.
     """
     pm = pluggy.PluginManager("mesh")
     pm.add_hookspecs(hookspecs)
@@ -248,10 +277,15 @@ def make_plugin_manager(*, entry_points: bool = True,
 
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if not _selected(ep) or pm.has_plugin(ep.name):
+            if not _selected(ep):
                 continue
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
+            if ep.name in infos:
+                first = infos[ep.name]
+                raise DuplicateRegistration("plugin", ep.name,
+                                            f"{first.distribution} {first.version}",
+                                            f"{dist} {version}")
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken third-party plugin must not stop the node
@@ -261,15 +295,23 @@ def make_plugin_manager(*, entry_points: bool = True,
                 log.error("plugin_load_failed", plugin=ep.name, distribution=dist,
                           version=version, error=str(exc))
                 continue
-            pm.register(plugin, name=ep.name)
+            _register(pm, plugin, ep.name, f"{dist} {version}")
             infos[ep.name] = PluginInfo(ep.name, dist, version)
 
     for name, plugin in extra or []:
-        pm.register(plugin, name=name)
         module = plugin if isinstance(plugin, ModuleType) else None
-        infos[name] = PluginInfo(name, getattr(module, "__name__", "<object>"), "-")
+        info = PluginInfo(name, getattr(module, "__name__", "<object>"), "-")
+        _register(pm, plugin, name, info.distribution)
+        infos[name] = info
 
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        info = infos.get(name)
+        where = f" ({info.distribution} {info.version})" if info else ""
+        raise InvalidPlugin(exc.plugin, f"plugin {name!r}{where}: {exc}; mesh hooks are listed "
+                                        f"in mesh.hookspecs") from exc
     if os.environ.get("MESH_TRACE_PLUGINS", "") not in ("", "0"):
         _enable_tracing(pm)
     for name, info in infos.items():

@@ -16,6 +16,10 @@ from mesh.net.messages import Unreachable
 if TYPE_CHECKING:  # pragma: no cover
     from mesh.net.netceptor import Netceptor
 
+
+class RouteError(Exception):
+    """A locally originated message could not be sent; ``str()`` is Receptor's problem text."""
+
 QUEUE_LIMIT = 4096
 
 
@@ -72,6 +76,14 @@ class Endpoint:
         return self._queue.popleft()
 
     def sendto(self, data: bytes, node: str, service: str) -> None:
+        """Send one datagram, fire-and-forget: like UDP, a datagram without a route is lost
+        (callers that must know use :meth:`send_checked`)."""
+        try:
+            self.send_checked(data, node, service)
+        except RouteError:
+            self.dropped += 1
+
+    def send_checked(self, data: bytes, node: str, service: str) -> None:
         """Send one datagram; routing errors raise :class:`mesh.net.netceptor.RouteError`."""
         if self.closed:
             raise EndpointClosed(self.service)

@@ -12,14 +12,14 @@ import random
 import string
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import structlog
 
 from mesh.net import messages as m
 from mesh.net.backend import LinkOptions, Session, SessionClosed
-from mesh.net.endpoint import Endpoint
+from mesh.net.endpoint import Endpoint, RouteError
 from mesh.net.firewall import Firewall, Verdict
 from mesh.net.highwayhash import node_hash
 from mesh.net.router import Router, UpdateVerdict
@@ -50,10 +50,6 @@ def random_id(length: int = 8) -> str:
     return "".join(random.choices(_ALNUM, k=length))
 
 
-class RouteError(Exception):
-    """A locally originated message could not be sent; ``str()`` is Receptor's problem text."""
-
-
 class ServiceInUse(Exception):
     """The service name is reserved or already bound."""
 
@@ -72,6 +68,8 @@ class Link:
     last_recv: float
     listed_us: bool = False
     close_reason: str = ""
+    #: A new link gets every advert we know (not only ours) with the next advert round.
+    needs_ads: bool = True
 
 
 @dataclass
@@ -80,18 +78,38 @@ class LocalAd:
     tags: dict[str, str] | None
 
 
-@dataclass
 class _Schedule:
-    """A coalescing timer: the next run can be pulled earlier, never pushed later."""
+    """A coalescing timer: the next run can be pulled earlier, never pushed later.
 
-    at: float | None = None
-    event: asyncio.Event = field(default_factory=asyncio.Event)
+    Built on a bare future and ``call_later`` (not ``wait_for``, whose cancellation races
+    in Python 3.11 can leave a task stuck while the node shuts down).
+    """
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     def request(self, delay: float) -> None:
         when = time.monotonic() + delay
         if self.at is None or when < self.at:
             self.at = when
-            self.event.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def sleep_until_due(self) -> None:
+        """Return once ``at`` has passed (it may move earlier while we wait)."""
+        loop = asyncio.get_running_loop()
+        while self.at is not None and (delay := self.at - time.monotonic()) > 0:
+            self._waiter = loop.create_future()
+            handle = loop.call_later(delay, self._wake)
+            try:
+                await self._waiter
+            finally:
+                handle.cancel()
+                self._waiter = None
 
 
 def go_duration(ns: int) -> str:
@@ -146,7 +164,8 @@ class Netceptor:
         self.names: dict[int, str] = {self.my_hash: node_id}
         self.services: dict[str, Endpoint] = {}
         self.local_ads: dict[str, LocalAd] = {}
-        self.ads: dict[tuple[str, str], tuple[m.ServiceAdvertisement, float]] = {}
+        #: Adverts from other nodes: (node, service) → (advert, received at, raw message).
+        self.ads: dict[tuple[str, str], tuple[m.ServiceAdvertisement, float, bytes]] = {}
         self.work_commands: Callable[[], list[m.WorkCommand] | None] = lambda: None
         self.on_link_up = on_link_up
         self.on_link_down = on_link_down
@@ -192,15 +211,7 @@ class Netceptor:
                             action: Callable[[], None]) -> None:
         schedule.request(period)
         while True:
-            assert schedule.at is not None
-            delay = schedule.at - time.monotonic()
-            if delay > 0:
-                schedule.event.clear()
-                try:
-                    await asyncio.wait_for(schedule.event.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
-                continue
+            await schedule.sleep_until_due()
             schedule.at = None
             try:
                 action()
@@ -225,7 +236,7 @@ class Netceptor:
         forgotten = self.router.sweep(now, self.node_expiry)
         for node in forgotten:
             log.info("node_expired", node_id=self.node_id, node=node)
-        for key, (ad, received) in list(self.ads.items()):
+        for key, (ad, received, _) in list(self.ads.items()):
             if key[0] in forgotten or now - received > AD_EXPIRY:
                 del self.ads[key]
         if forgotten:
@@ -428,7 +439,7 @@ class Netceptor:
         if ad.cancel:
             self.ads.pop(key, None)
         else:
-            self.ads[key] = (ad, time.monotonic())
+            self.ads[key] = (ad, time.monotonic(), bytes(msg))
         self._send_to_links(msg, exclude=link)
 
     def _send_to_links(self, msg: bytes, exclude: Link | None = None) -> None:
@@ -472,6 +483,15 @@ class Netceptor:
             return
         for service, ad in list(self.local_ads.items()):
             self._send_to_links(m.encode_service_advertisement(self._make_ad(service, ad)))
+        foreign = [raw for _, _, raw in self.ads.values()]
+        for link in list(self.links.values()):
+            if link.needs_ads:
+                link.needs_ads = False
+                for raw in foreign:
+                    try:
+                        link.session.send(raw)
+                    except SessionClosed:
+                        break
 
     # -- services ----------------------------------------------------------------------
 
@@ -624,7 +644,7 @@ class Netceptor:
     def advertisements(self) -> list[m.ServiceAdvertisement]:
         """Every advert we know, ours (stamped now) first."""
         ours = [self._make_ad(service, ad) for service, ad in self.local_ads.items()]
-        return ours + [ad for ad, _ in self.ads.values()]
+        return ours + [ad for ad, _, _ in self.ads.values()]
 
 
 def _service(msg: bytes | bytearray, offset: int) -> str:

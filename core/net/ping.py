@@ -41,7 +41,7 @@ async def ping(netceptor: Netceptor, target: str, *, hops: int = MAX_FORWARDING_
     start = time.perf_counter_ns()
     try:
         try:
-            endpoint.sendto(b"", target, "ping")
+            endpoint.send_checked(b"", target, "ping")
         except RouteError as exc:
             return PingResult("", time.perf_counter_ns() - start, str(exc))
         try:

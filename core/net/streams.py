@@ -10,7 +10,9 @@ this module is the asyncio glue plus Receptor's conventions:
   that byte to be ``0x00`` (else 500 "Read Data Error") and hands the stream out.
 * Idle timeout 30 s, handshake timeout 15 s, client keep-alive PING every 15 s.
 * ``write_eof()`` sends FIN (Receptor's EOF), ``close()`` sends CONNECTION_CLOSE with
-  application error 0 "normal close", failures use application error 500.
+  application error 0 "normal close", failures use application error 500.  After a close
+  we initiate, the endpoint lingers for the RFC 9000 closing period (at most 3 s) to repeat
+  CONNECTION_CLOSE if the peer missed it.
 
 Wiring for the node (see also :class:`StreamConnection`):
 
@@ -83,6 +85,11 @@ NORMAL_CLOSE_REASON = "normal close"
 HANDSHAKE_DATAGRAM = SMALLEST_MAX_DATAGRAM_SIZE
 #: Our own connection IDs; short-header packets carry them at bytes 1..8.
 CID_LENGTH = 8
+#: Closing period bounds and how often CONNECTION_CLOSE is repeated within it.
+MAX_CLOSING_PERIOD = 3.0
+MAX_CLOSE_RESENDS = 8
+#: Default longest line MeshStream.readline() returns.
+LINE_LIMIT = 1 << 20
 #: aioquic writes 2-byte STREAM frame lengths, so frames above this need our override.
 _MAX_2BYTE_VARINT = 16383
 _TLS_BAD_CERTIFICATE = QuicErrorCode.CRYPTO_ERROR + 42
@@ -193,6 +200,18 @@ class _MeshQuicConnection(QuicConnection):
     def ended(self) -> bool:
         return self._state in END_STATES
 
+    @property
+    def has_events(self) -> bool:
+        return bool(self._events)
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._handshake_complete
+
+    def closing_period(self) -> float:
+        """RFC 9000 closing period: three probe timeouts."""
+        return 3 * self._loss.get_probe_timeout()
+
     def peer_certificates(self) -> list[x509.Certificate]:
         tls = getattr(self, "tls", None)
         if tls is None or tls._peer_certificate is None:
@@ -229,9 +248,9 @@ class _MeshQuicConnection(QuicConnection):
         used = self._mesh_consumed.get(stream_id, 0) + count
         self._mesh_consumed[stream_id] = used
         self._mesh_consumed_total += count
+        window = self._mesh_stream_window
         stream = self._streams.get(stream_id)
-        if stream is not None and (used + self._mesh_stream_window
-                                   - stream.max_stream_data_local >= self._mesh_stream_window // 2):
+        if stream is not None and used + window - stream.max_stream_data_local >= window // 2:
             return True
         return (self._mesh_consumed_total + self._mesh_conn_window - self._local_max_data.value
                 >= self._mesh_conn_window // 2)
@@ -323,6 +342,7 @@ def _configuration(is_client: bool, tuning: StreamTuning) -> QuicConfiguration:
 
 
 def _resolve(fut: asyncio.Future[None], exc: BaseException | None = None) -> None:
+    """Complete ``fut`` unless it is already done (or cancelled by a timed-out waiter)."""
     if not fut.done():
         if exc is None:
             fut.set_result(None)
@@ -490,14 +510,23 @@ class MeshStream:
             pos += length
         return -1
 
-    async def readline(self) -> bytes:
-        """Bytes up to and including ``b"\\n"``; the rest of the data at EOF."""
+    async def readline(self, *, limit: int = LINE_LIMIT) -> bytes:
+        """Bytes up to and including ``b"\\n"``; the rest of the data at EOF.
+
+        Raises ``ValueError`` (data stays buffered) when no newline shows up within
+        ``limit`` bytes, like ``StreamReader.readline``; without a limit a line longer than
+        the receive window would wait forever.
+        """
         scanned = 0
         while True:
             idx = self._find(b"\n", scanned)
             if idx >= 0:
+                if idx + 1 > limit:
+                    raise ValueError(f"line longer than {limit} bytes")
                 return self._take_exactly(idx + 1)
             scanned = self._buffered
+            if scanned >= limit:
+                raise ValueError(f"line longer than {limit} bytes")
             if self._eof:
                 return self._take_exactly(self._buffered) if self._buffered else b""
             self._raise_if_failed()
@@ -599,6 +628,8 @@ class StreamConnection:
         self._keepalive: asyncio.TimerHandle | None = None
         self._ignored_streams: set[int] = set()
         self._send_failures = 0
+        self._close_packets: list[tuple[bytes, tuple[str, str]]] | None = None
+        self._close_resends = 0
         #: Called once when the connection is over (listener bookkeeping, endpoint close).
         self.on_ended: Callable[[StreamConnection], None] | None = None
         #: Server side: called with the stream once the 0x00 byte arrived.
@@ -642,6 +673,9 @@ class StreamConnection:
     def datagram_received(self, data: bytes, addr: tuple[str, str] | None = None) -> None:
         """Feed one QUIC datagram from ``addr`` (defaults to the remote address)."""
         if self._ended:
+            if self._close_packets is not None and self._close_resends < MAX_CLOSE_RESENDS:
+                self._close_resends += 1
+                self._transmit(self._close_packets)
             return
         self._quic.receive_datagram(data, addr or self._addr, self._loop.time())
         self._process_events()
@@ -665,23 +699,28 @@ class StreamConnection:
             return
         quic = self._quic
         datagrams = quic.datagrams_to_send(self._loop.time())
-        if datagrams:
-            sendto = self._endpoint.sendto
-            for data, addr in datagrams:
-                try:
-                    sendto(data, addr[0], addr[1])
-                except EndpointClosed:
-                    self._end(StreamAborted("endpoint closed"))
-                    return
-                except Exception as exc:  # routing errors: QUIC retransmits later
-                    self._send_failures += 1
-                    if self._send_failures == 1:
-                        log.debug("stream.send_failed", node=addr[0], service=addr[1],
-                                  error=str(exc))
-        if quic._events:
+        if datagrams and not self._transmit(datagrams):
+            return
+        if quic.has_events:
             self._process_events()
         if not self._ended:
             self._arm_timer()
+
+    def _transmit(self, datagrams: list[tuple[bytes, tuple[str, str]]]) -> bool:
+        """Send datagrams; False if the endpoint is gone (the connection then ended)."""
+        sendto = self._endpoint.sendto
+        for data, addr in datagrams:
+            try:
+                sendto(data, addr[0], addr[1])
+            except EndpointClosed:
+                self._end(StreamAborted("endpoint closed"))
+                return False
+            except Exception as exc:  # routing errors: QUIC retransmits later
+                self._send_failures += 1
+                if self._send_failures == 1:
+                    log.debug("stream.send_failed", node=addr[0], service=addr[1],
+                              error=str(exc))
+        return True
 
     def _arm_timer(self) -> None:
         at = self._quic.get_timer()
@@ -811,15 +850,24 @@ class StreamConnection:
         self._end(StreamAborted(problem))
 
     def _close_quic(self, code: int, reason: str, frame_type: int | None = None) -> None:
-        """Send CONNECTION_CLOSE now (a close we initiate is not reported as the peer's)."""
+        """Send CONNECTION_CLOSE now (a close we initiate is not reported as the peer's).
+
+        Once the handshake is done, the close packets are kept for the closing period and
+        re-sent when the peer keeps sending (it missed them), as RFC 9000 §10.2.1 asks;
+        aioquic itself ignores packets while closing.
+        """
         self._closing_noted = True
-        self._quic.close(error_code=code, frame_type=frame_type, reason_phrase=reason)
-        self._flush()
+        quic = self._quic
+        established = quic.handshake_complete
+        quic.close(error_code=code, frame_type=frame_type, reason_phrase=reason)
+        datagrams = quic.datagrams_to_send(self._loop.time())
+        if self._transmit(datagrams) and established and datagrams:
+            self._close_packets = datagrams
 
     def _handshake_expired(self) -> None:
         self._deadline = None
         if not self._ended:
-            self._end(DialTimeout("handshake timeout"))
+            self._end(StreamAborted("handshake timeout"))
 
     def _keepalive_tick(self) -> None:
         self._keepalive = None
@@ -835,7 +883,7 @@ class StreamConnection:
             stream._feed(event.data, event.end_stream)
             return
         if (stream is None and not self._is_client and event.stream_id % 4 == 0
-                and self._quic._handshake_complete):
+                and self._quic.handshake_complete):
             self._accept_stream(event)
             return
         # Receptor uses one stream per connection: discard others, keep credit flowing.
@@ -897,6 +945,15 @@ class StreamConnection:
         self._settle_established(error)
         log.debug("stream.ended", node=self.remote_node, service=self.remote_service,
                   client=self._is_client, error=str(error) if error else None)
+        if self._close_packets is not None:
+            period = min(max(self._quic.closing_period(), 0.05), MAX_CLOSING_PERIOD)
+            self._loop.call_later(period, self._finish)
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        """End of the closing period: release the endpoint / listener bookkeeping."""
+        self._close_packets = None
         if self.on_ended is not None:
             self.on_ended(self)
 
@@ -927,7 +984,8 @@ class StreamListener:
         self._accepted: deque[MeshStream] = deque()
         self._accept_waiter: asyncio.Future[None] | None = None
         self._closed = False
-        self._task = self._loop.create_task(self._run(), name=f"stream-listener-{endpoint.service}")
+        self._task = self._loop.create_task(self._run(),
+                                            name=f"stream-listener-{endpoint.service}")
 
     @property
     def connections(self) -> list[StreamConnection]:
@@ -948,12 +1006,13 @@ class StreamListener:
         return self._accepted.popleft()
 
     def close(self) -> None:
-        """Stop listening, close every connection (error 0 "normal close") and the endpoint."""
+        """Stop listening: fail open connections (error 500 "listener closed"), close the
+        endpoint.  Close accepted streams first for a clean shutdown."""
         if self._closed:
             return
         self._closed = True
         for conn in list(self._cids):
-            conn.close()
+            conn.abort("listener closed")
         while self._accepted:
             self._accepted.popleft()._closed = True
         self.endpoint.close()
@@ -1079,7 +1138,7 @@ async def _client_reader(conn: StreamConnection, endpoint: DatagramEndpoint) -> 
     batch = conn._tuning.batch
     recvfrom = endpoint.recvfrom
     count = 0
-    while not conn._ended:
+    while True:  # until the endpoint closes; also serves the closing period
         try:
             data, from_node, from_service = await recvfrom()
         except EndpointClosed:
@@ -1136,7 +1195,6 @@ async def dial_stream(open_endpoint: EndpointFactory, node: str, service: str, *
     if on_connection is not None:
         on_connection(conn)
     log.debug("stream.dial", node=node, service=service, local_service=endpoint.service)
-    ok = False
     try:
         conn._quic.connect(conn._addr, now=conn._loop.time())
         conn._flush()
@@ -1145,14 +1203,14 @@ async def dial_stream(open_endpoint: EndpointFactory, node: str, service: str, *
                 await asyncio.shield(conn._established)
         except TimeoutError:
             raise DialTimeout(f"timeout dialing {node}:{service} after {timeout:g} s") from None
-        ok = True
-    finally:
-        if not ok:
-            if not conn._established.done():
-                conn._established.cancel()
-            elif not conn._established.cancelled():
-                conn._established.exception()  # mark retrieved
-            conn._end(StreamAborted("dial failed"))
+    except BaseException as exc:
+        established = conn._established
+        if not established.done():
+            established.cancel()
+        elif not established.cancelled():
+            established.exception()  # retrieved: we raise it (or something else) here
+        conn._end(exc if isinstance(exc, StreamError) else StreamAborted("dial cancelled"))
+        raise
     return conn._open_client_stream()
 
 

@@ -1,0 +1,166 @@
+"""The control service's ``work`` command (submit, list, status, results, cancel, release).
+
+A kernel plugin like any other (listed in ``mesh.plugins.DEFAULT_PLUGINS``); replies and
+texts follow Receptor exactly (see docs/compatibility.md for the deliberate differences).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh import hookimpl
+from mesh.config.duration import DurationError, parse_go_duration
+from mesh.control.protocol import CommandError, Request
+from mesh.control.server import STREAMED, CommandContext
+from mesh.work.remote import split_params
+from mesh.work.unitstore import UnitStoreError
+from mesh.work.workceptor import Workceptor, redact
+from mesh.work.worktype import WorkError
+
+UNIT_COMMANDS = ("status", "cancel", "release", "force-release")
+
+
+def _workceptor(ctx: CommandContext) -> Workceptor:
+    return ctx.node.work
+
+
+def _unit_arg(request: Request, words: list[str], sub: str) -> str:
+    if request.is_json:
+        unit_id = request.params.get("unitid")
+    else:
+        if len(words) > 1:
+            raise CommandError(f"work {sub} does not take parameters after the unit ID")
+        unit_id = words[0] if words else None
+    if not isinstance(unit_id, str) or not unit_id:
+        raise CommandError(f"work {sub} needs a unit ID")
+    return unit_id
+
+
+async def work_command(ctx: CommandContext, request: Request) -> Any:
+    if request.is_json:
+        sub, words = request.params.get("subcommand"), []
+        if not isinstance(sub, str):
+            raise CommandError("bad command")
+    else:
+        parts = request.args.split(" ") if request.args else []
+        parts = [p for p in parts if p != ""] if parts[:1] != ["submit"] else parts
+        if not parts:
+            raise CommandError("bad command")
+        sub, words = parts[0].lower(), parts[1:]
+    wc = _workceptor(ctx)
+    try:
+        if sub == "submit":
+            return await _submit(ctx, request, words)
+        if sub == "list":
+            unit_id = request.params.get("unitid") if request.is_json else \
+                (words[0] if words else None)
+            return wc.list(unit_id or None)
+        if sub == "results":
+            return await _results(ctx, request, words)
+        if sub in UNIT_COMMANDS:
+            unit_id = _unit_arg(request, words, sub)
+            if sub == "status":
+                return redact(wc.status(unit_id))
+            if sub == "cancel":
+                return await wc.cancel(unit_id)
+            return await wc.release(unit_id, force=sub == "force-release")
+    except (WorkError, UnitStoreError) as exc:
+        raise CommandError(str(exc)) from None
+    raise CommandError("bad command")
+
+
+def _submit_params(request: Request, words: list[str]) -> dict[str, str]:
+    if request.is_json:
+        params = dict(request.params)
+        for key, value in params.items():
+            if not isinstance(value, str) and key not in ("command", "subcommand"):
+                raise CommandError(f"submit parameters must all be strings and {key} is not")
+        return params
+    if len(words) < 2:
+        raise CommandError("work submit needs a node and a work type")
+    params = {"node": words[0], "worktype": words[1]}
+    if len(words) > 2:
+        params["params"] = " ".join(words[2:])
+    return params
+
+
+async def _submit(ctx: CommandContext, request: Request, words: list[str]) -> Any:
+    wc = _workceptor(ctx)
+    params = _submit_params(request, words)
+    node, work_type = params.get("node", ""), params.get("worktype", "")
+    if not node or not work_type:
+        raise CommandError("work submit needs both node and worktype")
+    work_params = split_params(params)
+    ttl: float | None = None
+    if params.get("ttl"):
+        try:
+            ttl = parse_go_duration(params["ttl"])
+        except DurationError as exc:
+            raise CommandError(f"bad ttl: {exc}") from None
+    signwork = params.get("signwork", "false").lower() == "true"
+    if wc.is_local(node):
+        if ttl is not None:
+            raise CommandError("ttl option is intended for remote work only")
+        if signwork:
+            raise CommandError("signwork is intended for remote work only")
+        unit_id = wc.create_local(work_type, work_params)
+    else:
+        tlsclient = params.get("tlsclient", "")
+        if not tlsclient and any(k.lower().startswith("secret_") for k in work_params):
+            raise CommandError("cannot send secrets over a non-TLS connection")
+        if signwork:
+            raise CommandError("signwork needs a work-signing section, which this node lacks")
+        unit_id = wc.remote.create(node, work_type, work_params, tlsclient=tlsclient, ttl=ttl,
+                                   signwork=signwork)
+    conn = ctx.conn
+    conn.write(f"Work unit created with ID {unit_id}. Send stdin data and EOF.\n".encode())
+    await conn.drain()
+    try:
+        await wc.receive_payload(unit_id, conn.read)
+    except (ConnectionError, OSError) as exc:
+        wc.fail(unit_id, f"Error receiving payload: {exc}")
+        return STREAMED
+    try:
+        if wc.is_local(node):
+            await wc.start_local(unit_id, work_params)
+            result = "Job Started"
+        else:
+            result = await wc.remote.submit(unit_id)
+    except WorkError as exc:
+        raise CommandError(str(exc)) from None
+    from mesh.control.protocol import encode_reply
+
+    conn.write(encode_reply({"result": result, "unitid": unit_id}))
+    await conn.drain()
+    return STREAMED
+
+
+async def _results(ctx: CommandContext, request: Request, words: list[str]) -> Any:
+    wc = _workceptor(ctx)
+    if request.is_json:
+        unit_id, start = request.params.get("unitid"), request.params.get("startpos", 0)
+    else:
+        if len(words) > 2:
+            raise CommandError("work results takes a unit ID and an optional start position")
+        unit_id = words[0] if words else None
+        start = words[1] if len(words) > 1 else 0
+    if not isinstance(unit_id, str) or not unit_id:
+        raise CommandError("work results needs a unit ID")
+    try:
+        startpos = int(start)
+    except (TypeError, ValueError):
+        raise CommandError(f"bad start position {start!r}") from None
+    if startpos < 0:
+        raise CommandError("start position must not be negative")
+    wc.status(unit_id)  # unknown unit → error before the banner
+    conn = ctx.conn
+    conn.write(f"Streaming results for work unit {unit_id}\n".encode())
+    await conn.drain()
+    await wc.stream_results(unit_id, startpos, conn.write, conn.drain)
+    conn.write_eof()
+    return STREAMED
+
+
+@hookimpl
+def mesh_register_control_commands(register: Any) -> None:
+    register("work", work_command)

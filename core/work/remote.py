@@ -1,0 +1,505 @@
+"""Remote work: a local ``remote`` unit that runs work on another node and mirrors it.
+
+The controller submits to the remote node's ``control`` service over a mesh stream, sends
+the payload, then follows the remote unit: its status (State, Detail, StdoutSize) and its
+stdout, which is appended to the local stdout file and resumed from the local size after
+any disconnect.  Cancel and release propagate; a release that cannot reach the remote node
+is recorded and completed when the node comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from mesh.work.states import FINAL, UnitState
+from mesh.work.unitstore import UnitStatus, UnitStoreError, UnknownUnit
+from mesh.work.worktype import WorkError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mesh.work.workceptor import Workceptor
+
+log = structlog.get_logger(__name__)
+
+REMOTE_ID = re.compile(r"with ID ([a-zA-Z0-9]+)\.")
+GREETING = re.compile(r"Receptor Control, node (.+)")
+ZERO_TIME = "0001-01-01T00:00:00Z"
+CONNECT_TIMEOUT = 10.0
+REPLY_TIMEOUT = 30.0
+STATUS_INTERVAL = 1.0
+RETRY_INITIAL, RETRY_FACTOR, RETRY_MAX = 0.5, 1.5, 5.0
+CHUNK = 1024 * 1024
+NOT_PARAMS = ("command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork",
+              "signature")
+
+
+class RemoteUnavailable(Exception):
+    """The remote control service could not be reached, or the connection broke."""
+
+
+class RemoteRefused(Exception):
+    """The remote node answered ``ERROR: …``."""
+
+
+class _Retry:
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    async def wait(self) -> None:
+        self.delay = RETRY_INITIAL if not self.delay else min(self.delay * RETRY_FACTOR,
+                                                              RETRY_MAX)
+        await asyncio.sleep(self.delay)
+
+    def reset(self) -> None:
+        self.delay = 0.0
+
+
+class RemoteConn:
+    """A control session with a remote node over a mesh stream."""
+
+    def __init__(self, stream: Any, node: str) -> None:
+        self.stream = stream
+        self.node = node
+
+    async def readline(self, timeout: float = REPLY_TIMEOUT) -> str:
+        try:
+            raw = await asyncio.wait_for(self.stream.readline(), timeout)
+        except asyncio.TimeoutError:
+            raise RemoteUnavailable(f"no reply from {self.node} within {timeout:.0f}s") from None
+        except (ConnectionError, OSError, EOFError) as exc:
+            raise RemoteUnavailable(f"connection to {self.node} broke: {exc}") from None
+        if not raw:
+            raise RemoteUnavailable(f"{self.node} closed the connection")
+        line = raw.decode("utf-8", "replace").strip()
+        if line.startswith("ERROR"):
+            raise RemoteRefused(line[7:] if line.startswith("ERROR: ") else line)
+        return line
+
+    async def command(self, line: str) -> str:
+        self.stream.write(line.encode() + b"\n")
+        await self.stream.drain()
+        return await self.readline()
+
+    async def close(self) -> None:
+        try:
+            await self.stream.close()
+        except Exception:
+            pass
+
+
+class RemoteWork:
+    """Drives every ``remote`` unit of one node."""
+
+    def __init__(self, workceptor: "Workceptor") -> None:
+        self.wc = workceptor
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _extra(self, unit_id: str) -> dict[str, Any]:
+        extra = self.wc.store.read(unit_id).extra_data
+        return extra if isinstance(extra, dict) else {}
+
+    def _set_extra(self, unit_id: str, **changes: Any) -> None:
+        def change(status: UnitStatus) -> None:
+            extra = dict(status.extra_data or {})
+            extra.update(changes)
+            status.extra_data = extra
+
+        self.wc.store.update(unit_id, change, check=False)
+
+    def _update(self, unit_id: str, **fields: Any) -> None:
+        def change(status: UnitStatus) -> None:
+            for name, value in fields.items():
+                setattr(status, name, value)
+
+        try:
+            self.wc.store.update(unit_id, change, check=False)
+        except UnitStoreError:
+            return
+        self.wc.notify(unit_id)
+
+    async def connect(self, node: str) -> RemoteConn:
+        """Dial ``node:control`` and check its greeting."""
+        try:
+            stream = await self.wc.node.dial_stream(node, "control", timeout=CONNECT_TIMEOUT)
+        except Exception as exc:
+            raise RemoteUnavailable(f"cannot reach {node}: {exc}") from None
+        conn = RemoteConn(stream, node)
+        try:
+            greeting = GREETING.fullmatch(await conn.readline(timeout=CONNECT_TIMEOUT))
+        except (RemoteUnavailable, RemoteRefused):
+            await conn.close()
+            raise
+        if greeting is None or greeting.group(1) != node:
+            await conn.close()
+            raise RemoteUnavailable(f"{node}:control did not greet as node {node}")
+        return conn
+
+    def _spawn(self, unit_id: str, coro: Any, what: str) -> None:
+        old = self.tasks.get(unit_id)
+        if old is not None and not old.done():
+            old.cancel()
+        self.tasks[unit_id] = self.wc.spawn(coro, f"remote-{what}-{unit_id}")
+
+    def _stop(self, unit_id: str) -> None:
+        task = self.tasks.pop(unit_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    # -- submission --------------------------------------------------------------------
+
+    def create(self, node: str, work_type: str, params: dict[str, str], *, tlsclient: str = "",
+               ttl: float | None = None, signwork: bool = False) -> str:
+        expiration = ZERO_TIME
+        if ttl:
+            expiration = datetime.fromtimestamp(time.time() + ttl, timezone.utc).isoformat()
+        extra = {"RemoteNode": node, "RemoteWorkType": work_type, "RemoteParams": params,
+                 "RemoteUnitID": "", "RemoteStarted": False, "LocalCancelled": False,
+                 "LocalReleased": False, "SignWork": signwork, "TLSClient": tlsclient,
+                 "Expiration": expiration}
+        return self.wc.store.create("remote", extra, detail="Waiting for Input Data")
+
+    async def submit(self, unit_id: str) -> str:
+        """First start attempt, during the client's submit: ``Job Started`` or ``Job Submitted``."""
+        extra = self._extra(unit_id)
+        self._update(unit_id, detail="Connecting to remote node")
+        try:
+            await self._start_remote(unit_id, extra)
+        except RemoteUnavailable as exc:
+            self._update(unit_id, detail=f"Waiting to submit: {exc}")
+            self._spawn(unit_id, self._start_loop(unit_id), "start")
+            return "Job Submitted"
+        except RemoteRefused as exc:
+            self._update(unit_id, state=UnitState.FAILED, detail=f"Error from remote: {exc}")
+            raise WorkError(f"error from remote: {exc}") from None
+        self._spawn(unit_id, self._monitor(unit_id), "monitor")
+        return "Job Started"
+
+    async def _start_remote(self, unit_id: str, extra: dict[str, Any]) -> None:
+        node = extra["RemoteNode"]
+        conn = await self.connect(node)
+        try:
+            request = dict(extra.get("RemoteParams") or {})
+            request.update(command="work", subcommand="submit", node=node,
+                           worktype=extra["RemoteWorkType"], tlsclient=extra.get("TLSClient", ""))
+            created = await conn.command(json.dumps(request))
+            match = REMOTE_ID.search(created)
+            if match is None:
+                raise RemoteRefused(f"unexpected reply to submit: {created[:200]}")
+            remote_id = match.group(1)
+            self._set_extra(unit_id, RemoteUnitID=remote_id)
+            await self._send_file(conn, self.wc.store.path(unit_id) / "stdin")
+            conn.stream.write_eof()
+            await conn.readline()
+            self._set_extra(unit_id, RemoteStarted=True)
+            self._update(unit_id, state=UnitState.RUNNING,
+                         detail=f"Running on {node} as {remote_id}")
+            log.info("remote_work_started", node_id=self.wc.node.node_id, unit_id=unit_id,
+                     remote_node=node, remote_unit_id=remote_id)
+        finally:
+            await conn.close()
+
+    async def _send_file(self, conn: RemoteConn, path: os.PathLike[str]) -> None:
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            while chunk := handle.read(CHUNK):
+                conn.stream.write(chunk)
+                await conn.stream.drain()
+
+    async def _start_loop(self, unit_id: str) -> None:
+        retry = _Retry()
+        while True:
+            await retry.wait()
+            try:
+                extra = self._extra(unit_id)
+            except UnitStoreError:
+                return
+            if extra.get("LocalCancelled"):
+                return
+            if _expired(extra):
+                self._update(unit_id, state=UnitState.FAILED,
+                             detail=f"Work unit expired on {_go_stamp(extra['Expiration'])}")
+                return
+            try:
+                await self._start_remote(unit_id, extra)
+            except RemoteUnavailable as exc:
+                self._update(unit_id, detail=f"Waiting to submit: {exc}")
+                continue
+            except RemoteRefused as exc:
+                self._update(unit_id, state=UnitState.FAILED, detail=f"Error from remote: {exc}")
+                return
+            break
+        await self._monitor(unit_id)
+
+    # -- following ---------------------------------------------------------------------
+
+    async def _monitor(self, unit_id: str) -> None:
+        status_task = asyncio.create_task(self._status_loop(unit_id))
+        try:
+            await self._stdout_loop(unit_id)
+        finally:
+            status_task.cancel()
+            try:
+                await status_task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _stdout_loop(self, unit_id: str) -> None:
+        retry = _Retry()
+        while True:
+            try:
+                status = self.wc.store.read(unit_id)
+            except UnknownUnit:
+                return
+            extra = status.extra_data or {}
+            local_size = self.wc.store.stdout_size(unit_id)
+            if status.state in FINAL and local_size >= status.stdout_size:
+                log.info("remote_work_finished", node_id=self.wc.node.node_id, unit_id=unit_id,
+                         state=status.state, stdout_size=local_size)
+                return
+            try:
+                await self._fetch_stdout(unit_id, extra, local_size)
+                await self._refresh_status(unit_id, extra, final_ok=True)
+                retry.reset()
+            except RemoteRefused as exc:
+                if "unknown work unit" in str(exc):
+                    self._gone(unit_id)
+                    return
+                log.warning("remote_results_refused", node_id=self.wc.node.node_id,
+                            unit_id=unit_id, error=str(exc))
+                await retry.wait()
+            except RemoteUnavailable as exc:
+                self._unreachable(unit_id, extra, exc)
+                await retry.wait()
+
+    async def _fetch_stdout(self, unit_id: str, extra: dict[str, Any], start: int) -> None:
+        conn = await self.connect(extra["RemoteNode"])
+        try:
+            request = {"command": "work", "subcommand": "results",
+                       "unitid": extra["RemoteUnitID"], "startpos": start}
+            line = await conn.command(json.dumps(request))
+            if "Streaming results" not in line:
+                raise RemoteRefused(f"unexpected reply to results: {line[:200]}")
+            conn.stream.write_eof()
+            path = self.wc.store.path(unit_id) / "stdout"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                while True:
+                    try:
+                        chunk = await conn.stream.read(CHUNK)
+                    except (ConnectionError, OSError, EOFError) as exc:
+                        raise RemoteUnavailable(f"results stream broke: {exc}") from None
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    self.wc.notify(unit_id)
+            finally:
+                os.close(fd)
+        finally:
+            await conn.close()
+
+    async def _refresh_status(self, unit_id: str, extra: dict[str, Any], *,
+                              final_ok: bool, conn: RemoteConn | None = None) -> None:
+        own = conn is None
+        conn = conn or await self.connect(extra["RemoteNode"])
+        try:
+            remote = json.loads(await conn.command(f"work status {extra['RemoteUnitID']}"))
+        except json.JSONDecodeError as exc:
+            raise RemoteUnavailable(f"bad status reply: {exc}") from None
+        finally:
+            if own:
+                await conn.close()
+        self._mirror(unit_id, remote, final_ok=final_ok)
+
+    def _mirror(self, unit_id: str, remote: dict[str, Any], *, final_ok: bool) -> None:
+        state, detail = remote.get("State", 0), str(remote.get("Detail", ""))
+        size = remote.get("StdoutSize", 0)
+        local_size = self.wc.store.stdout_size(unit_id)
+
+        def change(status: UnitStatus) -> None:
+            if isinstance(size, int):
+                status.stdout_size = size
+            if status.state in FINAL:
+                return
+            if state in FINAL and not (final_ok and local_size >= status.stdout_size):
+                status.state = UnitState.RUNNING
+                status.detail = f"Receiving results ({local_size} of {status.stdout_size} bytes)"
+                return
+            if isinstance(state, int) and 0 <= state <= 4:
+                status.state = state
+            status.detail = detail
+
+        try:
+            self.wc.store.update(unit_id, change, check=False)
+        except UnitStoreError:
+            return
+        self.wc.notify(unit_id)
+
+    async def _status_loop(self, unit_id: str) -> None:
+        retry = _Retry()
+        conn: RemoteConn | None = None
+        try:
+            while True:
+                try:
+                    extra = self._extra(unit_id)
+                except UnitStoreError:
+                    return
+                try:
+                    if conn is None:
+                        conn = await self.connect(extra["RemoteNode"])
+                    await self._refresh_status(unit_id, extra, final_ok=False, conn=conn)
+                    retry.reset()
+                    await asyncio.sleep(STATUS_INTERVAL)
+                except RemoteRefused as exc:
+                    if "unknown work unit" in str(exc) and not extra.get("LocalReleased"):
+                        self._gone(unit_id)
+                        return
+                    await retry.wait()
+                except RemoteUnavailable as exc:
+                    if conn is not None:
+                        await conn.close()
+                        conn = None
+                    self._unreachable(unit_id, extra, exc)
+                    await retry.wait()
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    def _unreachable(self, unit_id: str, extra: dict[str, Any], exc: Exception) -> None:
+        try:
+            status = self.wc.store.read(unit_id)
+        except UnitStoreError:
+            return
+        if status.state not in FINAL:
+            self._update(unit_id, detail=f"Remote node {extra.get('RemoteNode')} unreachable "
+                                         f"({exc}); retrying")
+
+    def _gone(self, unit_id: str) -> None:
+        self._update(unit_id, state=UnitState.FAILED, detail="Remote work unit is gone")
+
+    # -- cancel and release ------------------------------------------------------------
+
+    async def _remote_command(self, unit_id: str, subcommand: str) -> None:
+        extra = self._extra(unit_id)
+        conn = await self.connect(extra["RemoteNode"])
+        try:
+            await conn.command(json.dumps({"command": "work", "subcommand": subcommand,
+                                           "unitid": extra["RemoteUnitID"]}))
+        finally:
+            await conn.close()
+
+    async def cancel(self, unit_id: str) -> dict[str, str]:
+        self._set_extra(unit_id, LocalCancelled=True)
+        extra = self._extra(unit_id)
+        if not extra.get("RemoteStarted") and not extra.get("RemoteUnitID"):
+            self._stop(unit_id)
+            self._update(unit_id, state=UnitState.FAILED, detail="Locally Cancelled")
+            return {"cancelled": unit_id}
+        try:
+            await self._remote_command(unit_id, "cancel")
+        except RemoteUnavailable:
+            self._spawn(unit_id, self._retry_then_monitor(unit_id, "cancel"), "cancel")
+            return {"cancel pending": unit_id}
+        except RemoteRefused as exc:
+            raise WorkError(f"error from remote: {exc}") from None
+        if unit_id not in self.tasks or self.tasks[unit_id].done():
+            self._spawn(unit_id, self._monitor(unit_id), "monitor")
+        return {"cancelled": unit_id}
+
+    async def release(self, unit_id: str, *, force: bool = False) -> dict[str, str]:
+        self._set_extra(unit_id, LocalCancelled=True, LocalReleased=True)
+        extra = self._extra(unit_id)
+        if not extra.get("RemoteUnitID"):
+            self._stop(unit_id)
+            self.wc.delete(unit_id)
+            return {"released": unit_id}
+        try:
+            await self._remote_command(unit_id, "release")
+        except RemoteRefused as exc:
+            if "unknown work unit" not in str(exc) and not force:
+                raise WorkError(f"error from remote: {exc}") from None
+        except RemoteUnavailable as exc:
+            if not force:
+                self._update(unit_id, detail=f"Release pending: {exc}")
+                self._spawn(unit_id, self._retry_then_delete(unit_id), "release")
+                return {"release pending": unit_id}
+            log.warning("force_release_remote_unreachable", node_id=self.wc.node.node_id,
+                        unit_id=unit_id, error=str(exc))
+        self._stop(unit_id)
+        self.wc.delete(unit_id)
+        return {"released": unit_id}
+
+    async def _retry(self, unit_id: str, subcommand: str) -> None:
+        retry = _Retry()
+        while True:
+            try:
+                await self._remote_command(unit_id, subcommand)
+                return
+            except RemoteRefused as exc:
+                if "unknown work unit" in str(exc):
+                    return
+                log.warning("remote_command_refused", node_id=self.wc.node.node_id,
+                            unit_id=unit_id, subcommand=subcommand, error=str(exc))
+                return
+            except RemoteUnavailable:
+                await retry.wait()
+
+    async def _retry_then_monitor(self, unit_id: str, subcommand: str) -> None:
+        await self._retry(unit_id, subcommand)
+        await self._monitor(unit_id)
+
+    async def _retry_then_delete(self, unit_id: str) -> None:
+        await self._retry(unit_id, "release")
+        log.info("remote_release_completed", node_id=self.wc.node.node_id, unit_id=unit_id)
+        self.wc.delete(unit_id)
+
+    # -- restart -----------------------------------------------------------------------
+
+    def resume(self, unit_id: str, status: UnitStatus) -> None:
+        """Pick a remote unit up again after a node restart."""
+        extra = status.extra_data if isinstance(status.extra_data, dict) else {}
+        if extra.get("LocalReleased"):
+            self._spawn(unit_id, self._retry_then_delete(unit_id), "release")
+        elif not extra.get("RemoteUnitID"):
+            if status.state not in FINAL and not extra.get("LocalCancelled"):
+                self._spawn(unit_id, self._start_loop(unit_id), "start")
+        elif extra.get("LocalCancelled") and status.state not in FINAL:
+            self._spawn(unit_id, self._retry_then_monitor(unit_id, "cancel"), "cancel")
+        elif status.state not in FINAL or \
+                self.wc.store.stdout_size(unit_id) < status.stdout_size:
+            self._spawn(unit_id, self._monitor(unit_id), "monitor")
+
+
+def _expired(extra: dict[str, Any]) -> bool:
+    expiration = extra.get("Expiration") or ZERO_TIME
+    if expiration == ZERO_TIME:
+        return False
+    try:
+        return datetime.fromisoformat(expiration).timestamp() < time.time()
+    except ValueError:
+        return False
+
+
+def _go_stamp(expiration: str) -> str:
+    try:
+        return f"{datetime.fromisoformat(expiration):%a %b %-d %H:%M:%S}"
+    except ValueError:
+        return expiration
+
+
+def split_params(params: dict[str, Any]) -> dict[str, str]:
+    """The work parameters of a submit request (every key that is not a control key)."""
+    return {k: v for k, v in params.items() if k not in NOT_PARAMS}

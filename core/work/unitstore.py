@@ -1,0 +1,177 @@
+"""Units on disk: ``{datadir}/{node}/{unit}/status|stdin|stdout`` plus ``status.lock``.
+
+Every read-modify-write of ``status`` holds the unit's file lock, and the status file is
+replaced atomically (temp file, fsync, rename), so a crash never leaves it truncated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import string
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock
+
+from mesh.work.states import UnitState, check_transition
+
+UNIT_ID_ALPHABET = string.ascii_letters + string.digits
+UNIT_ID_LENGTH = 8
+
+
+class UnitStoreError(Exception):
+    """A unit's files are missing or unreadable; the message names the unit and the file."""
+
+
+class UnknownUnit(UnitStoreError):
+    """No such unit (``unknown work unit <id>``)."""
+
+    def __init__(self, unit_id: str) -> None:
+        super().__init__(f"unknown work unit {unit_id}")
+        self.unit_id = unit_id
+
+
+def new_unit_id() -> str:
+    return "".join(secrets.choice(UNIT_ID_ALPHABET) for _ in range(UNIT_ID_LENGTH))
+
+
+def valid_unit_id(unit_id: str) -> bool:
+    return 0 < len(unit_id) <= 64 and all(c in UNIT_ID_ALPHABET for c in unit_id)
+
+
+@dataclass
+class UnitStatus:
+    """The ``status`` file, with Receptor's field names on disk."""
+
+    state: int = UnitState.PENDING
+    detail: str = ""
+    stdout_size: int = 0
+    work_type: str = ""
+    extra_data: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"State": int(self.state), "Detail": self.detail, "StdoutSize": self.stdout_size,
+                "WorkType": self.work_type, "ExtraData": self.extra_data}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "UnitStatus":
+        if not isinstance(data, dict):
+            raise ValueError("status is not a JSON object")
+        state, size = data.get("State", 0), data.get("StdoutSize", 0)
+        detail, work_type = data.get("Detail", ""), data.get("WorkType", "")
+        if not isinstance(state, int) or isinstance(state, bool):
+            raise ValueError("State is not an integer")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError("StdoutSize is not a non-negative integer")
+        if not isinstance(detail, str) or not isinstance(work_type, str):
+            raise ValueError("Detail and WorkType must be strings")
+        return cls(state, detail, size, work_type, data.get("ExtraData"))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".status.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(data, separators=(",", ":")) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class UnitStore:
+    """All units of one node under ``{datadir}/{node_id}``."""
+
+    def __init__(self, datadir: Path, node_id: str) -> None:
+        self.root = Path(datadir) / node_id
+
+    def path(self, unit_id: str) -> Path:
+        if not valid_unit_id(unit_id):
+            raise UnknownUnit(unit_id)
+        return self.root / unit_id
+
+    def lock(self, unit_id: str) -> FileLock:
+        return FileLock(str(self.path(unit_id) / "status.lock"), timeout=30)
+
+    def create(self, work_type: str, extra_data: Any = None, *, detail: str = "Unit Created",
+               ) -> str:
+        """Make a new unit directory with a Pending status; returns its ID."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        while True:
+            unit_id = new_unit_id()
+            try:
+                (self.root / unit_id).mkdir(mode=0o700)
+                break
+            except FileExistsError:
+                continue
+        self.write(unit_id, UnitStatus(UnitState.PENDING, detail, 0, work_type, extra_data))
+        return unit_id
+
+    def exists(self, unit_id: str) -> bool:
+        return valid_unit_id(unit_id) and (self.root / unit_id / "status").exists()
+
+    def ids(self) -> list[str]:
+        """Every unit directory that holds a status file, sorted."""
+        try:
+            return sorted(p.name for p in self.root.iterdir()
+                          if valid_unit_id(p.name) and (p / "status").exists())
+        except FileNotFoundError:
+            return []
+
+    def read(self, unit_id: str) -> UnitStatus:
+        path = self.path(unit_id) / "status"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise UnknownUnit(unit_id) from None
+        except OSError as exc:
+            raise UnitStoreError(f"unit {unit_id}: cannot read status: {exc}") from None
+        try:
+            return UnitStatus.from_dict(json.loads(text))
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise UnitStoreError(f"unit {unit_id}: status file is invalid: {exc}") from None
+
+    def write(self, unit_id: str, status: UnitStatus) -> None:
+        with self.lock(unit_id):
+            write_json_atomic(self.path(unit_id) / "status", status.to_dict())
+
+    def update(self, unit_id: str, change: Callable[[UnitStatus], None], *,
+               check: bool = True) -> UnitStatus:
+        """Read, change and write the status under the unit's lock; returns the new status.
+
+        With ``check`` the change must be an allowed state transition (else TransitionError).
+        """
+        with self.lock(unit_id):
+            status = self.read(unit_id)
+            old_state = status.state
+            change(status)
+            if check:
+                check_transition(old_state, status.state)
+            write_json_atomic(self.path(unit_id) / "status", status.to_dict())
+            return status
+
+    def stdout_size(self, unit_id: str) -> int:
+        try:
+            return (self.path(unit_id) / "stdout").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def delete(self, unit_id: str) -> bool:
+        """Remove the unit directory; returns False if it did not exist."""
+        path = self.path(unit_id)
+        if not path.exists():
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return not path.exists()

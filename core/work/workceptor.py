@@ -1,0 +1,328 @@
+"""The work manager: creates, starts, follows, cancels and releases units.
+
+Local units are run by their work type (a plugin); units for another node are ``remote``
+units driven by :mod:`mesh.work.remote`.  All state lives on disk in the unit store; the
+in-memory parts (watchers, background tasks) are rebuilt by :meth:`Workceptor.start`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import structlog
+
+from mesh.work.states import FINAL, UnitState, state_name
+from mesh.work.unitstore import UnitStatus, UnitStore, UnitStoreError, UnknownUnit
+from mesh.work.worktype import UnitHandle, WorkError, WorkType
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mesh.net.messages import WorkCommand
+    from mesh.node import Node
+
+log = structlog.get_logger(__name__)
+
+REMOTE = "remote"
+#: How often followers re-check a unit when nobody notified them.
+FOLLOW_POLL = 0.25
+#: How often the manager looks for state changes to report through the lifecycle hook.
+WATCH_POLL = 1.0
+CHUNK = 1024 * 1024
+
+
+def redact(status: UnitStatus) -> dict[str, Any]:
+    """The status object of control replies: the file's fields plus StateName, secrets hidden."""
+    data = status.to_dict()
+    data["StateName"] = state_name(status.state)
+    extra = data.get("ExtraData")
+    if isinstance(extra, dict) and isinstance(extra.get("RemoteParams"), dict):
+        extra = dict(extra)
+        extra["RemoteParams"] = {k: v for k, v in extra["RemoteParams"].items()
+                                 if not k.lower().startswith("secret_")}
+        data["ExtraData"] = extra
+    return data
+
+
+class Workceptor:
+    """All work units of one node."""
+
+    def __init__(self, node: "Node", store: UnitStore, work_types: dict[str, WorkType]) -> None:
+        self.node = node
+        self.store = store
+        self.work_types = work_types
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._known_states: dict[str, tuple[int, str]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watch_task: asyncio.Task[None] | None = None
+        from mesh.work.remote import RemoteWork  # the remote work type lives beside us
+
+        self.remote = RemoteWork(self)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconcile every unit on disk with reality, then watch for state changes."""
+        for unit_id in self.store.ids():
+            try:
+                await self._reconcile(unit_id)
+            except Exception as exc:  # one broken unit must not stop the node
+                log.error("unit_reconcile_failed", node_id=self.node.node_id, unit_id=unit_id,
+                          error=str(exc))
+        self._watch_task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks) + ([self._watch_task] if self._watch_task else [])
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _reconcile(self, unit_id: str) -> None:
+        status = self.store.read(unit_id)
+        self._known_states[unit_id] = (status.state, status.detail)
+        if status.work_type == REMOTE:
+            self.remote.resume(unit_id, status)
+            return
+        if status.state in FINAL:
+            return
+        work_type = self.work_types.get(status.work_type)
+        if status.state == UnitState.PENDING:
+            self.handle(unit_id).update(lambda s: _set(s, UnitState.FAILED, "Pending at restart"))
+            return
+        if work_type is None:
+            self.handle(unit_id).update(lambda s: _set(
+                s, UnitState.FAILED, f"Failed to restart: work type {status.work_type!r} is "
+                                     f"not configured on this node"))
+            return
+        await work_type.restart(self.handle(unit_id))
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Run a background task owned by the manager (cancelled at shutdown)."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_POLL)
+            for unit_id in list(self._known_states):
+                self._check_state(unit_id)
+
+    def _check_state(self, unit_id: str) -> None:
+        try:
+            status = self.store.read(unit_id)
+        except UnitStoreError:
+            self._known_states.pop(unit_id, None)
+            return
+        current = (status.state, status.detail)
+        if self._known_states.get(unit_id) != current:
+            self._known_states[unit_id] = current
+            log.info("unit_state_changed", node_id=self.node.node_id, unit_id=unit_id,
+                     state=state_name(status.state), detail=status.detail)
+            self.node.plugins.unit_state_changed(self.node, unit_id, status.state,
+                                                 status.detail)
+
+    # -- notifications -----------------------------------------------------------------
+
+    def notify(self, unit_id: str) -> None:
+        """Wake everything following ``unit_id`` (its files changed)."""
+        for waiter in self._waiters.pop(unit_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
+        if unit_id in self._known_states:
+            self._check_state(unit_id)
+
+    async def wait_change(self, unit_id: str, timeout: float = FOLLOW_POLL) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(unit_id, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiters = self._waiters.get(unit_id)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+
+    def handle(self, unit_id: str, params: dict[str, str] | None = None) -> UnitHandle:
+        return UnitHandle(unit_id, self.store, params or {},
+                          notify=lambda: self.notify(unit_id), node=self.node)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def work_commands(self) -> "list[WorkCommand] | None":
+        """The work types this node advertises (Receptor's WorkCommands, minus ``remote``)."""
+        from mesh.net.messages import WorkCommand
+
+        if not self.work_types:
+            return None
+        return [WorkCommand(name, wt.verify_signature)
+                for name, wt in sorted(self.work_types.items())]
+
+    def status(self, unit_id: str) -> UnitStatus:
+        return self.store.read(unit_id)
+
+    def list(self, unit_id: str | None = None) -> dict[str, Any]:
+        if unit_id:
+            return {unit_id: redact(self.store.read(unit_id))}
+        out = {}
+        for uid in self.store.ids():
+            try:
+                out[uid] = redact(self.store.read(uid))
+            except UnitStoreError as exc:
+                out[uid] = {"State": UnitState.FAILED, "StateName": "Failed",
+                            "Detail": str(exc), "StdoutSize": 0, "WorkType": "",
+                            "ExtraData": None}
+        return out
+
+    def is_local(self, node: str) -> bool:
+        return node.lower() in ("localhost", self.node.node_id.lower())
+
+    # -- local units -------------------------------------------------------------------
+
+    def create_local(self, work_type_name: str, params: dict[str, str]) -> str:
+        work_type = self.work_types.get(work_type_name)
+        if work_type is None:
+            raise WorkError(f"unknown work type {work_type_name}")
+        extra = work_type.check_params(params)
+        unit_id = self.store.create(work_type_name, extra, detail="Waiting for Input Data")
+        self._known_states[unit_id] = (UnitState.PENDING, "Waiting for Input Data")
+        return unit_id
+
+    async def receive_payload(self, unit_id: str, read: Callable[[int], Awaitable[bytes]],
+                              ) -> int:
+        """Copy the client's payload into the unit's stdin file until EOF; returns its size."""
+        size = 0
+        path = self.store.path(unit_id) / "stdin"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            while True:
+                chunk = await read(CHUNK)
+                if not chunk:
+                    break
+                _write_all(fd, chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+        return size
+
+    async def start_local(self, unit_id: str, params: dict[str, str]) -> None:
+        status = self.store.read(unit_id)
+        work_type = self.work_types[status.work_type]
+        handle = self.handle(unit_id, params)
+        handle.update(lambda s: _set(s, UnitState.PENDING, "Starting Worker"))
+        try:
+            await work_type.start(handle)
+        except Exception as exc:
+            handle.update(lambda s: _set(s, UnitState.FAILED, f"Error starting worker: {exc}"),
+                          check=False)
+            raise WorkError(f"error starting worker: {exc}") from None
+
+    def fail(self, unit_id: str, detail: str) -> None:
+        try:
+            self.handle(unit_id).update(lambda s: _set(s, UnitState.FAILED, detail), check=False)
+        except UnitStoreError:
+            pass
+
+    # -- cancel and release ------------------------------------------------------------
+
+    async def cancel(self, unit_id: str) -> dict[str, str]:
+        status = self.store.read(unit_id)
+        if status.work_type == REMOTE:
+            return await self.remote.cancel(unit_id)
+        if status.state in FINAL:
+            return {"cancelled": unit_id}
+        work_type = self.work_types.get(status.work_type)
+        if work_type is not None:
+            await work_type.cancel(self.handle(unit_id))
+        self.handle(unit_id).update(lambda s: _cancel(s), check=False)
+        return {"cancelled": unit_id}
+
+    async def release(self, unit_id: str, *, force: bool = False) -> dict[str, str]:
+        if not self.store.exists(unit_id):
+            return {"already released": unit_id}
+        status = self.store.read(unit_id)
+        if status.work_type == REMOTE:
+            return await self.remote.release(unit_id, force=force)
+        try:
+            if status.state not in FINAL:
+                await self.cancel(unit_id)
+            work_type = self.work_types.get(status.work_type)
+            if work_type is not None:
+                await work_type.release(self.handle(unit_id))
+        except Exception as exc:
+            if not force:
+                raise WorkError(f"cannot release {unit_id}: {exc}") from None
+        self.delete(unit_id)
+        return {"released": unit_id}
+
+    def delete(self, unit_id: str) -> None:
+        self.store.delete(unit_id)
+        self._known_states.pop(unit_id, None)
+        self.notify(unit_id)
+
+    # -- results -----------------------------------------------------------------------
+
+    async def stream_results(self, unit_id: str, start: int,
+                             write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]],
+                             ) -> None:
+        """Send stdout from ``start`` until the unit is final and all output was sent.
+
+        Unlike Receptor, a Canceled unit's stream ends too.
+        """
+        pos = start
+        path = self.store.path(unit_id) / "stdout"
+        handle = None
+        try:
+            while True:
+                try:
+                    status = self.store.read(unit_id)
+                except UnknownUnit:
+                    return  # released while we streamed
+                if handle is None:
+                    try:
+                        handle = open(path, "rb")
+                    except FileNotFoundError:
+                        if status.state in FINAL:
+                            return
+                        await self.wait_change(unit_id)
+                        continue
+                handle.seek(pos)
+                while True:
+                    chunk = handle.read(CHUNK)
+                    if not chunk:
+                        break
+                    pos += len(chunk)
+                    write(chunk)
+                    await drain()
+                if status.state in FINAL and pos >= status.stdout_size:
+                    # the status may have been written just before the last bytes: re-check
+                    if os.fstat(handle.fileno()).st_size <= pos:
+                        return
+                    continue
+                await self.wait_change(unit_id)
+        finally:
+            if handle is not None:
+                handle.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _set(status: UnitStatus, state: int, detail: str) -> None:
+    status.state, status.detail = state, detail
+
+
+def _cancel(status: UnitStatus) -> None:
+    if status.state not in FINAL:
+        status.state, status.detail = UnitState.CANCELED, "Canceled"

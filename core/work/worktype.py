@@ -1,0 +1,92 @@
+"""The contract between work-type plugins and the kernel's work manager."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mesh.work.unitstore import UnitStatus, UnitStore
+
+#: Bump when the WorkType/UnitHandle contract changes incompatibly.
+WORK_ABI = 1
+
+
+class WorkError(Exception):
+    """A user-caused work error; the control client sees ``ERROR: <message>``."""
+
+
+@dataclass
+class UnitHandle:
+    """What a work type gets for one unit: its files, its params and a way to report."""
+
+    unit_id: str
+    store: UnitStore
+    params: dict[str, str] = field(default_factory=dict)
+    #: Call after changing the unit's files so result streams and watchers wake up.
+    notify: Callable[[], None] = lambda: None
+    node: Any = None
+
+    @property
+    def dir(self) -> Path:
+        return self.store.path(self.unit_id)
+
+    @property
+    def stdin_path(self) -> Path:
+        return self.dir / "stdin"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.dir / "stdout"
+
+    def status(self) -> UnitStatus:
+        return self.store.read(self.unit_id)
+
+    def update(self, change: Callable[[UnitStatus], None], *, check: bool = True) -> UnitStatus:
+        """Change the status under the unit lock, then wake watchers."""
+        status = self.store.update(self.unit_id, change, check=check)
+        self.notify()
+        return status
+
+
+class WorkType(abc.ABC):
+    """One named work type (an entry of a ``work-*`` config section).
+
+    The kernel writes Pending states and the stdin file; the work type launches the work,
+    keeps ``status`` current (State, Detail, StdoutSize) and writes ``stdout``.
+    """
+
+    abi = WORK_ABI
+
+    def __init__(self, name: str, *, verify_signature: bool = False) -> None:
+        self.name = name
+        self.verify_signature = verify_signature
+
+    def check_params(self, params: dict[str, str]) -> Any:
+        """Validate submit parameters; return the unit's initial ExtraData.
+
+        Raise :class:`WorkError` with Receptor's text for refused parameters
+        (e.g. ``extra params provided but not allowed``).
+        """
+        return None
+
+    @abc.abstractmethod
+    async def start(self, unit: UnitHandle) -> None:
+        """Launch the unit (its stdin file is complete).  Return once it runs or has failed."""
+
+    @abc.abstractmethod
+    async def cancel(self, unit: UnitHandle) -> None:
+        """Stop everything the unit started; the kernel records Canceled afterwards."""
+
+    async def restart(self, unit: UnitHandle) -> None:
+        """Called at node start for a unit recorded as Running: re-attach to it, or mark it
+        Failed with a Detail that says why."""
+        unit.update(lambda s: _fail(s, "Failed to restart: work type cannot re-attach"))
+
+    async def release(self, unit: UnitHandle) -> None:
+        """Clean up anything outside the unit directory (called before it is deleted)."""
+
+
+def _fail(status: UnitStatus, detail: str) -> None:
+    status.state, status.detail = 3, detail
