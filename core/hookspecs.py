@@ -68,6 +68,21 @@ def mesh_register_work_types(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def mesh_register_services(register: Callable[..., None]) -> None:
+    """Register mesh services that run beside the node (TCP/UDP proxies, ...).
+
+    Called once when the service registry is built.  A service kind owns a config section;
+    the node starts one service per entry of that section when it starts, and cancels it
+    when it stops.
+
+    :param register: call ``register(spec, factory)`` where ``spec`` is the section's
+        :class:`~mesh.config.schema.SectionSpec` and ``factory(config, node)`` returns an
+        object with an ``async run()`` method that serves until cancelled.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
 def mesh_register_signers(register: Callable[..., None]) -> None:
     """Register work signers and verifiers (for example RS512 JWT).
 

@@ -63,10 +63,12 @@ class Node:
         self.netceptor = Netceptor(
             self.node_id, firewall=firewall,
             idle_timeout=node_cfg.maxidleconnectiontimeout or DEFAULT_IDLE_TIMEOUT,
+            max_datagram=node_cfg.streamdatagram,
             on_link_up=lambda peer, cost: plugins.link_up(self, peer, cost),
             on_link_down=lambda peer, reason: plugins.link_down(self, peer, reason),
             on_duplicate=lambda _id: self.stop("duplicate node ID"))
         self.backends: list[_RunningBackend] = []
+        self.service_tasks: list[asyncio.Task[None]] = []
         self.control_services: list[ControlService] = []
         self._stopped = asyncio.Event()
         self.stop_reason = ""
@@ -161,15 +163,28 @@ class Node:
         task = asyncio.create_task(self._run_backend(section, backend))
         self.backends.append(_RunningBackend(section, digest, backend, task))
 
-    async def _run_backend(self, section: str, backend: Any) -> None:
+    def _start_services(self) -> None:
+        """One task per entry of every plugin service section (proxies, ...)."""
+        for entry in self.config.entries:
+            registered = self.plugins.services.get(entry.section)
+            if registered is None:
+                continue
+            service = registered.factory(entry.values, self)
+            task = asyncio.create_task(self._run_backend(entry.section, service, "service"))
+            self.service_tasks.append(task)
+
+    async def _run_backend(self, section: str, backend: Any, kind: str = "backend") -> None:
         try:
-            await backend.run(self.netceptor)
+            if kind == "service":
+                await backend.run()
+            else:
+                await backend.run(self.netceptor)
         except asyncio.CancelledError:
             raise
         except OSError as exc:
-            log.error("backend_failed", node_id=self.node_id, backend=section, error=str(exc))
+            log.error(f"{kind}_failed", node_id=self.node_id, section=section, error=str(exc))
         except Exception:
-            log.exception("backend_crashed", node_id=self.node_id, backend=section)
+            log.exception(f"{kind}_crashed", node_id=self.node_id, section=section)
 
     async def _stop_backend(self, running: _RunningBackend) -> None:
         running.task.cancel()
@@ -193,6 +208,7 @@ class Node:
             except (OSError, RuntimeError) as exc:
                 raise NodeStartError(f"control-service: {exc}") from None
             self.control_services.append(service)
+        self._start_services()
         await asyncio.sleep(0)  # let listeners bind so port errors surface in the log now
         log.info("node_started", node_id=self.node_id, backends=len(self.backends),
                  control_services=len(self.control_services))
@@ -221,6 +237,13 @@ class Node:
         for service in self.control_services:
             await service.stop()
         await self.work.stop()
+        for task in self.service_tasks:
+            task.cancel()
+        for task in self.service_tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
         for running in list(self.backends):
             await self._stop_backend(running)
         await self.netceptor.stop()

@@ -59,8 +59,15 @@ class NodeConfig:
         default=None, metadata={"doc": "Close a link after this long without traffic "
                                         "(Go duration, at least 21s; default 21s)."})
 
+    streamdatagram: int = field(
+        default=60000, metadata={"doc": "mesh extension: largest QUIC datagram offered to other "
+                                        "mesh nodes (1200-65000; 1200 behaves like Receptor). "
+                                        "Go Receptor peers always get 1200."})
+
     def validate(self) -> None:
         check_node_id(self.id)
+        if not 1200 <= self.streamdatagram <= 65000:
+            raise SectionValueError("streamdatagram", "must be between 1200 and 65000")
         for index, rule in enumerate(self.firewallrules, 1):
             try:
                 parse_rule(rule, index)

@@ -114,6 +114,7 @@ class PluginHost:
         self.sections: dict[str, Registered] = {}
         self.backends: dict[str, Registered] = {}
         self.work_types: dict[str, Registered] = {}
+        self.services: dict[str, Registered] = {}
         self.signers: dict[str, Registered] = {}
         self.control_commands: dict[str, Registered] = {}
         self._collect()
@@ -160,6 +161,7 @@ class PluginHost:
         for hook, table, kind in (
             ("mesh_register_backends", self.backends, "backend"),
             ("mesh_register_work_types", self.work_types, "work type"),
+            ("mesh_register_services", self.services, "service"),
         ):
             for owner, call in self._each_plugin(hook):
 

@@ -88,6 +88,9 @@ class NodeProcess:
     sections: list[dict[str, Any]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    #: Extra keys for the node section (e.g. {"streamdatagram": 1200}).
+    node_extra: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "debug"
 
     @property
     def socket(self) -> Path:
@@ -106,8 +109,8 @@ class NodeProcess:
         return self.workdir / "data"
 
     def write_config(self) -> None:
-        base = [{"node": {"id": self.name, "datadir": str(self.datadir)}},
-                {"log-level": "debug"},
+        base = [{"node": {"id": self.name, "datadir": str(self.datadir), **self.node_extra}},
+                {"log-level": self.log_level},
                 {"control-service": {"service": "control", "filename": str(self.socket)}}]
         self.config_path.write_text(yaml.safe_dump(base + self.sections, sort_keys=False))
 
@@ -224,6 +227,20 @@ class Mesh:
                        for n in self.nodes.values() if n.alive)
 
         wait_until(converged, timeout=timeout, what="mesh convergence")
+
+    def wait_until_work_types(self, viewer: str, node: str, work_types: list[str],
+                              timeout: float = 60.0) -> None:
+        """``viewer`` sees ``node`` advertise all of ``work_types``."""
+
+        def advertised() -> bool:
+            for ad in self.nodes[viewer].status()["Advertisements"]:
+                if ad["NodeID"] == node and ad.get("WorkCommands"):
+                    names = {c["WorkType"] for c in ad["WorkCommands"]}
+                    if set(work_types) <= names:
+                        return True
+            return False
+
+        wait_until(advertised, timeout=timeout, what=f"{node}'s work types on {viewer}")
 
     def stop(self) -> None:
         for node in self.nodes.values():
