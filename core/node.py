@@ -18,6 +18,7 @@ from mesh.net.firewall import Firewall, parse_rule
 from mesh.net.netceptor import DEFAULT_IDLE_TIMEOUT, Netceptor
 from mesh.node_sections import NodeConfig
 from mesh.plugins import PluginHost
+from mesh.tasks import cancel_and_wait
 from mesh.work.unitstore import UnitStore
 from mesh.work.workceptor import Workceptor
 from mesh.work.worktype import WorkType
@@ -187,11 +188,7 @@ class Node:
             log.exception(f"{kind}_crashed", node_id=self.node_id, section=section)
 
     async def _stop_backend(self, running: _RunningBackend) -> None:
-        running.task.cancel()
-        try:
-            await running.task
-        except (asyncio.CancelledError, Exception):
-            pass
+        await cancel_and_wait([running.task])
         self.backends.remove(running)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -237,13 +234,7 @@ class Node:
         for service in self.control_services:
             await service.stop()
         await self.work.stop()
-        for task in self.service_tasks:
-            task.cancel()
-        for task in self.service_tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self.service_tasks)
         for running in list(self.backends):
             await self._stop_backend(running)
         await self.netceptor.stop()

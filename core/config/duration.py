@@ -12,7 +12,8 @@ them); schemas that need a positive value reject them in their ``validate`` meth
 
 from __future__ import annotations
 
-__all__ = ["DurationError", "parse_go_duration", "format_go_duration", "UNITS_HELP"]
+__all__ = ["DurationError", "parse_go_duration", "format_go_duration", "format_go_duration_ns",
+           "UNITS_HELP"]
 
 _NS_PER_UNIT: dict[str, int] = {
     "ns": 1,
@@ -93,7 +94,11 @@ def parse_go_duration(text: str) -> float:
 
 def format_go_duration(seconds: float) -> str:
     """Render seconds the way Go's ``Duration.String()`` does: ``"1h0m0s"``, ``"1m30s"``, ``"500ms"``, ``"0s"``."""
-    ns = round(seconds * 1e9)
+    return format_go_duration_ns(round(seconds * 1e9))
+
+
+def format_go_duration_ns(ns: int) -> str:
+    """Go's ``Duration.String()`` of a duration in integer nanoseconds (exact)."""
     if ns == 0:
         return "0s"
     sign = "-" if ns < 0 else ""

@@ -12,10 +12,10 @@ from typing import Any
 import structlog
 
 from mesh import __version__, hookimpl
+from mesh.config.duration import format_go_duration_ns as go_duration
 from mesh.control.protocol import CommandError, Request, go_number
 from mesh.control.server import STREAMED, CommandContext
 from mesh.net.messages import ad_to_status_dict
-from mesh.net.netceptor import go_duration
 from mesh.net.ping import PingResult, ping, traceroute
 
 log = structlog.get_logger(__name__)

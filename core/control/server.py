@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from mesh.tasks import cancel_and_wait
 from mesh.control.protocol import (CommandError, Request, encode_error, encode_reply, greeting,
                                    parse_line)
 
@@ -252,13 +253,7 @@ class ControlService:
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
-        for task in self.tasks + list(self.sessions):
-            task.cancel()
-        for task in self.tasks + list(self.sessions):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self.tasks + list(self.sessions))
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

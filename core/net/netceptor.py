@@ -23,6 +23,7 @@ from mesh.net.endpoint import Endpoint, RouteError
 from mesh.net.firewall import Firewall, Verdict
 from mesh.net.highwayhash import node_hash
 from mesh.net.router import Router, UpdateVerdict
+from mesh.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -112,35 +113,6 @@ class _Schedule:
                 self._waiter = None
 
 
-def go_duration(ns: int) -> str:
-    """Go's ``time.Duration.String()``."""
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1000:
-        return f"{sign}{ns}ns"
-    if ns < 1_000_000:
-        return f"{sign}{_trim(ns / 1000)}µs"
-    if ns < 1_000_000_000:
-        return f"{sign}{_trim(ns / 1_000_000)}ms"
-    seconds = ns / 1e9
-    hours, rem = divmod(int(ns // 1_000_000_000), 3600)
-    minutes, _ = divmod(rem, 60)
-    frac_seconds = seconds - hours * 3600 - minutes * 60
-    out = f"{_trim(round(frac_seconds, 9))}s"
-    if hours or minutes:
-        out = f"{minutes}m" + out
-    if hours:
-        out = f"{hours}h" + out
-    return sign + out
-
-
-def _trim(value: float) -> str:
-    text = f"{value:.9f}".rstrip("0").rstrip(".")
-    return text or "0"
-
-
 class Netceptor:
     """One node's presence on the mesh."""
 
@@ -198,13 +170,7 @@ class Netceptor:
         for link in list(self.links.values()):
             link.close_reason = "node stopping"
             link.session.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def _run_schedule(self, schedule: _Schedule, period: float,
