@@ -25,6 +25,9 @@ from mesh.work.worktype import WorkType
 
 log = structlog.get_logger(__name__)
 
+#: Streams to a node without a route for this long are aborted (their users reconnect).
+UNREACHABLE_GRACE = 3.0
+ROUTE_WATCH_INTERVAL = 0.5
 #: Sections that ``reload`` may change without a restart.
 RELOADABLE_KINDS = ("backend",)
 
@@ -70,6 +73,9 @@ class Node:
             on_duplicate=lambda _id: self.stop("duplicate node ID"))
         self.backends: list[_RunningBackend] = []
         self.service_tasks: list[asyncio.Task[None]] = []
+        #: Our outgoing stream connections by remote node, aborted when it stays unreachable.
+        self._client_conns: dict[str, set[Any]] = {}
+        self._route_watch: asyncio.Task[None] | None = None
         self.control_services: list[ControlService] = []
         self._stopped = asyncio.Event()
         self.stop_reason = ""
@@ -143,11 +149,41 @@ class Node:
 
             for endpoint in endpoints:
                 endpoint.unreachable_handler = unreachable
+            self._client_conns.setdefault(node, set()).add(conn)
 
         return await streams.dial_stream(
             open_endpoint, node, service, local_node=self.node_id,
             max_datagram_for=self.netceptor.max_datagram_for, timeout=timeout,
             on_connection=on_connection)
+
+    async def _watch_routes(self) -> None:
+        """Abort our stream connections to a node that has had no route for a while.
+
+        QUIC alone would wait for its 30 s idle timeout; a short grace period lets a route
+        move to another relay without disturbing the streams.
+        """
+        unreachable_since: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ROUTE_WATCH_INTERVAL)
+            now = loop.time()
+            for node, conns in list(self._client_conns.items()):
+                conns.difference_update({c for c in conns if c.ended})
+                if not conns:
+                    del self._client_conns[node]
+                    unreachable_since.pop(node, None)
+                    continue
+                if node == self.node_id or node in self.netceptor.router.table:
+                    unreachable_since.pop(node, None)
+                    continue
+                since = unreachable_since.setdefault(node, now)
+                if now - since >= UNREACHABLE_GRACE:
+                    log.info("streams_aborted_no_route", node_id=self.node_id, node=node,
+                             streams=len(conns))
+                    for conn in list(conns):
+                        conn.abort("no route to node")
+                    del self._client_conns[node]
+                    unreachable_since.pop(node, None)
 
     # -- backends ----------------------------------------------------------------------
 
@@ -206,6 +242,7 @@ class Node:
                 raise NodeStartError(f"control-service: {exc}") from None
             self.control_services.append(service)
         self._start_services()
+        self._route_watch = asyncio.create_task(self._watch_routes())
         await asyncio.sleep(0)  # let listeners bind so port errors surface in the log now
         log.info("node_started", node_id=self.node_id, backends=len(self.backends),
                  control_services=len(self.control_services))
@@ -234,7 +271,7 @@ class Node:
         for service in self.control_services:
             await service.stop()
         await self.work.stop()
-        await cancel_and_wait(self.service_tasks)
+        await cancel_and_wait(self.service_tasks + [self._route_watch])
         for running in list(self.backends):
             await self._stop_backend(running)
         await self.netceptor.stop()

@@ -266,7 +266,7 @@ def intruder(pair: Mesh) -> Iterator[RawPeer]:
 
 def _pinged(peer: RawPeer) -> bool:
     try:
-        peer.ping_barrier(timeout=1.0)
+        peer.ping_barrier(timeout=0.3)
     except TimeoutError:
         return False
     return True
@@ -631,4 +631,25 @@ def test_silent_peer_is_dropped_after_handshake_limit(pair: Mesh) -> None:
     assert all(u.node_id == u.forwarding_node == "target" for u in updates)
     assert "silent" not in {c["NodeID"] for c in pair.nodes["target"].status()["Connections"]}
     wait_for_event(pair.nodes["target"], "handshake_timeout")
+    assert_healthy(pair)
+
+
+@pytest.mark.parametrize("cost", [-10.0, 0.0])
+def test_non_positive_costs_cannot_hijack_routes(pair: Mesh, intruder: RawPeer,
+                                                 cost: float) -> None:
+    """Link costs are > 0 on every real node; a claimed edge of cost <= 0 must not steal routes.
+
+    Dijkstra is only correct for non-negative edges: the intruder's update claiming a negative
+    edge to the neighbour would otherwise make the target route to its direct neighbour via
+    the intruder.
+    """
+    target = pair.nodes["target"]
+    intruder.send(intruder.routing_update({"target": 1.0, "neighbour": cost, "ghost": cost}))
+    intruder.ping_barrier()
+    # Updates are applied before the next message on the link is read: no need to wait.
+    known = target.status()["KnownConnectionCosts"]
+    assert known.get(INTRUDER) == {"target": 1}, known
+    wait_for_event(target, "bad_routing_update", peer=INTRUDER,
+                   error="connection costs must be greater than 0")
+    assert not intruder.eof.is_set()
     assert_healthy(pair)

@@ -366,6 +366,12 @@ class Netceptor:
             log.warning("bad_routing_update", node_id=self.node_id, peer=link.peer,
                         error=str(exc))
             return
+        if not all(cost > 0 for cost in update.connections.values()):
+            # Real nodes only have costs > 0; Dijkstra is wrong with negative edges, so a
+            # hostile peer could otherwise steal even routes to our direct neighbours.
+            log.warning("bad_routing_update", node_id=self.node_id, peer=link.peer,
+                        error="connection costs must be greater than 0")
+            return
         self.counters["routing_updates_received"] += 1
         if update.forwarding_node != link.peer:
             self._tear_down(link, "remote node ID changed unexpectedly")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from mesh.net.streams import StreamError
 from mesh.work.states import FINAL, UnitState
 from mesh.work.unitstore import UnitStatus, UnitStoreError, UnknownUnit
 from mesh.work.worktype import WorkError
@@ -36,6 +37,8 @@ REPLY_TIMEOUT = 30.0
 STATUS_INTERVAL = 1.0
 RETRY_INITIAL, RETRY_FACTOR, RETRY_MAX = 0.5, 1.5, 5.0
 CHUNK = 1024 * 1024
+#: What a broken mesh stream raises (aborted, closed, reset, transport errors).
+STREAM_ERRORS = (ConnectionError, OSError, EOFError, StreamError)
 NOT_PARAMS = ("command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork",
               "signature")
 
@@ -73,7 +76,7 @@ class RemoteConn:
             raw = await asyncio.wait_for(self.stream.readline(), timeout)
         except asyncio.TimeoutError:
             raise RemoteUnavailable(f"no reply from {self.node} within {timeout:.0f}s") from None
-        except (ConnectionError, OSError, EOFError) as exc:
+        except STREAM_ERRORS as exc:
             raise RemoteUnavailable(f"connection to {self.node} broke: {exc}") from None
         if not raw:
             raise RemoteUnavailable(f"{self.node} closed the connection")
@@ -83,8 +86,11 @@ class RemoteConn:
         return line
 
     async def command(self, line: str) -> str:
-        self.stream.write(line.encode() + b"\n")
-        await self.stream.drain()
+        try:
+            self.stream.write(line.encode() + b"\n")
+            await self.stream.drain()
+        except STREAM_ERRORS as exc:
+            raise RemoteUnavailable(f"connection to {self.node} broke: {exc}") from None
         return await self.readline()
 
     async def close(self) -> None:
@@ -197,7 +203,6 @@ class RemoteWork:
             remote_id = match.group(1)
             self._set_extra(unit_id, RemoteUnitID=remote_id)
             await self._send_file(conn, self.wc.store.path(unit_id) / "stdin")
-            conn.stream.write_eof()
             await conn.readline()
             self._set_extra(unit_id, RemoteStarted=True)
             self._update(unit_id, state=UnitState.RUNNING,
@@ -213,9 +218,13 @@ class RemoteWork:
         except FileNotFoundError:
             return
         with handle:
-            while chunk := handle.read(CHUNK):
-                conn.stream.write(chunk)
-                await conn.stream.drain()
+            try:
+                while chunk := handle.read(CHUNK):
+                    conn.stream.write(chunk)
+                    await conn.stream.drain()
+                conn.stream.write_eof()
+            except STREAM_ERRORS as exc:
+                raise RemoteUnavailable(f"sending the payload broke: {exc}") from None
 
     async def _start_loop(self, unit_id: str) -> None:
         retry = _Retry()
@@ -282,6 +291,10 @@ class RemoteWork:
             except RemoteUnavailable as exc:
                 self._unreachable(unit_id, extra, exc)
                 await retry.wait()
+            except Exception:  # never let a bug stop following the unit
+                log.exception("remote_stdout_loop_error", node_id=self.wc.node.node_id,
+                              unit_id=unit_id)
+                await retry.wait()
 
     async def _fetch_stdout(self, unit_id: str, extra: dict[str, Any], start: int) -> None:
         conn = await self.connect(extra["RemoteNode"])
@@ -291,14 +304,17 @@ class RemoteWork:
             line = await conn.command(json.dumps(request))
             if "Streaming results" not in line:
                 raise RemoteRefused(f"unexpected reply to results: {line[:200]}")
-            conn.stream.write_eof()
+            try:
+                conn.stream.write_eof()
+            except STREAM_ERRORS as exc:
+                raise RemoteUnavailable(f"results stream broke: {exc}") from None
             path = self.wc.store.path(unit_id) / "stdout"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 while True:
                     try:
                         chunk = await conn.stream.read(CHUNK)
-                    except (ConnectionError, OSError, EOFError) as exc:
+                    except STREAM_ERRORS as exc:
                         raise RemoteUnavailable(f"results stream broke: {exc}") from None
                     if not chunk:
                         break
@@ -373,6 +389,13 @@ class RemoteWork:
                         await conn.close()
                         conn = None
                     self._unreachable(unit_id, extra, exc)
+                    await retry.wait()
+                except Exception:  # never let a bug stop following the unit
+                    log.exception("remote_status_loop_error", node_id=self.wc.node.node_id,
+                                  unit_id=unit_id)
+                    if conn is not None:
+                        await conn.close()
+                        conn = None
                     await retry.wait()
         finally:
             if conn is not None:
