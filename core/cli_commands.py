@@ -81,7 +81,9 @@ def node_command(ctx: click.Context, config_path: Path | None) -> None:
         node = Node(config, host)
         bind_node(node.node_id)
         asyncio.run(node.run())
-    except (NodeStartError, ConfigError) as exc:
+    except ConfigError as exc:  # found while wiring the node (e.g. duplicate work types)
+        fail(str(exc), 2)
+    except NodeStartError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         pass

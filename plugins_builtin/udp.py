@@ -11,7 +11,7 @@ import asyncio
 import socket
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import structlog
 
@@ -186,8 +186,8 @@ class _ListenerProtocol(asyncio.DatagramProtocol):
         self.refused = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # asyncio's datagram transports are not DatagramTransport subclasses (CPython 3.11).
+        self.transport = cast(asyncio.DatagramTransport, transport)
         _grow_buffers(transport.get_extra_info("socket"))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -282,9 +282,8 @@ class _PeerProtocol(asyncio.DatagramProtocol):
         self.session: UdpSession | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
         _grow_buffers(transport.get_extra_info("socket"))
-        self.session = UdpSession(self.label, transport, None,
+        self.session = UdpSession(self.label, cast(asyncio.DatagramTransport, transport), None,
                                   on_close=lambda _: transport.close())
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -314,7 +313,8 @@ class UdpPeer(Backend):
         label = f"udp {self.config.address}"
         _, protocol = await loop.create_datagram_endpoint(
             lambda: _PeerProtocol(label), remote_addr=(self.host, self.port))
-        assert protocol.session is not None
+        if protocol.session is None:
+            raise SessionClosed(f"{label}: socket did not open")
         return protocol.session
 
     async def run(self, host: LinkHost) -> None:

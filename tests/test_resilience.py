@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mesh.testing import Mesh, NodeProcess, wait_until
+from mesh.testing import Mesh, NodeProcess, build_diamond, wait_until
 
 RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
 ECHO_SLEEP = {"work-command": {
@@ -34,14 +34,7 @@ def ctl(node: NodeProcess, *args: str, check: bool = True) -> str:
 
 
 def diamond(mesh: Mesh) -> Mesh:
-    mesh.add("controller01")
-    mesh.add("relayer01")
-    mesh.add("relayer02")
-    mesh.add("executor01", listen=False, sections=[ECHO_SLEEP])
-    mesh.link("relayer01", "controller01", cost=1.0)
-    mesh.link("relayer02", "controller01", cost=2.0)
-    mesh.link("executor01", "relayer01")
-    mesh.link("executor01", "relayer02")
+    build_diamond(mesh, [ECHO_SLEEP])
     mesh.start()
     mesh.wait_converged()
     mesh.wait_until_work_types("controller01", "executor01", ["echo-sleep"])

@@ -136,6 +136,17 @@ async def connect_command(ctx: CommandContext, request: Request) -> Any:
     return STREAMED
 
 
+async def stats_command(ctx: CommandContext, request: Request) -> Any:
+    """mesh extension: the mesh core's counters (routing updates, forwarded and dropped data)."""
+    net = ctx.node.netceptor
+    return {"NodeID": ctx.node.node_id, "Links": len(net.links),
+            "KnownNodes": len(net.router.known), "RoutingUpdatesSent":
+            net.counters["routing_updates_sent"],
+            "RoutingUpdatesReceived": net.counters["routing_updates_received"],
+            "DataForwarded": net.counters["data_forwarded"],
+            "DataDropped": net.counters["data_dropped"]}
+
+
 async def reload_command(ctx: CommandContext, request: Request) -> Any:
     return await ctx.node.reload()
 
@@ -147,3 +158,4 @@ def mesh_register_control_commands(register: Any) -> None:
     register("traceroute", traceroute_command)
     register("connect", connect_command)
     register("reload", reload_command)
+    register("stats", stats_command)

@@ -146,7 +146,8 @@ def work_group() -> None:
               help="Work parameter (value @file reads a file).")
 @click.option("--ttl", default="", help="Remote only: fail if not started within this time.")
 @click.option("--follow", "-f", is_flag=True, help="Stream the results after submitting.")
-@click.option("--rm", "remove", is_flag=True, help="Release the unit when done (with --follow).")
+@click.option("--rm", "remove", is_flag=True,
+              help="Release the unit when done (needs --follow; confirmed on stderr).")
 def submit_command(socket_path: str | None, worktype: str, node: str, payload_file: Any,
                    payload_literal: str | None, no_payload: bool, params: tuple[str, ...],
                    ttl: str, follow: bool, remove: bool) -> None:
@@ -156,6 +157,8 @@ def submit_command(socket_path: str | None, worktype: str, node: str, payload_fi
     if chosen != 1:
         _fail("give exactly one of --payload FILE, --payload -, --payload-literal TEXT, "
               "--no-payload", 2)
+    if remove and not follow:
+        _fail("--rm needs --follow (without it the results would never be seen)", 2)
     request: dict[str, str] = {"command": "work", "subcommand": "submit", "node": node,
                                "worktype": worktype, **_params(params)}
     if ttl:
@@ -188,10 +191,15 @@ def submit_command(socket_path: str | None, worktype: str, node: str, payload_fi
         click.echo(f"Result: {reply['result']}")
         click.echo(f"Unit ID: {unit_id}")
         return
-    stream_results(socket_path, unit_id, sys.stdout.buffer)
-    status = _simple(socket_path, f"work status {unit_id}")
-    if remove:
-        _simple(socket_path, f"work release {unit_id}")
+    try:
+        stream_results(socket_path, unit_id, sys.stdout.buffer)
+        status = _simple(socket_path, f"work status {unit_id}")
+    finally:
+        if remove:
+            # stdout carries only the unit's output (it is often piped on, e.g. to
+            # `ansible-runner process`), so the release confirmation goes to stderr
+            for key, value in _simple(socket_path, f"work release {unit_id}").items():
+                click.echo(f"({value}, {key})", err=True)
     if status.get("State") == 3:
         _fail(f"Remote unit failed: {status.get('Detail')}", 1)
 

@@ -35,7 +35,7 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 30.0
 STATUS_INTERVAL = 1.0
-RETRY_INITIAL, RETRY_FACTOR, RETRY_MAX = 0.5, 1.5, 5.0
+RETRY_INITIAL, RETRY_FACTOR, RETRY_MAX = 0.5, 1.5, 2.0
 CHUNK = 1024 * 1024
 #: What a broken mesh stream raises (aborted, closed, reset, transport errors).
 STREAM_ERRORS = (ConnectionError, OSError, EOFError, StreamError)

@@ -1,0 +1,210 @@
+"""The udp backend between real node processes on loopback.
+
+near (udp-listener) ← mid (udp-peer, udp-listener) ← far (udp-peer, work-command ``cat``):
+routes, ping, remote work and a 5 MB result stream over two UDP links; hostile datagrams at a
+listener; liveness when either end of a UDP link is killed and restarted; IPv6.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from mesh.net import messages as m
+from mesh.testing import Mesh, NodeProcess, wait_until
+
+RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
+CAT = {"work-command": {"worktype": "cat", "command": "cat"}}
+
+
+def udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port that was free a moment ago."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def receptorctl(node: NodeProcess, *args: str, timeout: float = 120) -> bytes:
+    result = subprocess.run([RECEPTORCTL, "--socket", str(node.socket), *args],
+                            capture_output=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"receptorctl {args[:4]} failed ({result.returncode}): "
+                             f"{result.stdout[-2000:]!r} {result.stderr[-2000:]!r}")
+    return result.stdout
+
+
+def submit_follow(node: NodeProcess, target: str, *payload_args: str) -> bytes:
+    """``work submit --rm --follow`` of ``cat`` on ``target``; returns the unit's output.
+
+    receptorctl prints the results, then ``(UNITID, released)`` for ``--rm``.
+    """
+    out = receptorctl(node, "work", "submit", "--node", target, *payload_args, "--rm",
+                      "--follow", "cat")
+    match = re.search(rb"\(\w+, released\)\n\Z", out)
+    assert match, f"no release line at the end of {out[-200:]!r}"
+    return out[:match.start()]
+
+
+def log_events(node: NodeProcess, event: str) -> list[dict[str, Any]]:
+    out = []
+    for line in node.log_path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == event:
+            out.append(record)
+    return out
+
+
+def connected(node: NodeProcess, peer: str) -> bool:
+    return any(c["NodeID"] == peer for c in node.status()["Connections"] or [])
+
+
+def udp_link(mesh: Mesh, dialer: str, listener: str, port: int, host: str = "127.0.0.1") -> None:
+    """``listener`` gets a udp-listener on ``port``; ``dialer`` a udp-peer to it."""
+    mesh.nodes[listener].sections.append(
+        {"udp-listener": {"port": port, "bindaddr": host}})
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    mesh.nodes[dialer].sections.append({"udp-peer": {"address": address}})
+
+
+@pytest.fixture(scope="module")
+def line() -> Iterator[Mesh]:
+    cluster = Mesh(Path(tempfile.mkdtemp(prefix="mesh-udp-")))
+    cluster.add("near", listen=False)
+    cluster.add("mid", listen=False)
+    cluster.add("far", listen=False, sections=[CAT])
+    cluster.ports["near"] = udp_port()
+    cluster.ports["mid"] = udp_port()
+    udp_link(cluster, "mid", "near", cluster.ports["near"])
+    udp_link(cluster, "far", "mid", cluster.ports["mid"])
+    try:
+        cluster.start()
+        cluster.wait_converged()
+        cluster.wait_until_work_types("near", "far", ["cat"])
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+def test_routes_converge_and_ping_crosses_two_udp_links(line: Mesh) -> None:
+    near = line.nodes["near"]
+    assert near.routes() == {"mid": "mid", "far": "mid"}
+    out = receptorctl(near, "ping", "far", "--count", "3", "--delay", "0.1").decode()
+    assert out.count("Reply from far in") == 3
+    out = receptorctl(near, "traceroute", "far").decode().splitlines()
+    assert [line.split(" in ")[0] for line in out] == ["0: near", "1: mid", "2: far"]
+
+
+def test_remote_work_over_udp(line: Mesh) -> None:
+    assert submit_follow(line.nodes["near"], "far", "--payload-literal", "hi") == b"hi\n"
+
+
+def test_5mb_result_stream_is_byte_exact(line: Mesh, tmp_path: Path) -> None:
+    payload = os.urandom(5 * 1024 * 1024)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    start = time.monotonic()
+    out = submit_follow(line.nodes["near"], "far", "--payload", str(source))
+    elapsed = time.monotonic() - start
+    assert len(out) == len(payload)
+    assert out == payload
+    # The payload crosses both UDP links to far, and the result comes back the same way.
+    print(f"\n5 MiB payload out + 5 MiB result back over 2 UDP hops: {elapsed:.2f} s "
+          f"({2 * len(payload) / elapsed / 1e6:.1f} MB/s both ways)")
+
+
+def test_hostile_datagrams_do_not_hurt_the_listener(line: Mesh) -> None:
+    near, mid = line.nodes["near"], line.nodes["mid"]
+    target = ("127.0.0.1", line.ports["near"])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        raw.bind(("127.0.0.1", 0))
+        raw.settimeout(0.2)
+        label = f"udp 127.0.0.1:{raw.getsockname()[1]}"
+        for junk in (b"", b"\x00", b"\x00garbage", os.urandom(1000), b"\x04", b"\x03[]",
+                     os.urandom(65507)):
+            raw.sendto(junk, target)
+        # None of that opened a session: only a routing update may.
+        raw.sendto(b"\x01{not json", target)
+        # That one did: near answers with its own routing updates (the handshake), then gives
+        # up after 11 of them, as it would with a neighbour that never answers.
+        updates = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                data, _ = raw.recvfrom(70000)
+            except socket.timeout:
+                if log_events(near, "udp_session_closed") and \
+                        any(r.get("peer") == label for r in log_events(near, "udp_session_closed")):
+                    break
+                continue
+            assert data[:1] == bytes([m.MSG_ROUTING_UPDATE])
+            updates += 1
+        assert 1 <= updates <= 11
+        closed = [r for r in log_events(near, "udp_session_closed") if r.get("peer") == label]
+        assert len(closed) == 1, "the half-open session was never dropped"
+        opened = [r for r in log_events(near, "udp_session_opened") if r.get("peer") == label]
+        assert len(opened) == 1, "junk datagrams opened sessions"
+    assert near.alive and mid.alive
+    assert near.routes() == {"mid": "mid", "far": "mid"}
+    out = receptorctl(near, "ping", "far", "--count", "1").decode()
+    assert "Reply from far in" in out
+
+
+def test_ipv6_udp_link(mesh: Mesh) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    try:
+        port = udp_port("::1")
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    mesh.add("six", listen=False)
+    mesh.add("seven", listen=False)
+    udp_link(mesh, "seven", "six", port, host="::1")
+    mesh.start()
+    mesh.wait_converged(timeout=30)
+    out = receptorctl(mesh.nodes["six"], "ping", "seven", "--count", "1").decode()
+    assert "Reply from seven in" in out
+    established = log_events(mesh.nodes["six"], "connection_established")
+    assert established and established[0]["address"].startswith("udp [::1]:")
+
+
+@pytest.mark.parametrize("victim", ["dialer", "listener"])
+def test_killed_end_drops_the_link_and_restart_relinks(mesh: Mesh, victim: str) -> None:
+    port = udp_port()
+    mesh.add("lis", listen=False)
+    mesh.add("dia", listen=False)
+    udp_link(mesh, "dia", "lis", port)
+    mesh.start()
+    mesh.wait_converged(timeout=30)
+    name = "dia" if victim == "dialer" else "lis"
+    survivor = mesh.nodes["lis" if name == "dia" else "dia"]
+    node = mesh.nodes[name]
+
+    start = time.monotonic()
+    node.kill()
+    # UDP has no connection to break: the node's keepalive timeout has to notice.
+    wait_until(lambda: not connected(survivor, name), timeout=30, what=f"{survivor.name} to drop the link to {name}")
+    dropped = time.monotonic() - start
+
+    start = time.monotonic()
+    node.start()
+    mesh.wait_converged(timeout=60)
+    relinked = time.monotonic() - start
+    assert survivor.routes() == {name: name}
+    out = receptorctl(survivor, "ping", name, "--count", "1").decode()
+    assert f"Reply from {name} in" in out
+    print(f"\nudp link: {victim} killed → link dropped after {dropped:.2f} s; "
+          f"restarted → routes back after {relinked:.2f} s")

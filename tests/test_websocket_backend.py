@@ -1,0 +1,215 @@
+"""The websocket backend between real node processes on loopback.
+
+near (ws-listener, path /mesh) ← mid (ws-peer with an extraheader; ws-listener on /) ← far
+(ws-peer, work-command ``cat``): routes, ping, remote work and a 5 MB result stream over two
+WebSocket links; what the listener refuses (other paths, foreign Origins, text frames); the
+upgrade request a ws-peer sends; a killed end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import CloseCode
+from websockets.sync.client import connect
+from websockets.sync.server import serve
+
+from mesh.config.errors import SectionValueError
+from mesh.testing import Mesh, NodeProcess, free_port, wait_until
+from mesh_builtin.websocket import WsListenerConfig, WsPeerConfig, path_matches, \
+    split_extraheader
+
+RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
+CAT = {"work-command": {"worktype": "cat", "command": "cat"}}
+
+
+def receptorctl(node: NodeProcess, *args: str, timeout: float = 120) -> bytes:
+    result = subprocess.run([RECEPTORCTL, "--socket", str(node.socket), *args],
+                            capture_output=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"receptorctl {args[:4]} failed ({result.returncode}): "
+                             f"{result.stdout[-2000:]!r} {result.stderr[-2000:]!r}")
+    return result.stdout
+
+
+def submit_follow(node: NodeProcess, target: str, *payload_args: str) -> bytes:
+    """``work submit --rm --follow`` of ``cat`` on ``target``; returns the unit's output."""
+    out = receptorctl(node, "work", "submit", "--node", target, *payload_args, "--rm",
+                      "--follow", "cat")
+    match = re.search(rb"\(\w+, released\)\n\Z", out)
+    assert match, f"no release line at the end of {out[-200:]!r}"
+    return out[:match.start()]
+
+
+def connected(node: NodeProcess, peer: str) -> bool:
+    return any(c["NodeID"] == peer for c in node.status()["Connections"] or [])
+
+
+def healthy(mesh: Mesh) -> None:
+    """near still has its routes and reaches far."""
+    near = mesh.nodes["near"]
+    assert all(node.alive for node in mesh.nodes.values())
+    assert near.routes() == {"mid": "mid", "far": "mid"}
+    assert "Reply from far in" in receptorctl(near, "ping", "far", "--count", "1").decode()
+
+
+@pytest.fixture(scope="module")
+def line() -> Iterator[Mesh]:
+    cluster = Mesh(Path(tempfile.mkdtemp(prefix="mesh-ws-")))
+    near_port, mid_port = free_port(), free_port()
+    cluster.ports.update(near=near_port, mid=mid_port)
+    cluster.add("near", listen=False, sections=[
+        {"ws-listener": {"port": near_port, "bindaddr": "127.0.0.1", "path": "/mesh"}}])
+    cluster.add("mid", listen=False, sections=[
+        {"ws-listener": {"port": mid_port, "bindaddr": "127.0.0.1"}},
+        {"ws-peer": {"address": f"ws://127.0.0.1:{near_port}/mesh",
+                     "extraheader": "X-Mesh-Token:abc:def"}}])
+    cluster.add("far", listen=False, sections=[
+        CAT, {"ws-peer": {"address": f"ws://127.0.0.1:{mid_port}/any/path"}}])
+    try:
+        cluster.start()
+        cluster.wait_converged()
+        cluster.wait_until_work_types("near", "far", ["cat"])
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+def test_routes_converge_and_ping_crosses_two_ws_links(line: Mesh) -> None:
+    near = line.nodes["near"]
+    assert near.routes() == {"mid": "mid", "far": "mid"}
+    out = receptorctl(near, "ping", "far", "--count", "3", "--delay", "0.1").decode()
+    assert out.count("Reply from far in") == 3
+
+
+def test_remote_work_over_websocket(line: Mesh) -> None:
+    assert submit_follow(line.nodes["near"], "far", "--payload-literal", "hi") == b"hi\n"
+
+
+def test_5mb_result_stream_is_byte_exact(line: Mesh, tmp_path: Path) -> None:
+    payload = os.urandom(5 * 1024 * 1024)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    start = time.monotonic()
+    out = submit_follow(line.nodes["near"], "far", "--payload", str(source))
+    elapsed = time.monotonic() - start
+    assert len(out) == len(payload)
+    assert out == payload
+    print(f"\n5 MiB payload out + 5 MiB result back over 2 ws hops: {elapsed:.2f} s "
+          f"({2 * len(payload) / elapsed / 1e6:.1f} MB/s both ways)")
+
+
+def test_listener_path_refuses_other_paths(line: Mesh) -> None:
+    port = line.ports["near"]
+    for path in ("/", "/other", "/mesh/", "/mesh/sub", "/meshy"):
+        with pytest.raises(InvalidStatus) as info:
+            connect(f"ws://127.0.0.1:{port}{path}", open_timeout=10)
+        assert info.value.response.status_code == 404, path
+    # "/" on mid is a subtree pattern: every path is accepted there (far dials /any/path).
+    with connect(f"ws://127.0.0.1:{port}/mesh?x=1", open_timeout=10) as ws:
+        assert ws.protocol.state.name == "OPEN"
+    healthy(line)
+
+
+def test_foreign_origin_is_refused(line: Mesh) -> None:
+    port = line.ports["near"]
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"ws://127.0.0.1:{port}/mesh", origin="http://evil.example",  # type: ignore[arg-type]
+                open_timeout=10)
+    assert info.value.response.status_code == 403
+    with connect(f"ws://127.0.0.1:{port}/mesh", origin=f"http://127.0.0.1:{port}",  # type: ignore[arg-type]
+                 open_timeout=10):
+        pass
+    healthy(line)
+
+
+def test_text_frame_is_rejected_without_harm(line: Mesh) -> None:
+    port = line.ports["near"]
+    with connect(f"ws://127.0.0.1:{port}/mesh", open_timeout=10) as ws:
+        ws.send("hello, I am text")
+        with pytest.raises(ConnectionClosed) as info:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                message = ws.recv(timeout=15)
+                # the node's handshake (routing updates) may arrive before the close
+                assert isinstance(message, bytes)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == CloseCode.UNSUPPORTED_DATA
+    healthy(line)
+
+
+def test_ws_peer_sends_origin_and_extraheader(mesh: Mesh) -> None:
+    """A raw websockets server in the test sees the upgrade request of a real ws-peer."""
+    requests: list[Any] = []
+    seen = threading.Event()
+
+    def process_request(connection: Any, request: Any) -> Any:
+        requests.append(request)
+        seen.set()
+        return connection.respond(403, "no thanks\n")
+
+    with serve(lambda ws: None, "127.0.0.1", 0, process_request=process_request) as server:
+        port = server.socket.getsockname()[1]
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        mesh.add("solo", listen=False, sections=[{"ws-peer": {
+            "address": f"ws://127.0.0.1:{port}/some/path",
+            "extraheader": "X-Mesh-Token:secret:with:colons"}}])
+        mesh.start()
+        assert seen.wait(30), "the ws-peer never dialled"
+        server.shutdown()
+        thread.join(10)
+    request = requests[0]
+    assert request.path == "/some/path"
+    assert request.headers["X-Mesh-Token"] == "secret:with:colons"
+    assert request.headers["Origin"] == f"http://127.0.0.1:{port}"
+    assert request.headers["Host"] == f"127.0.0.1:{port}"
+    assert mesh.nodes["solo"].alive  # a refused upgrade is a dial failure, not a crash
+
+
+def test_killed_dialer_drops_the_link_and_restart_relinks(mesh: Mesh) -> None:
+    port = free_port()
+    mesh.add("lis", listen=False, sections=[
+        {"ws-listener": {"port": port, "bindaddr": "127.0.0.1"}}])
+    mesh.add("dia", listen=False, sections=[{"ws-peer": {"address": f"ws://127.0.0.1:{port}"}}])
+    mesh.start()
+    mesh.wait_converged(timeout=30)
+    lis, dia = mesh.nodes["lis"], mesh.nodes["dia"]
+    dia.kill()
+    wait_until(lambda: not connected(lis, "dia"), timeout=15, what="lis to drop dia")
+    dia.start()
+    mesh.wait_converged(timeout=60)
+    lis.kill()
+    wait_until(lambda: not connected(dia, "lis"), timeout=15, what="dia to drop lis")
+    lis.start()
+    mesh.wait_converged(timeout=60)
+    assert "Reply from dia in" in receptorctl(lis, "ping", "dia", "--count", "1").decode()
+
+
+def test_config_validation() -> None:
+    assert split_extraheader("Key:Value") == ("Key", "Value")
+    assert split_extraheader("Key: spaced:x") == ("Key", " spaced:x")
+    for bad in ("NoColon", ":value"):
+        with pytest.raises(ValueError):
+            split_extraheader(bad)
+    assert path_matches("/", "/anything/below")
+    assert path_matches("/a/", "/a/b") and not path_matches("/a/", "/a")
+    assert path_matches("/a", "/a?q=1") and not path_matches("/a", "/a/b")
+    WsPeerConfig("wss://example.com/mesh").validate()
+    for address in ("http://example.com/", "example.com:80", "ws://"):
+        with pytest.raises(SectionValueError):
+            WsPeerConfig(address).validate()
+    with pytest.raises(SectionValueError):
+        WsPeerConfig("ws://h:1/", extraheader="novalue").validate()
+    with pytest.raises(SectionValueError):
+        WsListenerConfig(8080, path="mesh").validate()
