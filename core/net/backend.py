@@ -90,14 +90,14 @@ class Backend(abc.ABC):
 
 @dataclass
 class Backoff:
-    """Redial delays: ×1.5 up to 20 s like Receptor, with ±20 % jitter.
+    """Redial delays: ×1.5 up to 5 s (Receptor: 5 s up to 20 s), with ±20 % jitter.
 
     Receptor starts at 5 s; we start at 1 s so a relay that comes back is used sooner.
     """
 
     initial: float = 1.0
     factor: float = 1.5
-    maximum: float = 20.0
+    maximum: float = 5.0
     jitter: float = 0.2
     current: float = 0.0
 
