@@ -125,6 +125,24 @@ def mesh_register_cli_commands(cli: "click.Group") -> None:
     """
 
 
+@hookspec(firstresult=True)
+def mesh_tls_config(node: Any, kind: str, name: str) -> Any:
+    """Resolve a named TLS configuration (a ``tls-server`` or ``tls-client`` section).
+
+    Called whenever a backend, the control service or a mesh stream needs TLS.  First
+    non-None result wins.
+
+    :param node: the :class:`mesh.node.Node` asking.
+    :param kind: ``"server"`` or ``"client"``.
+    :param name: the ``name`` of the section, as given in the ``tls`` key that refers to it.
+    :return: ``None`` if this plugin does not know ``name``; otherwise an object with
+        ``ssl_context() -> ssl.SSLContext`` (for TCP, websockets and the control service),
+        ``quic_options() -> mesh.net.quic_tls.QuicTLSOptions`` (for mesh streams) and
+        ``peer_node_ids(der_cert: bytes) -> list[str]`` (the Receptor node-ID SANs of a peer
+        certificate, used to bind a link's TLS identity to its declared node ID).
+    """
+
+
 # --------------------------------------------------------------------------------------
 # Lifecycle notifications (called by a running node)
 # --------------------------------------------------------------------------------------

@@ -101,23 +101,32 @@ class Node:
 
     # -- helpers for plugins ------------------------------------------------------------
 
+    def tls_config(self, kind: str, name: str) -> Any:
+        """The ``tls-server``/``tls-client`` section ``name``, resolved by a TLS plugin."""
+        config = self.plugins.tls_config(self, kind, name)
+        if config is None:
+            raise NodeStartError(f"no tls-{kind} named {name!r} is configured (add a "
+                                 f"tls-{kind} section with name: {name})")
+        return config
+
     def tls_context(self, kind: str, name: str) -> Any:
         """The ``ssl.SSLContext`` of the ``tls-server``/``tls-client`` section ``name``."""
-        provider = self.services.get("tls")
-        if provider is None:
-            raise NodeStartError(f"tls {name!r} is used but no tls-{kind} sections are "
-                                 f"available (is the tls plugin installed?)")
-        return provider.context(kind, name)
+        return self.tls_config(kind, name).ssl_context()
 
     def listen_stream(self, service: str, *, tags: dict[str, str] | None = None,
                       tls: str | None = None, advertise: bool = True) -> Any:
-        """Bind a QUIC stream listener on a mesh service (advertised as ConnType 1)."""
-        if tls:
-            raise NodeStartError(f"service {service}: TLS on mesh streams is not supported yet")
+        """Bind a QUIC stream listener on a mesh service.
+
+        Advertised as ConnType 1 (Receptor's built-in self-signed TLS) or, with ``tls`` naming
+        a tls-server section, ConnType 2.
+        """
         from mesh.net import streams
 
-        endpoint = self.netceptor.listen(service, advertise=advertise, conn_type=1, tags=tags)
-        return streams.listen_stream(endpoint, max_datagram_for=self.netceptor.max_datagram_for)
+        options = self.tls_config("server", tls).quic_options() if tls else None
+        endpoint = self.netceptor.listen(service, advertise=advertise,
+                                         conn_type=2 if tls else 1, tags=tags)
+        return streams.listen_stream(endpoint, max_datagram_for=self.netceptor.max_datagram_for,
+                                     tls=options)
 
     async def dial_stream(self, node: str, service: str, *, tls: str | None = None,
                           timeout: float = 15.0) -> Any:
@@ -128,8 +137,7 @@ class Node:
         """
         from mesh.net import streams
 
-        if tls:
-            raise ValueError("TLS on mesh streams is not supported yet")
+        options = self.tls_config("client", tls).quic_options() if tls else None
         if node.lower() == "localhost":
             node = self.node_id
         if node != self.node_id and node not in self.netceptor.router.table:
@@ -154,7 +162,7 @@ class Node:
         return await streams.dial_stream(
             open_endpoint, node, service, local_node=self.node_id,
             max_datagram_for=self.netceptor.max_datagram_for, timeout=timeout,
-            on_connection=on_connection)
+            on_connection=on_connection, tls=options)
 
     async def _watch_routes(self) -> None:
         """Abort our stream connections to a node that has had no route for a while.

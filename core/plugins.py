@@ -200,6 +200,10 @@ class PluginHost:
             for name in sorted(set(cli.commands) - before):
                 self._note(owner, "cli command", name)
 
+    def tls_config(self, node: Any, kind: str, name: str) -> Any:
+        """The TLS configuration ``name`` of ``kind`` (server/client), or None if unknown."""
+        return self.pm.hook.mesh_tls_config(node=node, kind=kind, name=name)
+
     def node_started(self, node: Any) -> None:
         self.pm.hook.mesh_node_started(node=node)
 

@@ -311,8 +311,17 @@ class ContainerWorkType(CommandWorkType):
         await super()._watch_runner(unit, pid, proc)
         # Only reached when the runner exited (a cancelled watcher raises): the container
         # has stopped, or is orphaned.  Cancel removes its container itself.
-        if unit.unit_id not in self._canceling:
+        uid = unit.unit_id
+        if uid in self._canceling:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._watchers.setdefault(uid, task)  # the unit is watched until its container is gone
+        try:
             await self._remove(unit)
+        finally:
+            if self._watchers.get(uid) is task:
+                self._watchers.pop(uid, None)
 
     async def cancel(self, unit: UnitHandle) -> None:
         uid = unit.unit_id
@@ -333,9 +342,12 @@ class ContainerWorkType(CommandWorkType):
             self._canceling.discard(uid)
 
     async def restart(self, unit: UnitHandle) -> None:
+        if not _is_final(unit) and not self._find_runner(unit):
+            # The runner is gone, so the unit fails: remove its container first, which also
+            # ends the orphaned `podman run` at once (it would ignore SIGTERM while its
+            # container does).
+            await self._remove(unit)
         await super().restart(unit)
-        if unit.unit_id not in self._watchers and _is_final(unit):
-            await self._remove(unit)  # the runner is gone: so goes its container
 
     async def release(self, unit: UnitHandle) -> None:
         await self._remove(unit)

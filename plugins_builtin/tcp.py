@@ -79,16 +79,18 @@ class TcpPeerConfig:
         check_costs(self.cost)
 
 
-def _tls_context(node: Any, kind: str, name: str | None) -> Any:
+def _tls(node: Any, kind: str, name: str | None) -> tuple[Any, Any]:
+    """(ssl context, peer-certificate → node IDs) for the named TLS section, or (None, None)."""
     if not name:
-        return None
-    return node.tls_context(kind, name)
+        return None, None
+    config = node.tls_config(kind, name)
+    return config.ssl_context(), config.peer_node_ids
 
 
 class TcpListener(Backend):
     def __init__(self, config: TcpListenerConfig, node: Any) -> None:
         self.config = config
-        self.ssl = _tls_context(node, "server", config.tls)
+        self.ssl, self.tls_identity = _tls(node, "server", config.tls)
         self.options = LinkOptions(config.cost, dict(config.nodecost), tuple(config.allowedpeers))
         self.bound_port: int | None = None
 
@@ -97,7 +99,7 @@ class TcpListener(Backend):
         sessions: set[asyncio.Task[str]] = set()
 
         def factory() -> FramedSession:
-            session = FramedSession("tcp listener")
+            session = FramedSession("tcp listener", tls_identity=self.tls_identity)
 
             def on_connect(_: Any) -> None:
                 if session.transport is None:
@@ -129,7 +131,7 @@ class TcpPeer(Backend):
     def __init__(self, config: TcpPeerConfig, node: Any) -> None:
         self.config = config
         self.host, self.port = split_address(config.address)
-        self.ssl = _tls_context(node, "client", config.tls)
+        self.ssl, self.tls_identity = _tls(node, "client", config.tls)
         self.options = LinkOptions(config.cost, {}, tuple(config.allowedpeers))
 
     async def dial(self) -> FramedSession:
@@ -139,7 +141,8 @@ class TcpPeer(Backend):
         if self.ssl is not None:
             kwargs = {"ssl": self.ssl, "server_hostname": self.host}
         _, session = await asyncio.wait_for(
-            loop.create_connection(lambda: FramedSession(label), self.host, self.port,
+            loop.create_connection(lambda: FramedSession(label, tls_identity=self.tls_identity),
+                                   self.host, self.port,
                                    **kwargs), DIAL_TIMEOUT)
         return session
 

@@ -55,6 +55,13 @@ class Session(abc.ABC):
         """True while the outgoing buffer is so full that droppable data should be dropped."""
         return False
 
+    def peer_node_ids(self) -> list[str] | None:
+        """Node IDs in the peer's TLS certificate (Receptor node-ID SANs), or None without TLS.
+
+        When this is not None the kernel refuses a peer whose declared node ID is not listed.
+        """
+        return None
+
 
 @dataclass(frozen=True)
 class LinkOptions:

@@ -304,6 +304,14 @@ class Netceptor:
         if peer in self.links:
             self._reject(session, peer, f"already connected to {peer}")
             return None
+        cert_ids = session.peer_node_ids()
+        if cert_ids is not None and peer not in cert_ids:
+            log.error("tls_node_id_mismatch", node_id=self.node_id, peer=peer,
+                      certificate_node_ids=cert_ids, address=session.label,
+                      detail=f"peer declares node ID {peer!r} but its TLS certificate is for "
+                             f"{', '.join(map(repr, cert_ids)) or 'no node ID'}")
+            self._reject(session, peer, "TLS certificate does not match the declared node ID")
+            return None
         cost = options.cost_for(peer)
         link = Link(peer, session, cost, time.monotonic())
         self.links[peer] = link

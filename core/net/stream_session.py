@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Callable
 
 from mesh.net.backend import Session, SessionClosed
 from mesh.net.framing import FrameDecoder, FrameError, encode_frame
@@ -20,8 +21,11 @@ CONGESTED_BYTES = 8 * 1024 * 1024
 class FramedSession(asyncio.Protocol, Session):
     """Protocol object: 2-byte little-endian length frames, one mesh message each."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, *, tls_identity: Callable[[bytes], list[str]] | None = None,
+                 ) -> None:
         self.label = label
+        #: Given with TLS: maps the peer's DER certificate to its node-ID SANs.
+        self.tls_identity = tls_identity
         self.max_message = 65535
         self.transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder()
@@ -95,6 +99,13 @@ class FramedSession(asyncio.Protocol, Session):
             self.transport.close()
         self._closed = True
         self._wake()
+
+    def peer_node_ids(self) -> list[str] | None:
+        if self.tls_identity is None or self.transport is None:
+            return None
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return self.tls_identity(der) if der else []
 
     def congested(self) -> bool:
         return self.transport is not None and \

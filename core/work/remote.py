@@ -34,6 +34,10 @@ GREETING = re.compile(r"Receptor Control, node (.+)")
 ZERO_TIME = "0001-01-01T00:00:00Z"
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 30.0
+#: A status reply takes milliseconds; a silent connection (e.g. the remote node was killed
+#: and restarted, so the old QUIC connection is dead but not yet timed out) is given up
+#: after this, which also restarts the results stream (see ``_status_loop``).
+STATUS_TIMEOUT = 5.0
 STATUS_INTERVAL = 1.0
 RETRY_INITIAL, RETRY_FACTOR, RETRY_MAX = 0.5, 1.5, 2.0
 CHUNK = 1024 * 1024
@@ -85,17 +89,24 @@ class RemoteConn:
             raise RemoteRefused(line[7:] if line.startswith("ERROR: ") else line)
         return line
 
-    async def command(self, line: str) -> str:
+    async def command(self, line: str, timeout: float = REPLY_TIMEOUT) -> str:
         try:
             self.stream.write(line.encode() + b"\n")
             await self.stream.drain()
         except STREAM_ERRORS as exc:
             raise RemoteUnavailable(f"connection to {self.node} broke: {exc}") from None
-        return await self.readline()
+        return await self.readline(timeout)
 
     async def close(self) -> None:
         try:
             await self.stream.close()
+        except Exception:
+            pass
+
+    def abort(self, problem: str) -> None:
+        """Drop a connection that stopped working (close() would linger on unacked data)."""
+        try:
+            self.stream.abort(problem)
         except Exception:
             pass
 
@@ -106,6 +117,8 @@ class RemoteWork:
     def __init__(self, workceptor: "Workceptor") -> None:
         self.wc = workceptor
         self.tasks: dict[str, asyncio.Task[Any]] = {}
+        #: The results stream each monitored unit is reading, so the status loop can drop it.
+        self._results_conns: dict[str, RemoteConn] = {}
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -298,6 +311,7 @@ class RemoteWork:
 
     async def _fetch_stdout(self, unit_id: str, extra: dict[str, Any], start: int) -> None:
         conn = await self.connect(extra["RemoteNode"])
+        self._results_conns[unit_id] = conn
         try:
             request = {"command": "work", "subcommand": "results",
                        "unitid": extra["RemoteUnitID"], "startpos": start}
@@ -325,6 +339,8 @@ class RemoteWork:
             finally:
                 os.close(fd)
         finally:
+            if self._results_conns.get(unit_id) is conn:
+                del self._results_conns[unit_id]
             await conn.close()
 
     async def _refresh_status(self, unit_id: str, extra: dict[str, Any], *,
@@ -332,7 +348,8 @@ class RemoteWork:
         own = conn is None
         conn = conn or await self.connect(extra["RemoteNode"])
         try:
-            remote = json.loads(await conn.command(f"work status {extra['RemoteUnitID']}"))
+            remote = json.loads(await conn.command(f"work status {extra['RemoteUnitID']}",
+                                                   timeout=STATUS_TIMEOUT))
         except json.JSONDecodeError as exc:
             raise RemoteUnavailable(f"bad status reply: {exc}") from None
         finally:
@@ -386,8 +403,14 @@ class RemoteWork:
                     await retry.wait()
                 except RemoteUnavailable as exc:
                     if conn is not None:
-                        await conn.close()
+                        conn.abort("status poll failed")
                         conn = None
+                    # The results stream most likely died with the same connection path
+                    # (a restarted node forgets its QUIC connections, and they would only
+                    # time out after 30 s): make the stdout loop reconnect and resume now.
+                    results = self._results_conns.get(unit_id)
+                    if results is not None:
+                        results.abort("remote status unavailable")
                     self._unreachable(unit_id, extra, exc)
                     await retry.wait()
                 except Exception:  # never let a bug stop following the unit

@@ -1,0 +1,197 @@
+"""Our ``mesh work`` command line on the line controller01 - relayer01 - executor01."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from mesh.testing import Mesh, wait_until
+from work_helpers import (cleanup, json_out, make_line, mesh_cli, pid_alive, remote_id,
+                          run, MESH, status, submitted_unit, unit_dir, wait_state)
+
+HOSTNAME = socket.gethostname()
+
+
+@pytest.fixture(scope="module")
+def line() -> Iterator[Mesh]:
+    cluster = make_line("mesh-wcli-")
+    try:
+        yield cluster
+    finally:
+        cleanup(cluster)
+
+
+@pytest.fixture
+def ctl(line: Mesh):
+    return line.nodes["controller01"]
+
+
+def work(node, *args: str, stdin: bytes | None = None, check: bool = True):
+    return mesh_cli(node, "work", *args, stdin=stdin, check=check)
+
+
+def test_submit_prints_result_and_unit_id(ctl, tmp_path: Path) -> None:
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"file payload\n")
+    forms = [(("--payload", str(payload)), None, b"file payload\n"),
+             (("--payload", "-"), b"stdin payload", b"stdin payload"),
+             (("--payload-literal", "literal payload"), None, b"literal payload\n"),
+             (("--no-payload",), None, b"")]
+    for args, stdin, expected in forms:
+        out = work(ctl, "submit", "echo-reply", "--node", "executor01", *args, stdin=stdin)
+        text = out.stdout.decode()
+        assert re.fullmatch(r"Result: Job Started\nUnit ID: [0-9A-Za-z]{8}\n", text), text
+        unit_id = submitted_unit(out)
+        assert work(ctl, "results", unit_id).stdout == expected, args
+        assert (unit_dir(ctl, unit_id) / "stdin").read_bytes() == expected
+
+
+def test_follow_and_rm(line: Mesh, ctl) -> None:
+    exe = line.nodes["executor01"]
+    before = set(json_out(work(ctl, "list")))
+    out = work(ctl, "submit", "gather-hostname", "--node", "executor01", "--no-payload",
+               "--rm", "--follow")
+    assert out.stdout == f"{HOSTNAME}\n".encode()
+    match = re.fullmatch(rb"\(([0-9A-Za-z]{8}), released\)\n", out.stderr)
+    assert match, out.stderr
+    assert set(json_out(work(ctl, "list"))) == before
+    assert not unit_dir(ctl, match.group(1).decode()).exists()
+    # the executor's unit went too
+    wait_until(lambda: not any(u["WorkType"] == "gather-hostname"
+                               for u in exe.control("work list").values()),
+               timeout=30, what="executor unit released")
+
+
+def test_params_and_param_files(ctl, tmp_path: Path) -> None:
+    out = work(ctl, "submit", "cat-files", "--node", "executor01", "--no-payload",
+               "--param", "params=/etc/hostname", "--follow")
+    assert out.stdout == f"/etc/hostname:1:{HOSTNAME}\n".encode()
+    # -a is the receptorctl spelling; @file reads the value from a file
+    (tmp_path / "params").write_text("/etc/hostname")
+    out = work(ctl, "submit", "cat-files", "--node", "executor01", "--no-payload",
+               "-a", f"params=@{tmp_path / 'params'}", "--follow")
+    assert out.stdout == f"/etc/hostname:1:{HOSTNAME}\n".encode()
+
+
+def test_usage_errors(ctl) -> None:
+    cases = [
+        (("submit", "echo-reply", "--node", "executor01"), 2, "give exactly one of --payload"),
+        (("submit", "echo-reply", "--node", "executor01", "--no-payload",
+          "--payload-literal", "x"), 2, "give exactly one of --payload"),
+        (("submit", "echo-reply", "--node", "executor01", "--no-payload", "--rm"), 2,
+         "--rm needs --follow"),
+        (("submit", "echo-reply", "--node", "executor01", "--no-payload", "--param", "novalue"),
+         1, "must be key=value"),
+        (("submit", "echo-reply", "--node", "executor01", "--no-payload", "--param",
+          "node=x"), 1, "reserved name"),
+        (("submit", "gather-hostname", "--node", "executor01", "--no-payload", "--param",
+          "params=x"), 101, "extra params provided but not allowed"),
+        (("submit", "nosuch", "--node", "executor01", "--no-payload"), 101,
+         "unknown work type nosuch"),
+        (("submit", "echo-reply", "--no-payload", "--ttl", "1m"), 101,
+         "ttl option is intended for remote work only"),
+        (("results", "NoSuch12"), 1, "unknown work unit NoSuch12"),
+        (("list", "--unit-id", "NoSuch12"), 1, "unknown work unit NoSuch12"),
+        (("cancel", "NoSuch12"), 1, "unknown work unit NoSuch12"),
+        (("release",), 2, "give unit IDs or --all"),
+    ]
+    for args, code, text in cases:
+        out = work(ctl, *args, check=False)
+        assert out.returncode == code, (args, out)
+        assert text in out.stderr.decode(), (args, out.stderr)
+        assert b"Traceback" not in out.stderr
+
+
+def test_missing_socket_is_a_clean_error(tmp_path: Path) -> None:
+    out = run([*MESH, "work", "list"], env={"MESH_SOCKET": str(tmp_path / "none.sock")})
+    assert out.returncode == 1
+    assert b"does not exist" in out.stderr and b"Traceback" not in out.stderr
+
+
+def test_failed_unit_with_follow(ctl) -> None:
+    out = work(ctl, "submit", "exit-three", "--node", "executor01", "--no-payload", "--follow",
+               check=False)
+    assert out.returncode == 1
+    assert out.stdout == b"about to fail\n"
+    assert b"Remote unit failed: exit status 3" in out.stderr
+
+
+def test_local_node_is_the_default(line: Mesh) -> None:
+    exe = line.nodes["executor01"]
+    out = work(exe, "submit", "gather-hostname", "--no-payload", "--follow", "--rm")
+    assert out.stdout == f"{HOSTNAME}\n".encode()
+    unit_id = submitted_unit(work(exe, "submit", "gather-hostname", "--no-payload"))
+    assert wait_state(exe, unit_id, {2})["WorkType"] == "gather-hostname"
+    work(exe, "release", unit_id)
+
+
+def test_list_and_unit_id(ctl) -> None:
+    a = submitted_unit(work(ctl, "submit", "echo-reply", "--node", "executor01",
+                            "--payload-literal", "a"))
+    b = submitted_unit(work(ctl, "submit", "echo-reply", "--node", "executor01",
+                            "--payload-literal", "b"))
+    wait_state(ctl, a, {2})
+    wait_state(ctl, b, {2})
+    out = work(ctl, "list")
+    units = json.loads(out.stdout)
+    assert {a, b} <= set(units)
+    assert out.stdout.decode() == json.dumps(units, indent=4, sort_keys=True) + "\n"
+    one = json_out(work(ctl, "list", "--unit-id", a))
+    assert one == {a: units[a]}
+    assert one[a]["ExtraData"]["RemoteWorkType"] == "echo-reply"
+    quiet = work(ctl, "list", "-q").stdout.decode().split()
+    assert {a, b} <= set(quiet)
+
+
+def test_cancel_several_units(line: Mesh, ctl) -> None:
+    exe = line.nodes["executor01"]
+    ids = [submitted_unit(work(ctl, "submit", "echo-sleep", "--node", "executor01",
+                               "--no-payload")) for _ in range(2)]
+    for unit_id in ids:
+        wait_state(ctl, unit_id, {1})
+    remotes = [remote_id(ctl, u) for u in ids]
+    out = work(ctl, "cancel", *ids)
+    assert out.stdout.decode() == "".join(f"({u}, cancelled)\n" for u in ids)
+    for unit_id, remote in zip(ids, remotes):
+        assert wait_state(ctl, unit_id, {4})["Detail"] == "Canceled"
+        assert wait_state(exe, remote, {4})["Detail"] == "Canceled"
+    # the result streams of canceled units end
+    for unit_id in ids:
+        work(ctl, "results", unit_id)
+    out = work(ctl, "release", *ids)
+    assert out.stdout.decode() == "".join(f"({u}, released)\n" for u in ids)
+    for unit_id, remote in zip(ids, remotes):
+        assert not unit_dir(ctl, unit_id).exists()
+        wait_until(lambda: not unit_dir(exe, remote).exists(), timeout=30,
+                   what="executor unit dir removed")
+
+
+def test_release_force_and_all(line: Mesh, ctl) -> None:
+    exe = line.nodes["executor01"]
+    running = submitted_unit(work(ctl, "submit", "echo-sleep", "--node", "executor01",
+                                  "--no-payload"))
+    running_remote = remote_id(ctl, running)
+    shell_pid = wait_until(lambda: (d := status(exe, running_remote)["Detail"]).startswith(
+        "Running: PID ") and int(d.rsplit(" ", 1)[1]), timeout=30, what="remote shell")
+    out = work(ctl, "release", "--force", running)
+    assert out.stdout.decode() == f"({running}, released)\n"
+    assert not unit_dir(ctl, running).exists()
+    wait_until(lambda: not pid_alive(shell_pid), timeout=15, what="remote shell killed")
+
+    more = [submitted_unit(work(ctl, "submit", "echo-reply", "--node", "executor01",
+                                "--payload-literal", str(i))) for i in range(3)]
+    for unit_id in more:
+        wait_state(ctl, unit_id, {2})
+    remotes = [remote_id(ctl, u) for u in more]
+    listed = list(json_out(work(ctl, "list")))
+    out = work(ctl, "release", "--all")
+    assert out.stdout.decode() == "".join(f"({u}, released)\n" for u in listed)
+    assert json_out(work(ctl, "list")) == {}
+    for remote in remotes:
+        wait_until(lambda: not unit_dir(exe, remote).exists(), timeout=30,
+                   what="executor unit dir removed")
