@@ -161,6 +161,9 @@ def update_status(unitdir: str, changes: dict) -> None:
     """Under the unit lock: read ``status``, apply ``changes``, replace the file atomically.
 
     Raises :class:`StatusFinal` (nothing written) when the stored state is already final.
+    Only writes that set the State are fsynced (as in the kernel's unit store): the periodic
+    StdoutSize updates are not, since on ext4 each fsync also flushes the stdout data written
+    so far, which slows down large outputs.
     """
     try:
         lock_fd = os.open(os.path.join(unitdir, "status.lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -183,7 +186,8 @@ def update_status(unitdir: str, changes: dict) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, (json_dumps(data) + "\n").encode("ascii"))
-            os.fsync(fd)
+            if "State" in changes:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

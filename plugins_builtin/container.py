@@ -274,6 +274,8 @@ class ContainerWorkType(CommandWorkType):
         if problem:
             _fail(unit, f"Error: {problem}")
             return
+        if _is_final(unit):
+            return  # canceled while the image was checked
         argv = self.podman_argv(unit, args)
         # The command type's start runs [config.command, *shlex.split(ExtraData.Params)].
         unit.update(lambda s: setattr(s, "extra_data", {"Pid": 0,
@@ -314,13 +316,14 @@ class ContainerWorkType(CommandWorkType):
         uid = unit.unit_id
         if uid in self._canceling:
             return
+        # The unit stays watched until its container is gone too.
         task = asyncio.current_task()
-        assert task is not None
-        self._watchers.setdefault(uid, task)  # the unit is watched until its container is gone
+        if task is not None:
+            self._watchers.setdefault(uid, task)
         try:
             await self._remove(unit)
         finally:
-            if self._watchers.get(uid) is task:
+            if task is not None and self._watchers.get(uid) is task:
                 self._watchers.pop(uid, None)
 
     async def cancel(self, unit: UnitHandle) -> None:

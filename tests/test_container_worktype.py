@@ -182,7 +182,7 @@ def store(tmp_path: Path) -> UnitStore:
 
 @pytest.fixture
 def leftovers(podman: Scratch, tmp_path: Path) -> Iterator[list[int]]:
-    """After each test: kill listed pids and runners under tmp_path, remove all containers."""
+    """After each test: kill listed pids and runners under tmp_path, remove node1's containers."""
     pids: list[int] = []
     yield pids
     marker = os.fsencode(str(tmp_path))
@@ -199,8 +199,9 @@ def leftovers(podman: Scratch, tmp_path: Path) -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    if podman.containers():
-        podman.podman("rm", "--all", "--force", "--time", "0", check=False)
+    names = [name for name in podman.containers() if name.startswith("mesh-node1-")]
+    if names:
+        podman.podman("rm", "--force", "--time", "0", *names, check=False)
 
 
 def busybox(podman: Scratch, **kwargs: Any) -> ContainerWorkType:
@@ -466,6 +467,10 @@ def test_restart_fails_the_unit_when_the_runner_is_gone(podman: Scratch, store: 
 @pytest.fixture(scope="module")
 def node(podman: Scratch) -> Iterator[NodeProcess]:
     venv, base = sys.prefix, sys.base_prefix
+    python_mounts: list[str] = []  # the host's /usr and Python installation, read-only
+    for path in ("/usr", base, venv):
+        if not any(path == m or path.startswith(m.rstrip("/") + "/") for m in python_mounts):
+            python_mounts.append(path)
     common = {"runtimeoptions": podman.global_args}
     sections = [
         {"work-container": {"worktype": "bb-cat", "image": BUSYBOX_IMAGE, "command": "cat",
@@ -477,7 +482,7 @@ def node(podman: Scratch) -> Iterator[NodeProcess]:
         {"work-container": {
             "worktype": "ansible-worker", "image": HOST_PYTHON_IMAGE,
             "command": [f"{venv}/bin/ansible-runner", "worker"],
-            "mounts": ["/usr:/usr", f"{base}:{base}", f"{venv}:{venv}"],
+            "mounts": [f"{path}:{path}" for path in python_mounts],
             "env": {"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
                     "ANSIBLE_HOME": "/tmp/ansible", "LANG": "C.UTF-8"}, **common}},
     ]

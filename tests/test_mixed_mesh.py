@@ -51,6 +51,18 @@ def udp_port() -> int:
         return sock.getsockname()[1]
 
 
+def unexpected_errors(mesh: Mesh) -> list[str]:
+    """Tracebacks and crashed tasks in the nodes' logs (a backend must handle its errors)."""
+    found = []
+    for node in mesh.nodes.values():
+        text = node.log_path.read_text(errors="replace") if node.log_path.exists() else ""
+        for marker in ("Traceback", "Exception in callback", "exception was never retrieved",
+                       "_crashed"):
+            if marker in text:
+                found.append(f"{node.name}: {marker}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def line() -> Iterator[Mesh]:
     cluster = Mesh(Path(tempfile.mkdtemp(prefix="mesh-mixed-")))
@@ -70,6 +82,7 @@ def line() -> Iterator[Mesh]:
         cluster.wait_converged()
         cluster.wait_until_work_types("west", "east", ["cat"])
         yield cluster
+        assert not unexpected_errors(cluster)
     finally:
         cluster.cleanup()
 

@@ -91,7 +91,8 @@ BAD_CONFIGS = {
         "- node:\n\tid: a\n",
         ["YAML syntax error", "tabs"]),
     "firewall-regex": (
-        "- node:\n    id: a\n    firewallrules:\n      - action: reject\n        fromnode: '/[a-/'\n",
+        "- node:\n    id: a\n    firewallrules:\n"
+        "      - action: reject\n        fromnode: '/[a-/'\n",
         ["node", "'firewallrules'", "regex", "'/[a-/'"]),
     "firewall-action": (
         "- node:\n    id: a\n    firewallrules:\n      - action: explode\n",

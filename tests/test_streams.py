@@ -30,6 +30,7 @@ from mesh.net.streams import (
     MeshStream,
     StreamAborted,
     StreamConnection,
+    StreamError,
     StreamTuning,
     dial_stream,
     listen_stream,
@@ -440,11 +441,12 @@ def test_insecure_dial_refuses_other_common_name(tmp_path):
     run(main())
 
 
-def _node_certificates(tmp_path: Path, node_id: str) -> tuple[str, str, str]:
+def _node_certificates(tmp_path: Path, node_id: str,
+                       ca_cn: str = "test ca") -> tuple[str, str, str]:
     """A CA and a server certificate naming ``node_id`` the way receptor cert-makereq does."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test ca")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_cn)])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
           .public_key(ca_key.public_key()).serial_number(10)
           .not_valid_before(now - datetime.timedelta(minutes=1))
@@ -500,10 +502,42 @@ def test_user_tls_verifies_chain_and_node_id(tmp_path):
     run(main())
 
 
-def test_listener_requiring_client_certs_is_not_implemented(tmp_path):
+def test_listener_requiring_client_certs_verifies_them(tmp_path):
+    dirs = {name: tmp_path / name for name in "abc"}
+    for path in dirs.values():
+        path.mkdir()
+    b_cert, b_key, b_ca = _node_certificates(dirs["b"], "b")
+    a_cert, a_key, a_ca = _node_certificates(dirs["a"], "a", ca_cn="ca of a")
+    c_cert, c_key, c_ca = _node_certificates(dirs["c"], "c", ca_cn="ca of c")
+    client_cas = tmp_path / "client-cas.pem"
+    client_cas.write_bytes(Path(a_ca).read_bytes() + Path(c_ca).read_bytes())
+    server_tls = QuicTLSOptions(certfile=b_cert, keyfile=b_key, cafile=str(client_cas),
+                                require_client_cert=True)
+
+    async def refused(net: FakeNetwork, tls: QuicTLSOptions, problem: str) -> None:
+        # TLS 1.3: the client is done before the server has seen its certificate, so the
+        # refusal arrives as the connection closing right after the dial.
+        try:
+            stream = await dial(net, tls=tls)
+        except DialError as exc:
+            assert problem in str(exc)
+            return
+        with pytest.raises(StreamError, match=problem):
+            await asyncio.wait_for(stream.read(), 5)
+
     async def main():
         net = FakeNetwork()
-        with pytest.raises(NotImplementedError):
-            listener(net, tls=QuicTLSOptions(certfile="x", require_client_cert=True))
+        lst = listener(net, tls=server_tls)
+        accepted = asyncio.create_task(lst.accept())
+        stream = await dial(net, tls=QuicTLSOptions(cafile=b_ca, certfile=a_cert,
+                                                    keyfile=a_key))
+        await asyncio.wait_for(accepted, 5)
+        await stream.close()
+        # No client certificate, and a certificate naming node "c" sent by node "a".
+        await refused(net, QuicTLSOptions(cafile=b_ca), "client presented no certificate")
+        await refused(net, QuicTLSOptions(cafile=b_ca, certfile=c_cert, keyfile=c_key),
+                      "does not name node 'a'")
+        assert not lst._accepted
+        lst.close()
 
     run(main())

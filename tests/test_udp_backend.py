@@ -80,6 +80,18 @@ def udp_link(mesh: Mesh, dialer: str, listener: str, port: int, host: str = "127
     mesh.nodes[dialer].sections.append({"udp-peer": {"address": address}})
 
 
+def unexpected_errors(mesh: Mesh) -> list[str]:
+    """Tracebacks and crashed tasks in the nodes' logs (a backend must handle its errors)."""
+    found = []
+    for node in mesh.nodes.values():
+        text = node.log_path.read_text(errors="replace") if node.log_path.exists() else ""
+        for marker in ("Traceback", "Exception in callback", "exception was never retrieved",
+                       "_crashed"):
+            if marker in text:
+                found.append(f"{node.name}: {marker}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def line() -> Iterator[Mesh]:
     cluster = Mesh(Path(tempfile.mkdtemp(prefix="mesh-udp-")))
@@ -95,6 +107,7 @@ def line() -> Iterator[Mesh]:
         cluster.wait_converged()
         cluster.wait_until_work_types("near", "far", ["cat"])
         yield cluster
+        assert not unexpected_errors(cluster)
     finally:
         cluster.cleanup()
 
@@ -179,6 +192,7 @@ def test_ipv6_udp_link(mesh: Mesh) -> None:
     assert "Reply from seven in" in out
     established = log_events(mesh.nodes["six"], "connection_established")
     assert established and established[0]["address"].startswith("udp [::1]:")
+    assert not unexpected_errors(mesh)
 
 
 @pytest.mark.parametrize("victim", ["dialer", "listener"])
@@ -206,5 +220,6 @@ def test_killed_end_drops_the_link_and_restart_relinks(mesh: Mesh, victim: str) 
     assert survivor.routes() == {name: name}
     out = receptorctl(survivor, "ping", name, "--count", "1").decode()
     assert f"Reply from {name} in" in out
+    assert not unexpected_errors(mesh)
     print(f"\nudp link: {victim} killed → link dropped after {dropped:.2f} s; "
           f"restarted → routes back after {relinked:.2f} s")

@@ -63,6 +63,18 @@ def healthy(mesh: Mesh) -> None:
     assert "Reply from far in" in receptorctl(near, "ping", "far", "--count", "1").decode()
 
 
+def unexpected_errors(mesh: Mesh) -> list[str]:
+    """Tracebacks and crashed tasks in the nodes' logs (a backend must handle its errors)."""
+    found = []
+    for node in mesh.nodes.values():
+        text = node.log_path.read_text(errors="replace") if node.log_path.exists() else ""
+        for marker in ("Traceback", "Exception in callback", "exception was never retrieved",
+                       "_crashed"):
+            if marker in text:
+                found.append(f"{node.name}: {marker}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def line() -> Iterator[Mesh]:
     cluster = Mesh(Path(tempfile.mkdtemp(prefix="mesh-ws-")))
@@ -81,6 +93,7 @@ def line() -> Iterator[Mesh]:
         cluster.wait_converged()
         cluster.wait_until_work_types("near", "far", ["cat"])
         yield cluster
+        assert not unexpected_errors(cluster)
     finally:
         cluster.cleanup()
 
@@ -175,6 +188,7 @@ def test_ws_peer_sends_origin_and_extraheader(mesh: Mesh) -> None:
     assert request.headers["Origin"] == f"http://127.0.0.1:{port}"
     assert request.headers["Host"] == f"127.0.0.1:{port}"
     assert mesh.nodes["solo"].alive  # a refused upgrade is a dial failure, not a crash
+    assert not unexpected_errors(mesh)
 
 
 def test_killed_dialer_drops_the_link_and_restart_relinks(mesh: Mesh) -> None:
@@ -194,6 +208,7 @@ def test_killed_dialer_drops_the_link_and_restart_relinks(mesh: Mesh) -> None:
     lis.start()
     mesh.wait_converged(timeout=60)
     assert "Reply from dia in" in receptorctl(lis, "ping", "dia", "--count", "1").decode()
+    assert not unexpected_errors(mesh)
 
 
 def test_config_validation() -> None:

@@ -228,10 +228,14 @@ class ControlService:
     async def _start_tcp(self, listen: str, tls_name: str | None) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]") or "0.0.0.0"
-        context = self.node.tls_context("server", tls_name) if tls_name else None
+        tls = self.node.tls_config("server", tls_name) if tls_name else None
+        context = tls.ssl_context() if tls is not None else None
         kind = "tls" if context else "tcp"
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if tls is not None and not _client_cert_accepted(tls, writer):
+                writer.close()
+                return
             self._spawn(StreamConn(reader, writer, kind))
 
         server = await asyncio.start_server(handle, host, int(port), ssl=context,
@@ -257,3 +261,22 @@ class ControlService:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _client_cert_accepted(tls: Any, writer: asyncio.StreamWriter) -> bool:
+    """Checks Python's ssl cannot do during the handshake (certificate pinning).
+
+    The TLS plugin's ``peer_node_ids`` raises on a pinned-fingerprint mismatch; control
+    clients are not mesh nodes, so the node IDs themselves are not checked here.
+    """
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return True
+    try:
+        tls.peer_node_ids(der)
+    except Exception as exc:
+        log.warning("control_client_refused", peer=str(writer.get_extra_info("peername")),
+                    reason=str(exc))
+        return False
+    return True

@@ -12,6 +12,9 @@ Receptor's rules, reproduced here:
 * With user TLS (:class:`QuicTLSOptions`) the dialer verifies the chain against ``cafile``,
   requires EKU serverAuth (when the leaf lists EKUs), that the Receptor node-ID SAN
   (OID 1.3.6.1.4.1.2312.19.1) names the dialed node, and optional fingerprint pinning.
+* A listener with ``require_client_cert`` asks for a client certificate and verifies it
+  the same way after the handshake: chain to ``cafile``, EKU clientAuth, pinning, and the
+  node-ID SAN must name the mesh node the QUIC packets came from.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class QuicTLSOptions:
     ``verify_node_id``: dialer requires the server certificate's Receptor node-ID SAN to
     contain the dialed node ID (Receptor always does this for mesh streams).
     ``pinned_fingerprints``: SHA-256 or SHA-512 digests of acceptable leaf certificates.
-    ``require_client_cert``: listener verifies client certificates; not implemented yet.
+    ``require_client_cert``: listener requests a client certificate and verifies it
+    (chain to ``cafile``, clientAuth, pinning, node-ID SAN = the dialing node).
     """
 
     certfile: str | None = None
@@ -117,12 +121,17 @@ def _decode_asn1_string(der: bytes) -> str | None:
         return None
 
 
-def receptor_node_ids(cert: x509.Certificate) -> list[str]:
-    """The Receptor node IDs a certificate names in its subjectAltName (§8.2)."""
+def receptor_node_ids(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:
+    """The Receptor node IDs a certificate (or request) names in its subjectAltName (§8.2)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
+    return san_node_ids(san)
+
+
+def san_node_ids(san: x509.SubjectAlternativeName) -> list[str]:
+    """The Receptor node IDs among the ``otherName`` entries of a subjectAltName."""
     names: list[str] = []
     for other in san.get_values_for_type(x509.OtherName):
         if other.type_id == NODE_ID_OID:
@@ -143,10 +152,8 @@ def configure_server(config: QuicConfiguration, tls: QuicTLSOptions | None) -> N
         config.certificate = cert
         config.private_key = key
         return
-    if tls.require_client_cert:
-        # TODO: aioquic servers cannot request/verify client certificates yet; Receptor's
-        # ConnType-2 listeners with requireclientcert also check the client's node-ID SAN.
-        raise NotImplementedError("mesh stream listeners cannot require client certificates yet")
+    # require_client_cert is applied per connection (aioquic has no configuration knob for
+    # it): see streams._MeshQuicConnection and verify_client_chain().
     if not tls.certfile:
         raise ValueError("a TLS mesh stream listener needs a certfile (and keyfile)")
     config.load_cert_chain(tls.certfile, tls.keyfile)
@@ -188,21 +195,48 @@ def verify_server_chain(
         return
     if not chain:
         raise TLSVerificationError("server presented no certificate")
-    leaf = chain[0]
+    _check_leaf(chain[0], tls, remote_node=remote_node, role="server",
+                usage=ExtendedKeyUsageOID.SERVER_AUTH, usage_name="serverAuth")
+
+
+def verify_client_chain(
+    chain: list[x509.Certificate], tls: QuicTLSOptions, *, remote_node: str
+) -> None:
+    """A listener's checks on the certificate a dialer presented (``require_client_cert``).
+
+    aioquic's server checks only the CertificateVerify signature, so the chain is verified
+    here against ``tls.cafile`` (certifi's roots when unset).  Raises
+    :class:`TLSVerificationError`.
+    """
+    from aioquic import tls as aioquic_tls
+
+    if not chain:
+        raise TLSVerificationError("client presented no certificate")
+    try:
+        aioquic_tls.verify_certificate(certificate=chain[0], chain=chain[1:],
+                                       cafile=tls.cafile)
+    except aioquic_tls.Alert as exc:
+        raise TLSVerificationError(f"client certificate rejected: {exc}") from None
+    _check_leaf(chain[0], tls, remote_node=remote_node, role="client",
+                usage=ExtendedKeyUsageOID.CLIENT_AUTH, usage_name="clientAuth")
+
+
+def _check_leaf(leaf: x509.Certificate, tls: QuicTLSOptions, *, remote_node: str, role: str,
+                usage: x509.ObjectIdentifier, usage_name: str) -> None:
     if tls.pinned_fingerprints:
         der = leaf.public_bytes(serialization.Encoding.DER)
         digests = {hashlib.sha256(der).digest(), hashlib.sha512(der).digest()}
         if not digests.intersection(tls.pinned_fingerprints):
-            raise TLSVerificationError("server certificate does not match a pinned fingerprint")
+            raise TLSVerificationError(f"{role} certificate does not match a pinned fingerprint")
     try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         eku = None
-    if eku is not None and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
-        raise TLSVerificationError("server certificate is not valid for serverAuth")
+    if eku is not None and usage not in eku:
+        raise TLSVerificationError(f"{role} certificate is not valid for {usage_name}")
     if tls.verify_node_id and remote_node not in receptor_node_ids(leaf):
         raise TLSVerificationError(
-            f"server certificate does not name node {remote_node!r} in its Receptor node IDs"
+            f"{role} certificate does not name node {remote_node!r} in its Receptor node IDs"
         )
 
 
@@ -218,5 +252,7 @@ __all__ = [
     "configure_server",
     "insecure_certificate",
     "receptor_node_ids",
+    "san_node_ids",
+    "verify_client_chain",
     "verify_server_chain",
 ]

@@ -68,6 +68,7 @@ from mesh.net.quic_tls import (
     TLSVerificationError,
     configure_client,
     configure_server,
+    verify_client_chain,
     verify_server_chain,
 )
 
@@ -176,10 +177,14 @@ class _MeshQuicConnection(QuicConnection):
     * STREAM frames larger than 16383 bytes get a 4-byte length (stock aioquic always writes
       a 2-byte length and would corrupt frames in datagrams above ~16 KB).
     * The datagram size can be raised once the handshake is done.
+    * A server can request a client certificate (``request_client_cert``); aioquic then
+      checks its CertificateVerify signature and :func:`verify_client_chain` the rest.
     """
 
     def __init__(self, *, configuration: QuicConfiguration, tuning: StreamTuning,
-                 original_destination_connection_id: bytes | None = None) -> None:
+                 original_destination_connection_id: bytes | None = None,
+                 request_client_cert: bool = False) -> None:
+        self._mesh_request_client_cert = request_client_cert
         super().__init__(configuration=configuration,
                          original_destination_connection_id=original_destination_connection_id)
         self._mesh_stream_window = tuning.stream_window
@@ -188,6 +193,12 @@ class _MeshQuicConnection(QuicConnection):
         self._mesh_consumed_total = 0
         if not tuning.pacing:
             self._loss._pacer = _NoPacer(max_datagram_size=self._max_datagram_size)
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if self._mesh_request_client_cert:
+            # aioquic's server sends a CertificateRequest only with this (test-only) flag.
+            self.tls._request_client_certificate = True
 
     # -- state queries -------------------------------------------------------------------
 
@@ -816,6 +827,15 @@ class StreamConnection:
             except TLSVerificationError as exc:
                 self._fail_tls(str(exc), exc)
                 return
+        elif self._tls is not None and self._tls.require_client_cert:
+            try:
+                verify_client_chain(self._quic.peer_certificates(), self._tls,
+                                    remote_node=self.remote_node)
+            except TLSVerificationError as exc:
+                log.warning("stream.client_certificate_refused", node=self.remote_node,
+                            service=self.remote_service, problem=str(exc))
+                self._fail_tls(str(exc), exc)
+                return
         size = max(HANDSHAKE_DATAGRAM, int(self._max_datagram_for(self.remote_node)))
         self._quic.raise_datagram_size(size, size * self._tuning.initial_window_packets)
         log.debug("stream.handshake", node=self.remote_node, service=self.remote_service,
@@ -1074,8 +1094,10 @@ class StreamListener:
             pass
 
     def _new_connection(self, odcid: bytes, addr: tuple[str, str]) -> StreamConnection:
-        quic = _MeshQuicConnection(configuration=self._config, tuning=self._tuning,
-                                   original_destination_connection_id=odcid)
+        quic = _MeshQuicConnection(
+            configuration=self._config, tuning=self._tuning,
+            original_destination_connection_id=odcid,
+            request_client_cert=self._tls is not None and self._tls.require_client_cert)
         conn = StreamConnection(quic, endpoint=self.endpoint, remote_node=addr[0],
                                 remote_service=addr[1], max_datagram_for=self._max_datagram_for,
                                 tls=self._tls, tuning=self._tuning)

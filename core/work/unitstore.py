@@ -1,11 +1,14 @@
 """Units on disk: ``{datadir}/{node}/{unit}/status|stdin|stdout`` plus ``status.lock``.
 
 Every read-modify-write of ``status`` holds the unit's file lock, and the status file is
-replaced atomically (temp file, fsync, rename), so a crash never leaves it truncated.
+replaced atomically (temp file, rename), so a crash never leaves it truncated.  Writes that
+change the State are also fsynced; the many Detail/StdoutSize/ExtraData-only updates are not
+(each fsync costs milliseconds, and a small job makes a dozen such updates).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -73,14 +76,15 @@ class UnitStatus:
         return cls(state, detail, size, work_type, data.get("ExtraData"))
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON: temp file, fsync, rename."""
+def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` as JSON: temp file, fsync (if ``durable``), rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".status.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(data, separators=(",", ":")) + "\n")
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
@@ -156,10 +160,14 @@ class UnitStore:
         with self.lock(unit_id):
             status = self.read(unit_id)
             old_state = status.state
+            before = copy.deepcopy(status.to_dict())  # change() may mutate ExtraData in place
             change(status)
             if check:
                 check_transition(old_state, status.state)
-            write_json_atomic(self.path(unit_id) / "status", status.to_dict())
+            after = status.to_dict()
+            if after != before:  # followers re-read on every notify: skip no-op rewrites
+                write_json_atomic(self.path(unit_id) / "status", after,
+                                  durable=status.state != old_state)
             return status
 
     def stdout_size(self, unit_id: str) -> int:
