@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import structlog
@@ -53,6 +53,14 @@ WRITE_LIMIT = 1024 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
+def _tls(node: Any, kind: str, name: str | None) -> tuple[Any, Any]:
+    """(ssl context, peer certificate → node IDs) of the named TLS section, or (None, None)."""
+    if not name:
+        return None, None
+    section = node.tls_config(kind, name)
+    return section.ssl_context(), section.peer_node_ids
+
+
 def _host_port(netloc: str, scheme: str) -> str:
     """``host[:port]`` lowercased, without the scheme's default port."""
     netloc = netloc.rpartition("@")[2].lower()
@@ -84,10 +92,13 @@ class WsSession(Session):
     #: Connections being closed in the background (strong references for their tasks).
     _closing: set[asyncio.Task[None]] = set()
 
-    def __init__(self, connection: Any, label: str) -> None:
+    def __init__(self, connection: Any, label: str, *,
+                 tls_identity: Callable[[bytes], list[str] | None] | None = None) -> None:
         self.label = label
         self.max_message = 65535
         self.connection = connection
+        #: The TLS section's certificate → node IDs check (None without TLS).
+        self.tls_identity = tls_identity
         self.dropped = 0
         self._in: deque[bytes] = deque()
         self._in_waiter: asyncio.Future[None] | None = None
@@ -219,6 +230,14 @@ class WsSession(Session):
     def congested(self) -> bool:
         return self._out_bytes > CONGESTED_BYTES
 
+    def peer_node_ids(self) -> list[str] | None:
+        if self.tls_identity is None:
+            return None
+        transport = getattr(self.connection, "transport", None)
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return self.tls_identity(der) if der else []
+
 
 # -- config ------------------------------------------------------------------------------
 
@@ -283,7 +302,7 @@ class WsPeerConfig:
 class WsListener(Backend):
     def __init__(self, config: WsListenerConfig, node: Any) -> None:
         self.config = config
-        self.ssl = node.tls_context("server", config.tls) if config.tls else None
+        self.ssl, self.tls_identity = _tls(node, "server", config.tls)
         self.options = LinkOptions(config.cost, dict(config.nodecost), tuple(config.allowedpeers))
         self.bound_port: int | None = None
 
@@ -308,7 +327,8 @@ class WsListener(Backend):
         sessions: set[WsSession] = set()
 
         async def handler(connection: ServerConnection) -> None:
-            session = WsSession(connection, f"ws {_peer(connection)}")
+            session = WsSession(connection, f"ws {_peer(connection)}",
+                                tls_identity=self.tls_identity)
             sessions.add(session)
             try:
                 await host.run_session(session, self.options)
@@ -351,10 +371,10 @@ class WsPeer(Backend):
     def __init__(self, config: WsPeerConfig, node: Any) -> None:
         self.config = config
         self.uri = parse_uri(config.address)
-        self.ssl = None
+        self.ssl, self.tls_identity = None, None
         if config.tls:
             if self.uri.secure:
-                self.ssl = node.tls_context("client", config.tls)
+                self.ssl, self.tls_identity = _tls(node, "client", config.tls)
             else:
                 log.warning("ws_tls_ignored", address=config.address,
                             reason="tls is only used with wss:// addresses")
@@ -376,7 +396,8 @@ class WsPeer(Backend):
                 **kwargs)
         except WebSocketException as exc:  # refused upgrade, bad status, bad handshake
             raise SessionClosed(f"{type(exc).__name__}: {exc}") from None
-        return WsSession(connection, f"ws {self.config.address}")
+        return WsSession(connection, f"ws {self.config.address}",
+                         tls_identity=self.tls_identity)
 
     async def run(self, host: LinkHost) -> None:
         await redial_loop(self.dial, host, self.options, redial=self.config.redial,

@@ -272,7 +272,7 @@ def test_mesh_service_with_tls(pki: Pki, nodes: dict, mesh_dir: Path) -> None:
     alpha = start(nodes, mesh_dir, "alpha", [
         tls_server(pki, "alpha"), tls_server(pki, "alpha", name="links"),
         listener(port, tls="links"),
-        {"control-service": {"service": "securectl", "tls": "srv"}}])
+        {"control-service": {"service": "secctl", "tls": "srv"}}])
     beta = start(nodes, mesh_dir, "beta", [
         tls_client(pki, "beta"), tls_client(pki, "beta", name="anon"), peer(port)])
     gamma = start(nodes, mesh_dir, "gamma", [
@@ -283,16 +283,16 @@ def test_mesh_service_with_tls(pki: Pki, nodes: dict, mesh_dir: Path) -> None:
                timeout=30, what="links to alpha")
 
     def advertised() -> bool:
-        return any(ad["NodeID"] == "alpha" and ad["Service"] == "securectl"
+        return any(ad["NodeID"] == "alpha" and ad["Service"] == "secctl"
                    and ad["ConnType"] == 2 for ad in beta.status()["Advertisements"])
 
-    wait_until(advertised, timeout=30, what="securectl advertised as ConnType 2")
-    assert _connect_greeting(beta, "alpha", "securectl", "cli") == "Receptor Control, node alpha"
-    assert _connect_greeting(gamma, "alpha", "securectl", "cli") == \
+    wait_until(advertised, timeout=30, what="secctl advertised as ConnType 2")
+    assert _connect_greeting(beta, "alpha", "secctl", "cli") == "Receptor Control, node alpha"
+    assert _connect_greeting(gamma, "alpha", "secctl", "cli") == \
         "Receptor Control, node alpha"
     # Without a tls-client the dialer expects Receptor's insecure certificate.
     with pytest.raises(RuntimeError, match="insecure connection to secure service"):
-        _connect_greeting(beta, "alpha", "securectl", "")
+        _connect_greeting(beta, "alpha", "secctl", "")
     # The server checks that the client certificate names the dialing node.
     assert "Receptor Control" not in _safe_greeting(gamma, "stolen")
     assert "Receptor Control" not in _safe_greeting(gamma, "nocert")
@@ -304,7 +304,7 @@ def test_mesh_service_with_tls(pki: Pki, nodes: dict, mesh_dir: Path) -> None:
 
 def _safe_greeting(node: NodeProcess, tls: str) -> str:
     try:
-        return _connect_greeting(node, "alpha", "securectl", tls)
+        return _connect_greeting(node, "alpha", "secctl", tls)
     except (RuntimeError, OSError, ValueError) as exc:
         return f"error: {exc}"
 

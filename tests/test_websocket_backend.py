@@ -8,6 +8,7 @@ upgrade request a ws-peer sends; a killed end.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -208,6 +209,66 @@ def test_killed_dialer_drops_the_link_and_restart_relinks(mesh: Mesh) -> None:
     lis.start()
     mesh.wait_converged(timeout=60)
     assert "Reply from dia in" in receptorctl(lis, "ping", "dia", "--count", "1").decode()
+    assert not unexpected_errors(mesh)
+
+
+def make_pki(path: Path, names: tuple[str, ...]) -> Path:
+    """A CA (``ca.crt``) and ``NAME.crt``/``NAME.key`` for each node ID, valid for 127.0.0.1."""
+    from mesh_builtin import certs
+
+    ca_cert, ca_key = certs.make_ca("ws test CA")
+    certs.write_cert(path / "ca.crt", ca_cert)
+    for name in names:
+        key = certs.generate_key()
+        req = certs.make_request(name, key, ip_addresses=["127.0.0.1"], node_ids=[name])
+        certs.write_key(path / f"{name}.key", key)
+        certs.write_cert(path / f"{name}.crt", certs.sign_request(req, ca_cert, ca_key))
+    return path
+
+
+def test_wss_link_with_tls_sections(mesh: Mesh) -> None:
+    """wss:// between tls-server/tls-client sections; the certificate must name the peer."""
+    pki = make_pki(mesh.workdir, ("secure", "client", "other"))
+    port = free_port()
+
+    def tls_client(name: str, owner: str, **extra: Any) -> dict[str, Any]:
+        return {"tls-client": {"name": name, "cert": str(pki / f"{owner}.crt"),
+                               "key": str(pki / f"{owner}.key"),
+                               "rootcas": str(pki / "ca.crt"), **extra}}
+
+    mesh.add("secure", listen=False, sections=[
+        {"tls-server": {"name": "srv", "cert": str(pki / "secure.crt"),
+                        "key": str(pki / "secure.key"), "requireclientcert": True,
+                        "clientcas": str(pki / "ca.crt")}},
+        {"ws-listener": {"port": port, "bindaddr": "127.0.0.1", "path": "/mesh", "tls": "srv"}}])
+    mesh.add("client", listen=False, sections=[
+        tls_client("cli", "client"),
+        {"ws-peer": {"address": f"wss://127.0.0.1:{port}/mesh", "tls": "cli"}}])
+    # "impostor" presents the certificate of "other": a valid chain, but not its node ID.
+    mesh.add("impostor", listen=False, sections=[
+        tls_client("cli", "other", skipreceptornamescheck=True),
+        {"ws-peer": {"address": f"wss://127.0.0.1:{port}/mesh", "tls": "cli"}}])
+    mesh.start()
+    secure, client = mesh.nodes["secure"], mesh.nodes["client"]
+    wait_until(lambda: connected(secure, "client") and connected(client, "secure"), timeout=30,
+               what="wss link secure-client")
+    wait_until(lambda: "client" in secure.routes(), timeout=30, what="route to client")
+    assert "Reply from client in" in receptorctl(secure, "ping", "client", "--count",
+                                                 "1").decode()
+    # Plain ws:// to a wss listener fails the HTTP upgrade, harmlessly.
+    with pytest.raises(Exception):
+        connect(f"ws://127.0.0.1:{port}/mesh", open_timeout=5)
+
+    def mismatches() -> list[dict[str, Any]]:
+        found = []
+        for line in secure.log_path.read_text(errors="replace").splitlines():
+            if '"tls_node_id_mismatch"' in line:
+                found.append(json.loads(line))
+        return found
+
+    refused = wait_until(mismatches, timeout=30, what="secure refusing the impostor")[0]
+    assert refused["peer"] == "impostor" and refused["certificate_node_ids"] == ["other"]
+    assert not connected(secure, "impostor")
     assert not unexpected_errors(mesh)
 
 

@@ -34,6 +34,7 @@ class FramedSession(asyncio.Protocol, Session):
         self._closed = False
         self._paused = False
         self.connected: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -45,9 +46,11 @@ class FramedSession(asyncio.Protocol, Session):
             self.connected.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         messages = self._decoder.feed(data)
         if not messages:
             return
+        self.messages_in += len(messages)
         self._queue.extend(messages)
         if len(self._queue) > MAX_QUEUED and not self._paused and self.transport:
             self._paused = True
@@ -74,7 +77,10 @@ class FramedSession(asyncio.Protocol, Session):
         if self._closed or self.transport is None or self.transport.is_closing():
             raise SessionClosed(self.label)
         try:
-            self.transport.write(encode_frame(message))
+            frame = encode_frame(message)
+            self.transport.write(frame)
+            self.messages_out += 1
+            self.bytes_out += len(frame)
         except FrameError:
             raise SessionClosed(f"{self.label}: message of {len(message)} bytes is too large "
                                 f"for a framed link") from None

@@ -43,6 +43,9 @@ RETRY_INITIAL, RETRY_FACTOR, RETRY_MAX = 0.5, 1.5, 2.0
 CHUNK = 1024 * 1024
 #: What a broken mesh stream raises (aborted, closed, reset, transport errors).
 STREAM_ERRORS = (ConnectionError, OSError, EOFError, StreamError)
+#: Idle control sessions kept per remote node, and for how long (see _SessionPool).
+POOL_MAX_IDLE = 16
+POOL_IDLE_TIME = 30.0
 NOT_PARAMS = ("command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork",
               "signature")
 
@@ -110,6 +113,90 @@ class RemoteConn:
         except Exception:
             pass
 
+    @property
+    def usable(self) -> bool:
+        """Still open, with nothing unread: fit for another command."""
+        try:
+            return not self.stream.connection.ended and not self.stream.at_eof()
+        except Exception:
+            return False
+
+
+class _SessionPool:
+    """Idle control sessions to remote nodes, reused for one-line commands (status, cancel,
+    release).
+
+    Each new session costs a QUIC handshake across the mesh plus the greeting (~10 ms over two
+    hops on an idle machine), and a small remote job used to open five of them.  Streaming
+    commands (submit, results) end their session, so they always dial.  A pooled session is
+    dropped when the remote node has restarted meanwhile (its routing epoch changed, or it
+    has no route), when its connection ended, or after POOL_IDLE_TIME seconds.
+    """
+
+    def __init__(self, remote: "RemoteWork") -> None:
+        self.remote = remote
+        self._idle: dict[str, list[tuple[RemoteConn, Any, float]]] = {}
+
+    def _epoch(self, node: str) -> Any:
+        """The remote node's routing epoch (changes when it restarts); None without a route."""
+        router = getattr(getattr(self.remote.wc.node, "netceptor", None), "router", None)
+        if router is None:
+            return "unknown"
+        if node not in getattr(router, "table", {}):
+            return None
+        record = getattr(router, "records", {}).get(node)
+        return getattr(record, "epoch", "unknown")
+
+    def _take(self, node: str) -> tuple[RemoteConn, Any] | None:
+        idle = self._idle.get(node)
+        epoch = self._epoch(node)
+        now = time.monotonic()
+        while idle:
+            conn, conn_epoch, since = idle.pop()
+            if (conn.usable and epoch is not None and conn_epoch == epoch
+                    and now - since < POOL_IDLE_TIME):
+                return conn, conn_epoch
+            conn.abort("stale pooled control session")
+        return None
+
+    def _put(self, node: str, conn: RemoteConn, epoch: Any) -> None:
+        idle = self._idle.setdefault(node, [])
+        if conn.usable and epoch is not None and len(idle) < POOL_MAX_IDLE:
+            idle.append((conn, epoch, time.monotonic()))
+        else:
+            self.remote.wc.spawn(conn.close(), f"close-control-session-{node}")
+
+    async def command(self, node: str, line: str, timeout: float) -> str:
+        """Send one command line to ``node``'s control service and return the reply line."""
+        for _ in range(2):
+            taken = self._take(node)
+            if taken is None:
+                conn, epoch, pooled = await self.remote.connect(node), self._epoch(node), False
+            else:
+                (conn, epoch), pooled = taken, True
+            try:
+                reply = await conn.command(line, timeout=timeout)
+            except RemoteRefused:
+                self._put(node, conn, epoch)  # an ERROR reply leaves the session usable
+                raise
+            except RemoteUnavailable:
+                conn.abort("control command failed")
+                if pooled:
+                    continue  # the pooled session had died unnoticed: once more, freshly
+                raise
+            except BaseException:
+                conn.abort("control command interrupted")
+                raise
+            self._put(node, conn, epoch)
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn, _, _ in idle:
+                conn.abort("node shutting down")
+        self._idle.clear()
+
 
 class RemoteWork:
     """Drives every ``remote`` unit of one node."""
@@ -119,6 +206,11 @@ class RemoteWork:
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         #: The results stream each monitored unit is reading, so the status loop can drop it.
         self._results_conns: dict[str, RemoteConn] = {}
+        self.sessions = _SessionPool(self)
+
+    def close(self) -> None:
+        """Drop pooled control sessions (at node shutdown)."""
+        self.sessions.close()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -344,17 +436,16 @@ class RemoteWork:
             await conn.close()
 
     async def _refresh_status(self, unit_id: str, extra: dict[str, Any], *,
-                              final_ok: bool, conn: RemoteConn | None = None) -> None:
-        own = conn is None
-        conn = conn or await self.connect(extra["RemoteNode"])
+                              final_ok: bool) -> None:
+        reply = await self.sessions.command(extra["RemoteNode"],
+                                            f"work status {extra['RemoteUnitID']}",
+                                            STATUS_TIMEOUT)
         try:
-            remote = json.loads(await conn.command(f"work status {extra['RemoteUnitID']}",
-                                                   timeout=STATUS_TIMEOUT))
+            remote = json.loads(reply)
         except json.JSONDecodeError as exc:
             raise RemoteUnavailable(f"bad status reply: {exc}") from None
-        finally:
-            if own:
-                await conn.close()
+        if not isinstance(remote, dict):
+            raise RemoteUnavailable(f"bad status reply: {reply[:200]}")
         self._mirror(unit_id, remote, final_ok=final_ok)
 
     def _mirror(self, unit_id: str, remote: dict[str, Any], *, final_ok: bool) -> None:
@@ -383,46 +474,33 @@ class RemoteWork:
 
     async def _status_loop(self, unit_id: str) -> None:
         retry = _Retry()
-        conn: RemoteConn | None = None
-        try:
-            while True:
-                try:
-                    extra = self._extra(unit_id)
-                except UnitStoreError:
+        while True:
+            try:
+                extra = self._extra(unit_id)
+            except UnitStoreError:
+                return
+            try:
+                await self._refresh_status(unit_id, extra, final_ok=False)
+                retry.reset()
+                await asyncio.sleep(STATUS_INTERVAL)
+            except RemoteRefused as exc:
+                if "unknown work unit" in str(exc) and not extra.get("LocalReleased"):
+                    self._gone(unit_id)
                     return
-                try:
-                    if conn is None:
-                        conn = await self.connect(extra["RemoteNode"])
-                    await self._refresh_status(unit_id, extra, final_ok=False, conn=conn)
-                    retry.reset()
-                    await asyncio.sleep(STATUS_INTERVAL)
-                except RemoteRefused as exc:
-                    if "unknown work unit" in str(exc) and not extra.get("LocalReleased"):
-                        self._gone(unit_id)
-                        return
-                    await retry.wait()
-                except RemoteUnavailable as exc:
-                    if conn is not None:
-                        conn.abort("status poll failed")
-                        conn = None
-                    # The results stream most likely died with the same connection path
-                    # (a restarted node forgets its QUIC connections, and they would only
-                    # time out after 30 s): make the stdout loop reconnect and resume now.
-                    results = self._results_conns.get(unit_id)
-                    if results is not None:
-                        results.abort("remote status unavailable")
-                    self._unreachable(unit_id, extra, exc)
-                    await retry.wait()
-                except Exception:  # never let a bug stop following the unit
-                    log.exception("remote_status_loop_error", node_id=self.wc.node.node_id,
-                                  unit_id=unit_id)
-                    if conn is not None:
-                        await conn.close()
-                        conn = None
-                    await retry.wait()
-        finally:
-            if conn is not None:
-                await conn.close()
+                await retry.wait()
+            except RemoteUnavailable as exc:
+                # The results stream most likely died with the same connection path (a
+                # restarted node forgets its QUIC connections, and they would only time out
+                # after 30 s): make the stdout loop reconnect and resume now.
+                results = self._results_conns.get(unit_id)
+                if results is not None:
+                    results.abort("remote status unavailable")
+                self._unreachable(unit_id, extra, exc)
+                await retry.wait()
+            except Exception:  # never let a bug stop following the unit
+                log.exception("remote_status_loop_error", node_id=self.wc.node.node_id,
+                              unit_id=unit_id)
+                await retry.wait()
 
     def _unreachable(self, unit_id: str, extra: dict[str, Any], exc: Exception) -> None:
         try:
@@ -440,12 +518,10 @@ class RemoteWork:
 
     async def _remote_command(self, unit_id: str, subcommand: str) -> None:
         extra = self._extra(unit_id)
-        conn = await self.connect(extra["RemoteNode"])
-        try:
-            await conn.command(json.dumps({"command": "work", "subcommand": subcommand,
-                                           "unitid": extra["RemoteUnitID"]}))
-        finally:
-            await conn.close()
+        await self.sessions.command(
+            extra["RemoteNode"], json.dumps({"command": "work", "subcommand": subcommand,
+                                             "unitid": extra["RemoteUnitID"]}),
+            REPLY_TIMEOUT)
 
     async def cancel(self, unit_id: str) -> dict[str, str]:
         self._set_extra(unit_id, LocalCancelled=True)

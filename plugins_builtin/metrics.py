@@ -1,0 +1,138 @@
+"""``metrics``: a Prometheus text endpoint (``/metrics``) and a health check (``/health``).
+
+A small HTTP/1.1 server on asyncio streams (no framework): it answers GET only, closes
+each connection after one response, and bounds request size and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from mesh import hookimpl
+from mesh.config.errors import SectionValueError
+from mesh.config.schema import SectionSpec
+from mesh.work.states import UnitState
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST = 8192
+REQUEST_TIMEOUT = 5.0
+
+
+@dataclass
+class MetricsConfig:
+    port: int = field(metadata={"doc": "TCP port for /metrics and /health."})
+    bindaddr: str = field(default="127.0.0.1", metadata={"doc": "Address to bind."})
+
+    def validate(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise SectionValueError("port", f"must be 0-65535, got {self.port}")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_metrics(node: Any) -> str:
+    """The node's metrics in Prometheus text exposition format 0.0.4."""
+    net = node.netceptor
+    node_label = f'node="{_escape(node.node_id)}"'
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str,
+               samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            joined = ",".join(filter(None, [node_label, labels]))
+            lines.append(f"{name}{{{joined}}} {value:g}")
+
+    metric("mesh_links_up", "gauge", "Established links to neighbours.",
+           [("", len(net.links))])
+    metric("mesh_routing_table_size", "gauge", "Destinations in the routing table.",
+           [("", len(net.router.table))])
+    metric("mesh_known_nodes", "gauge", "Nodes in the known-connections graph.",
+           [("", len(net.router.known))])
+    per_link = sorted(net.links.items())
+    for direction in ("in", "out"):
+        metric(f"mesh_link_messages_{direction}_total", "counter",
+               f"Messages {'received' if direction == 'in' else 'sent'} per link.",
+               [(f'peer="{_escape(p)}"', getattr(link.session, f"messages_{direction}", 0))
+                for p, link in per_link])
+        metric(f"mesh_link_bytes_{direction}_total", "counter",
+               f"Bytes {'received' if direction == 'in' else 'sent'} per link.",
+               [(f'peer="{_escape(p)}"', getattr(link.session, f"bytes_{direction}", 0))
+                for p, link in per_link])
+    metric("mesh_routing_updates_received_total", "counter", "Routing updates received.",
+           [("", net.counters["routing_updates_received"])])
+    metric("mesh_routing_updates_sent_total", "counter", "Routing updates flooded.",
+           [("", net.counters["routing_updates_sent"])])
+    metric("mesh_data_forwarded_total", "counter", "Data messages forwarded for others.",
+           [("", net.counters["data_forwarded"])])
+    metric("mesh_data_dropped_total", "counter", "Data messages dropped (no route, congestion).",
+           [("", net.counters["data_dropped"])])
+    counts = {state: 0 for state in UnitState}
+    for unit in node.work.list().values():
+        try:
+            counts[UnitState(unit["State"])] += 1
+        except (ValueError, KeyError):
+            pass
+    metric("mesh_units", "gauge", "Work units on disk by state.",
+           [(f'state="{state.label}"', count) for state, count in counts.items()])
+    metric("mesh_stream_bytes_total", "counter", "Bytes of work results streamed to clients.",
+           [("", getattr(node.work, "results_bytes", 0))])
+    return "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    """Serves ``/metrics`` and ``/health`` for one node."""
+
+    def __init__(self, config: MetricsConfig, node: Any) -> None:
+        self.config, self.node = config, node
+        self.port: int | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+            method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            if method != "GET":
+                status, body, ctype = "405 Method Not Allowed", "only GET\n", "text/plain"
+            elif path.split("?")[0] == "/metrics":
+                status, body = "200 OK", render_metrics(self.node)
+                ctype = "text/plain; version=0.0.4; charset=utf-8"
+            elif path.split("?")[0] == "/health":
+                status, body, ctype = "200 OK", "ok\n", "text/plain"
+            else:
+                status, body, ctype = "404 Not Found", "not found\n", "text/plain"
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError, ConnectionError):
+            status, body, ctype = "400 Bad Request", "bad request\n", "text/plain"
+        data = body.encode()
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: "
+                     f"{len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+        try:
+            await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    async def run(self) -> None:
+        server = await asyncio.start_server(self.handle, self.config.bindaddr, self.config.port,
+                                            limit=MAX_REQUEST, reuse_address=True)
+        self.port = server.sockets[0].getsockname()[1]
+        log.info("metrics_listening", node_id=self.node.node_id,
+                 address=f"{self.config.bindaddr}:{self.port}")
+        try:
+            await asyncio.Future()
+        finally:
+            server.close()
+
+
+@hookimpl
+def mesh_register_services(register: Any) -> None:
+    register(SectionSpec("metrics", MetricsConfig, singleton=True, bare="port",
+                         doc="Prometheus metrics and /health over HTTP."), MetricsServer)

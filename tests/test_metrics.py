@@ -1,0 +1,45 @@
+"""The metrics service: Prometheus text on /metrics and /health, scraped from a real node."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+
+from mesh.testing import Mesh, free_port, wait_until
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def value(text: str, name: str, labels: str = "") -> float:
+    pattern = rf'^{re.escape(name)}\{{node="a"{"," + re.escape(labels) if labels else ""}\}} (\S+)$'
+    match = re.search(pattern, text, re.MULTILINE)
+    assert match, f"{name} {labels} not in metrics"
+    return float(match.group(1))
+
+
+def test_metrics_and_health(mesh: Mesh) -> None:
+    port = free_port()
+    mesh.add("a", sections=[{"metrics": {"port": port}},
+                            {"work-command": {"worktype": "cat", "command": "cat"}}])
+    mesh.add("b")
+    mesh.link("b", "a")
+    mesh.start()
+    mesh.wait_converged()
+    assert scrape(port, "/health") == (200, "ok\n")
+    a = mesh.nodes["a"]
+    a.control('{"command":"ping","target":"b"}')
+    text = wait_until(lambda: (t := scrape(port)[1]) and value(t, "mesh_links_up") == 1 and t,
+                      timeout=30, what="one link in metrics")
+    assert value(text, "mesh_routing_table_size") == 1
+    assert value(text, "mesh_link_messages_in_total", 'peer="b"') > 0
+    assert value(text, "mesh_link_bytes_out_total", 'peer="b"') > 0
+    assert value(text, "mesh_units", 'state="Succeeded"') == 0
+    assert "# TYPE mesh_routing_updates_received_total counter" in text
+    assert scrape(port, "/nothing")[0] == 404
