@@ -229,6 +229,12 @@ def payload_throughput(path: Path, scratch: Path, size: int) -> tuple[float, flo
     return sent, started, size
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its reaped children (the command runners)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
@@ -267,7 +273,11 @@ def main() -> int:
                      f"{started:.2f} s to Job Started (socket write {sent:.2f} s; "
                      "target >= 100 MB/s)"))
 
+        pids = {name: node.proc.pid for name, node in cluster.nodes.items() if node.proc}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         steps = [small_job(ctl) for _ in range(args.jobs)]
+        cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / args.jobs * 1000
+               for name, pid in pids.items()}
         totals = [sum(s) for s in steps]
         rows.append((f"{args.jobs} sequential small jobs (--rm --follow), p50",
                      f"{statistics.median(totals) * 1000:.1f} ms", "target < 50 ms"))
@@ -276,6 +286,10 @@ def main() -> int:
         rows.append(("  median submit / results / status+release",
                      " / ".join(f"{statistics.median(s[i] for s in steps) * 1000:.1f}"
                                 for i in range(3)) + " ms", ""))
+        rows.append(("  CPU per job: controller01 / relayer01 / executor01",
+                     " / ".join(f"{cpu[n]:.1f}" for n in ("controller01", "relayer01",
+                                                         "executor01")) + " ms",
+                     "executor01 includes its command runners"))
 
         errors: list[BaseException] = []
 

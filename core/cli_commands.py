@@ -94,8 +94,17 @@ def node_command(ctx: click.Context, config_path: Path | None) -> None:
 @click.command("status")
 @socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-def status_command(socket_path: str | None, as_json: bool) -> None:
+@click.option("--graph", "as_graph", is_flag=True,
+              help="Print the known topology as a graph (see --format).")
+@click.option("--format", "graph_format", type=click.Choice(["dot", "mermaid"]), default=None,
+              help="Graph language for --graph: Graphviz DOT (default) or Mermaid.")
+def status_command(socket_path: str | None, as_json: bool, as_graph: bool,
+                   graph_format: str | None) -> None:
     """Show a node's connections, routes, services and work types."""
+    if as_json and as_graph:
+        raise click.UsageError("give either --json or --graph, not both")
+    if graph_format is not None and not as_graph:
+        raise click.UsageError("--format only applies to --graph")
     with connect(socket_path) as client:
         try:
             status = client.command("status")
@@ -103,6 +112,11 @@ def status_command(socket_path: str | None, as_json: bool) -> None:
             fail(str(exc))
     if as_json:
         print_json(status)
+    elif as_graph:
+        from mesh.control.graph import to_dot, to_mermaid
+
+        render = to_mermaid if graph_format == "mermaid" else to_dot
+        click.echo(render(status), nl=False)
     else:
         click.echo(format_status(status))
 

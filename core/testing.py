@@ -6,6 +6,7 @@ condition against a deadline; every process is tracked by pid and stopped in tea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -19,6 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import yaml
+
+from mesh.work.states import FINAL
+from mesh.work.unitstore import UnitStatus, UnitStore, UnitStoreError
+from mesh.work.worktype import UnitHandle, WorkType
 
 T = TypeVar("T")
 
@@ -296,3 +301,191 @@ def build_demo04(mesh: Mesh, executor_sections: Iterable[dict] = ()) -> Mesh:
     for dialer, listener in DEMO04_LINKS:
         mesh.link(dialer, listener)
     return mesh
+
+
+# -- clusters for plugin tests (used by the ``mesh_cluster`` fixture of mesh.pytest_plugin) ------
+
+#: Topologies :func:`build_cluster` knows: each maps node names to (dialer, listener) links.
+TOPOLOGIES: dict[str, Callable[[list[str]], list[tuple[str, str]]]] = {
+    # every node dials the one before it: node1 - node2 - node3
+    "line": lambda names: list(zip(names[1:], names)),
+    # every node dials the first one
+    "star": lambda names: [(name, names[0]) for name in names[1:]],
+    # every node dials every node before it
+    "full": lambda names: [(b, a) for i, a in enumerate(names) for b in names[i + 1:]],
+}
+
+
+def build_cluster(workdir: Path, n: int = 3, topology: str = "line", *,
+                  names: Iterable[str] | None = None,
+                  sections: dict[str, Iterable[dict[str, Any]]] | None = None,
+                  env: dict[str, dict[str, str]] | None = None,
+                  plugins: Iterable[str] | None = ()) -> Mesh:
+    """A :class:`Mesh` of ``n`` nodes linked as ``topology`` (not started yet).
+
+    :param names: node IDs (default ``node1`` ... ``nodeN``).
+    :param sections: extra config sections per node ID, e.g.
+        ``{"node2": [{"work-echo": {"worktype": "echo"}}]}``.
+    :param env: extra environment variables per node ID.
+    :param plugins: distributions or entry points the nodes load besides mesh's own
+        (``MESH_LOAD_PLUGINS``), e.g. ``["mesh-plugin-echo"]``; ``None`` loads every installed
+        plugin.  The default loads none: tests do not see ambient plugins.
+    :raises ValueError: an unknown topology, a wrong number of names, or sections or env for a
+        node that is not in the cluster.
+    """
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {topology!r}; use one of {', '.join(TOPOLOGIES)}")
+    node_names = list(names) if names is not None else [f"node{i}" for i in range(1, n + 1)]
+    if names is not None and len(node_names) != n:
+        raise ValueError(f"{len(node_names)} names given for {n} nodes")
+    for what, given in (("sections", sections), ("env", env)):
+        unknown = sorted(set(given or {}) - set(node_names))
+        if unknown:
+            raise ValueError(f"{what} for unknown nodes {unknown}; nodes are {node_names}")
+    links = TOPOLOGIES[topology](node_names)
+    listeners = {listener for _, listener in links}
+    base_env = {} if plugins is None else {"MESH_LOAD_PLUGINS": ",".join(["mesh", *plugins])}
+    cluster = Mesh(workdir)
+    for name in node_names:
+        cluster.add(name, listen=name in listeners, sections=(sections or {}).get(name, ()),
+                    env={**base_env, **(env or {}).get(name, {})})
+    for dialer, listener in links:
+        cluster.link(dialer, listener)
+    return cluster
+
+
+def wait_services(cluster: Mesh, service: str = "control", timeout: float = 60.0) -> None:
+    """Every node sees every other node advertise ``service`` (remote work needs ``control``)."""
+    names = set(cluster.nodes)
+
+    def advertised() -> bool:
+        for node in cluster.nodes.values():
+            seen = {ad["NodeID"] for ad in node.status()["Advertisements"]
+                    if ad.get("Service") == service}
+            if not seen >= names - {node.name}:
+                return False
+        return True
+
+    wait_until(advertised, timeout=timeout, what=f"every node's {service!r} advertisement")
+
+
+def kill_runners(under: Path) -> list[int]:
+    """SIGKILL every command runner working below ``under`` and its command's session.
+
+    Units of the ``command`` work type (and of work types built on it) outlive the node that
+    started them by design; tests stop them by pid.  Returns the pids signalled.
+    """
+    marker = os.fsencode(str(under))
+    killed: list[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"command_runner" in cmdline and marker in cmdline:
+            for pid in _session_members(int(name)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    pass
+    return killed
+
+
+def _session_members(session: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            data = Path(f"/proc/{name}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2:].split()
+        if int(fields[3]) == session and fields[0] not in (b"Z", b"X"):
+            out.append(int(name))
+    return out
+
+
+# -- single units (used by the ``unit_handle`` fixture) ---------------------------------------
+
+
+@dataclass
+class WatchedUnit(UnitHandle):
+    """A :class:`UnitHandle` whose ``notify()`` records the status it sees and sets ``changed``.
+
+    Drive a work type with it and wait for what it reports::
+
+        await work_type.start(unit)
+        status = await unit.final()
+    """
+
+    #: The status read at each ``notify()`` call, in order.
+    seen: list[UnitStatus] = field(default_factory=list)
+    #: Set by every ``notify()`` call.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.notify = self._notified
+
+    def _notified(self) -> None:
+        try:
+            self.seen.append(self.status())
+        except UnitStoreError:
+            pass  # released
+        self.changed.set()
+
+    async def until(self, condition: Callable[[UnitStatus], bool], *, timeout: float = 15.0,
+                    what: str = "condition") -> UnitStatus:
+        """Wait, woken only by ``notify()``, until the status satisfies ``condition``.
+
+        :raises TimeoutError: at the deadline (a work type that forgets to notify ends here).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self.changed.clear()
+            status = self.status()
+            if condition(status):
+                return status
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"unit {self.unit_id}: timed out after {timeout}s waiting for "
+                                   f"{what} (last status {status.to_dict()}; does the work type "
+                                   f"call unit.notify() after each change?)")
+            try:
+                await asyncio.wait_for(self.changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    async def final(self, *, timeout: float = 15.0) -> UnitStatus:
+        """Wait until the unit is Succeeded, Failed or Canceled; returns that status."""
+        return await self.until(lambda s: s.state in FINAL, timeout=timeout,
+                                what="a final state")
+
+    @property
+    def stdout(self) -> bytes:
+        """The unit's output so far."""
+        try:
+            return self.stdout_path.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+
+def make_unit(store: UnitStore, work_type: WorkType | str = "test", *, stdin: bytes = b"",
+              params: dict[str, str] | None = None, node: Any = None) -> WatchedUnit:
+    """Create a Pending unit as the kernel does before ``start``: status, ExtraData, stdin.
+
+    :param work_type: the work type (its ``check_params(params)`` gives the ExtraData) or just
+        the name to record.
+    """
+    params = dict(params or {})
+    if isinstance(work_type, str):
+        name, extra = work_type, None
+    else:
+        name, extra = work_type.name, work_type.check_params(params)
+    unit_id = store.create(name, extra, detail="Waiting for Input Data")
+    (store.path(unit_id) / "stdin").write_bytes(stdin)
+    return WatchedUnit(unit_id, store, params, node=node)

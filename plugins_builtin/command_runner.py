@@ -161,9 +161,9 @@ def update_status(unitdir: str, changes: dict) -> None:
     """Under the unit lock: read ``status``, apply ``changes``, replace the file atomically.
 
     Raises :class:`StatusFinal` (nothing written) when the stored state is already final.
-    Only writes that set the State are fsynced (as in the kernel's unit store): the periodic
-    StdoutSize updates are not, since on ext4 each fsync also flushes the stdout data written
-    so far, which slows down large outputs.
+    Only the write of a final State is fsynced (as in the kernel's unit store): the Running
+    write is on the path of every job start, and on ext4 each fsync also flushes the stdout
+    data written so far, which would slow down large outputs.
     """
     try:
         lock_fd = os.open(os.path.join(unitdir, "status.lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -186,7 +186,7 @@ def update_status(unitdir: str, changes: dict) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, (json_dumps(data) + "\n").encode("ascii"))
-            if "State" in changes:
+            if changes.get("State") in FINAL_STATES:
                 os.fsync(fd)
         finally:
             os.close(fd)

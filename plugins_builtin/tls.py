@@ -220,11 +220,15 @@ class TLSSection:
     def _load_chain(self, ctx: ssl.SSLContext) -> None:
         cert = str(Path(self.values.cert).expanduser())
         key = str(Path(self.values.key).expanduser())
+        for config_key, path in (("cert", cert), ("key", key)):
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise self.error(config_key, f"cannot read {path}: "
+                                             f"{exc.strerror or exc}") from None
         try:
             ctx.load_cert_chain(cert, key)
-        except FileNotFoundError as exc:
-            raise self.error("key" if exc.filename == key else "cert",
-                             f"cannot read {exc.filename or cert}: no such file") from None
         except (ssl.SSLError, OSError) as exc:
             raise self.error("key", f"cannot load certificate {self.values.cert} with key "
                                     f"{self.values.key}: {exc}") from None

@@ -19,15 +19,18 @@ from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net import messages as m
-from mesh.net.backend import Backend, LinkHost, LinkOptions, Session, SessionClosed, redial_loop
+from mesh.net.backend import (Backend, Backoff, LinkHost, LinkOptions, Session, SessionClosed,
+                              redial_loop)
 from mesh_builtin.tcp import check_costs, split_address
 
 log = structlog.get_logger(__name__)
 
 #: Largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP); Receptor refuses larger sends too.
 MAX_DATAGRAM = 65507
-#: Messages waiting for one session's link loop; more are dropped, as a full socket would.
+#: Messages (and bytes) waiting for one session's link loop; more are dropped, as a full
+#: socket buffer would drop them.
 MAX_QUEUED = 512
+MAX_QUEUED_BYTES = 4 * 1024 * 1024
 #: Outgoing bytes buffered by asyncio (the socket said EAGAIN) above which the link is
 #: congested, and above which further messages are dropped.
 CONGESTED_BYTES = 1 * 1024 * 1024
@@ -58,8 +61,15 @@ def _grow_buffers(sock: socket.socket | None) -> None:
             pass
 
 
+UDP_DATAGRAM = 1400
+
+
 class UdpSession(Session):
     """One neighbour behind a UDP socket: a listener's demultiplexed address or a peer's socket."""
+
+    #: Keep QUIC datagrams within a 1500-byte MTU (IP + UDP + mesh headers): one lost IP
+    #: fragment would lose a whole larger datagram.
+    preferred_datagram = UDP_DATAGRAM
 
     def __init__(self, label: str, transport: asyncio.DatagramTransport, addr: Any = None,
                  on_close: Callable[["UdpSession"], None] | None = None) -> None:
@@ -70,8 +80,11 @@ class UdpSession(Session):
         self.addr = addr
         self._on_close = on_close
         self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
+        self._reason = "closed"
+        self.received = 0
         self.dropped = 0
 
     # -- fed by the datagram protocol ------------------------------------------------
@@ -79,10 +92,12 @@ class UdpSession(Session):
     def feed(self, data: bytes) -> None:
         if self._closed or not data:  # a zero-length message is never valid
             return
-        if len(self._queue) >= MAX_QUEUED:
+        self.received += 1
+        if len(self._queue) >= MAX_QUEUED or self._queued_bytes > MAX_QUEUED_BYTES:
             self.dropped += 1
             return
         self._queue.append(data)
+        self._queued_bytes += len(data)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -91,7 +106,7 @@ class UdpSession(Session):
 
     def send(self, message: bytes) -> None:
         if self._closed or self.transport.is_closing():
-            raise SessionClosed(self.label)
+            raise SessionClosed(f"{self.label}: {self._reason}")
         if len(message) > MAX_DATAGRAM:
             raise SessionClosed(f"{self.label}: message of {len(message)} bytes is too large "
                                 f"for a UDP link (at most {MAX_DATAGRAM})")
@@ -106,28 +121,28 @@ class UdpSession(Session):
     async def recv(self) -> bytes:
         while not self._queue:
             if self._closed:
-                raise SessionClosed(self.label)
+                raise SessionClosed(f"{self.label}: {self._reason}")
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._queue.popleft()
+        message = self._queue.popleft()
+        self._queued_bytes -= len(message)
+        return message
 
-    def close(self) -> None:
+    def close(self, reason: str = "closed") -> None:
         if self._closed:
             return
         self._closed = True
+        self._reason = reason
         self._queue.clear()
+        self._queued_bytes = 0
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if self._on_close is not None:
             self._on_close(self)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def congested(self) -> bool:
         return self.transport.get_write_buffer_size() > CONGESTED_BYTES
@@ -251,7 +266,6 @@ class UdpListener(Backend):
         self.config = config
         self.options = LinkOptions(config.cost, dict(config.nodecost), tuple(config.allowedpeers))
         self.bound_port: int | None = None
-        self.protocol: _ListenerProtocol | None = None
 
     async def run(self, host: LinkHost) -> None:
         loop = asyncio.get_running_loop()
@@ -259,10 +273,9 @@ class UdpListener(Backend):
         protocol = _ListenerProtocol(self, host)
         transport, _ = await loop.create_datagram_endpoint(
             lambda: protocol, local_addr=(bind, self.config.port))
-        self.protocol = protocol
         self.bound_port = transport.get_extra_info("sockname")[1]
         log.info("listening", node_id=host.node_id, backend="udp-listener",
-                 address=f"{bind}:{self.bound_port}")
+                 address=_format_address((bind, self.bound_port)))
         try:
             await asyncio.Future()
         finally:
@@ -294,12 +307,31 @@ class _PeerProtocol(asyncio.DatagramProtocol):
         # A connected socket reports ICMP port-unreachable: nobody listens there (yet).
         # Ending the session now lets the peer redial instead of waiting for an idle timeout.
         if isinstance(exc, ConnectionRefusedError) and self.session is not None:
-            log.debug("udp_peer_refused", peer=self.label)
-            self.session.close()
+            self.session.close("connection refused (nothing listens there)")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:
             self.session.close()
+
+
+class _HeardBackoff(Backoff):
+    """Backoff that a new session resets only if the one before it heard from the listener.
+
+    "Connecting" a UDP socket always succeeds, so without this a peer whose listener is down
+    would redial every second forever instead of backing off like the other peers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.previous: UdpSession | None = None
+        self.latest: UdpSession | None = None
+
+    def dialled(self, session: UdpSession) -> None:
+        self.previous, self.latest = self.latest, session
+
+    def reset(self) -> None:
+        if self.previous is None or self.previous.received:
+            super().reset()
 
 
 class UdpPeer(Backend):
@@ -307,19 +339,29 @@ class UdpPeer(Backend):
         self.config = config
         self.host, self.port = split_address(config.address)
         self.options = LinkOptions(config.cost, {}, tuple(config.allowedpeers))
+        self.backoff = _HeardBackoff()
 
     async def dial(self) -> UdpSession:
         loop = asyncio.get_running_loop()
         label = f"udp {self.config.address}"
+        # "Connecting" a UDP socket always works, so asyncio would settle on the first
+        # address of a name (::1 for localhost) even if the listener is on IPv4; prefer IPv4
+        # like Go's resolver does for "udp".
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve {self.host!r}")
+        family, _, _, _, sockaddr = next(
+            (info for info in infos if info[0] == socket.AF_INET), infos[0])
         _, protocol = await loop.create_datagram_endpoint(
-            lambda: _PeerProtocol(label), remote_addr=(self.host, self.port))
+            lambda: _PeerProtocol(label), remote_addr=(sockaddr[0], sockaddr[1]), family=family)
         if protocol.session is None:
             raise SessionClosed(f"{label}: socket did not open")
+        self.backoff.dialled(protocol.session)
         return protocol.session
 
     async def run(self, host: LinkHost) -> None:
         await redial_loop(self.dial, host, self.options, redial=self.config.redial,
-                          what=f"udp-peer {self.config.address}")
+                          what=f"udp-peer {self.config.address}", backoff=self.backoff)
 
 
 @hookimpl

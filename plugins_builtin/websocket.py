@@ -107,6 +107,7 @@ class WsSession(Session):
         self._out_bytes = 0
         self._out_ready = asyncio.Event()
         self._closed = False
+        self._close_code: tuple[int, str] = (CloseCode.NORMAL_CLOSURE, "")
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read())
         self._writer = loop.create_task(self._write())
@@ -120,8 +121,8 @@ class WsSession(Session):
                 data = await self.connection.recv()
                 if isinstance(data, str):
                     log.warning("ws_text_message", peer=self.label, size=len(data))
-                    await self.connection.close(CloseCode.UNSUPPORTED_DATA,
-                                                "mesh links carry binary messages only")
+                    self._close_code = (CloseCode.UNSUPPORTED_DATA,
+                                        "mesh links carry binary messages only")
                     return
                 if not data:  # a zero-length message is never valid
                     continue
@@ -171,15 +172,20 @@ class WsSession(Session):
 
     async def _close_connection(self) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(self._writer), FLUSH_TIMEOUT)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            pass
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), FLUSH_TIMEOUT)
+            except asyncio.TimeoutError:
+                pass
+            self._writer.cancel()
+            await self.connection.close(*self._close_code)
+        except asyncio.CancelledError:  # the node is stopping: no closing handshake
+            transport = getattr(self.connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+            raise
         finally:
             self._writer.cancel()
-            try:
-                await self.connection.close()
-            finally:
-                self._reader.cancel()
+            self._reader.cancel()
 
     # -- Session -----------------------------------------------------------------------
 
@@ -345,8 +351,9 @@ class WsListener(Backend):
                              write_limit=WRITE_LIMIT, reuse_address=True)
         self.bound_port = next(iter(server.sockets)).getsockname()[1]
         scheme = "wss" if self.ssl is not None else "ws"
+        shown = f"[{bind}]" if bind and ":" in bind else bind or "0.0.0.0"
         log.info("listening", node_id=host.node_id, backend="ws-listener",
-                 address=f"{scheme}://{self.config.bindaddr}:{self.bound_port}{self.config.path}")
+                 address=f"{scheme}://{shown}:{self.bound_port}{self.config.path}")
         try:
             await asyncio.Future()
         finally:

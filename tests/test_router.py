@@ -87,3 +87,11 @@ def test_only_nodes_with_their_own_entry_are_destinations():
     r.add_link("b", 1.0)
     update(r, "b", {"a": 1.0, "ghost": 1.0})
     assert r.compute() == {"b": "b"}
+
+
+def test_paths_list_every_hop_to_the_destination():
+    r = line()
+    update(r, "d", {"c": 1.0})
+    update(r, "c", {"b": 1.0, "d": 1.0}, seq=2)
+    r.compute()
+    assert r.paths == {"b": ["b"], "c": ["b", "c"], "d": ["b", "c", "d"]}

@@ -327,3 +327,78 @@ def test_certificate_file_round_trip(pki: Pki) -> None:
     ca = certs.load_cert(pki.ca)
     leaf.verify_directly_issued_by(ca)
     assert leaf.public_bytes(serialization.Encoding.PEM).startswith(b"-----BEGIN CERTIFICATE")
+
+
+# -- config checks (in process) ------------------------------------------------------------
+
+
+def _load(text: str) -> Any:
+    from mesh.config.loader import parse_config
+    from mesh.plugins import make_plugin_manager
+
+    return parse_config(text, make_plugin_manager().section_specs(), source="t.yml")
+
+
+def _node(text: str, node_id: str = "alpha") -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=_load(text), node_id=node_id, services={})
+
+
+def test_section_validation_errors() -> None:
+    from mesh.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cert and key must be given together"):
+        _load("- tls-client:\n    name: c\n    cert: x.crt\n")
+    with pytest.raises(ConfigError, match=r"tls-server \(item 1\): key 'pinnedclientcert'.*"
+                                          r"SHA-256"):
+        _load("- tls-server:\n    name: s\n    cert: a\n    key: b\n"
+              "    pinnedclientcert: ['ab:cd']\n")
+    with pytest.raises(ConfigError, match="missing required key 'key'"):
+        _load("- tls-server:\n    name: s\n    cert: a\n")
+
+
+def test_startup_errors_name_file_section_and_key(pki: Pki, tmp_path: Path) -> None:
+    from mesh.config.errors import ConfigError
+    from mesh_builtin import tls
+
+    cases = {
+        f"- tls-server:\n    name: s\n    cert: {pki.cert('alpha')}\n    key: "
+        f"{tmp_path / 'nope.key'}\n": "<config>: tls-server (item 1): key 'key': cannot read",
+        f"- tls-server:\n    name: s\n    cert: {pki.cert('alpha')}\n    key: "
+        f"{pki.key('beta')}\n": "key 'key': cannot load certificate",
+        f"- tls-client:\n    name: c\n    rootcas: {tmp_path / 'nope.pem'}\n":
+            "tls-client (item 1): key 'rootcas': cannot load CA certificates",
+        f"- tls-client:\n    name: c\n    cert: {pki.cert('beta')}\n    key: "
+        f"{pki.key('beta')}\n": "key 'cert': nodeID=alpha not found in certificate name(s)",
+        f"- tls-client:\n    name: c\n- tls-client:\n    name: c\n":
+            "tls-client (item 2): key 'name': another tls-client is already named 'c'",
+    }
+    for text, message in cases.items():
+        with pytest.raises(ConfigError) as info:
+            tls.provider(_node(text))
+        assert message in str(info.value)
+
+
+def test_peer_node_ids_pins_and_insecure(pki: Pki) -> None:
+    from mesh_builtin import tls
+
+    der = certs.load_cert(pki.cert("alpha")).public_bytes(serialization.Encoding.DER)
+    sha512 = tls.fingerprints(der)[1]
+    node = _node(
+        f"- tls-client:\n    name: pinned\n    rootcas: {pki.ca}\n"
+        f"    pinnedservercert: ['{sha512}']\n"
+        f"- tls-client:\n    name: other\n    rootcas: {pki.ca}\n"
+        f"    pinnedservercert: ['{'00' * 32}']\n"
+        f"- tls-client:\n    name: blind\n    insecureskipverify: true\n"
+        f"    pinnedservercert: ['{'00' * 32}']\n", node_id="beta")
+    assert tls.mesh_tls_config(node, "client", "pinned").peer_node_ids(der) == ["alpha"]
+    with pytest.raises(tls.PinnedCertificateMismatch):
+        tls.mesh_tls_config(node, "client", "other").peer_node_ids(der)
+    blind = tls.mesh_tls_config(node, "client", "blind")
+    assert blind.peer_node_ids(der) is None  # no verification at all, as in Receptor
+    assert blind.ssl_context().verify_mode.name == "CERT_NONE"
+    assert tls.mesh_tls_config(node, "server", "pinned") is None
+    quic = tls.mesh_tls_config(node, "client", "pinned").quic_options()
+    assert quic.cafile == pki.ca and quic.pinned_fingerprints == (bytes.fromhex(
+        sha512.replace(":", "")),)

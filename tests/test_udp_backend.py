@@ -153,21 +153,22 @@ def test_hostile_datagrams_do_not_hurt_the_listener(line: Mesh) -> None:
         raw.sendto(b"\x01{not json", target)
         # That one did: near answers with its own routing updates (the handshake), then gives
         # up after 11 of them, as it would with a neighbour that never answers.
+        def closed() -> list[dict[str, Any]]:
+            return [r for r in log_events(near, "udp_session_closed") if r.get("peer") == label]
+
         updates = 0
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 data, _ = raw.recvfrom(70000)
             except socket.timeout:
-                if log_events(near, "udp_session_closed") and \
-                        any(r.get("peer") == label for r in log_events(near, "udp_session_closed")):
+                if closed():
                     break
                 continue
             assert data[:1] == bytes([m.MSG_ROUTING_UPDATE])
             updates += 1
         assert 1 <= updates <= 11
-        closed = [r for r in log_events(near, "udp_session_closed") if r.get("peer") == label]
-        assert len(closed) == 1, "the half-open session was never dropped"
+        assert len(closed()) == 1, "the half-open session was never dropped"
         opened = [r for r in log_events(near, "udp_session_opened") if r.get("peer") == label]
         assert len(opened) == 1, "junk datagrams opened sessions"
     assert near.alive and mid.alive
@@ -210,7 +211,8 @@ def test_killed_end_drops_the_link_and_restart_relinks(mesh: Mesh, victim: str) 
     start = time.monotonic()
     node.kill()
     # UDP has no connection to break: the node's keepalive timeout has to notice.
-    wait_until(lambda: not connected(survivor, name), timeout=30, what=f"{survivor.name} to drop the link to {name}")
+    wait_until(lambda: not connected(survivor, name), timeout=30,
+               what=f"{survivor.name} to drop the link to {name}")
     dropped = time.monotonic() - start
 
     start = time.monotonic()

@@ -143,15 +143,13 @@ def pair(request: pytest.FixtureRequest) -> Iterator[LossyPair]:
         lossy.delete()
 
 
-# (veth MTU, node.streamdatagram):
-# - an Ethernet MTU with QUIC datagrams that fit one packet (1400 + 36-byte mesh header + 28),
-#   as a UDP link across a real network must be configured: a 60 kB datagram would be 41 IP
-#   fragments, and losing any one loses it (5 % packet loss → ~88 % datagram loss);
-# - a jumbo MTU that carries the default 60 kB datagrams unfragmented.
-@pytest.mark.parametrize("pair, datagram", [(1500, 1400), (65535, 60000)],
-                         ids=["mtu1500-datagram1400", "mtu65535-datagram60000"],
+# (veth MTU, node.streamdatagram): an Ethernet MTU with the default configuration.  A UDP
+# link prefers 1400-byte QUIC datagrams (1400 + 36-byte mesh header + 28 fit one packet), so
+# mesh nodes negotiate that size across it instead of 60 kB datagrams that would be 41 IP
+# fragments (5 % packet loss → ~88 % datagram loss).
+@pytest.mark.parametrize("pair, datagram", [(1500, None)], ids=["mtu1500-default"],
                          indirect=["pair"])
-def test_20mb_result_over_lossy_udp_link(pair: LossyPair, datagram: int) -> None:
+def test_20mb_result_over_lossy_udp_link(pair: LossyPair, datagram: int | None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mesh-netns-"))
     mesh = Mesh(workdir)
     result = workdir / "result.bin"
@@ -164,7 +162,8 @@ def test_20mb_result_over_lossy_udp_link(pair: LossyPair, datagram: int) -> None
         {"udp-peer": {"address": f"{addr_a}:{PORT}"}},
         {"work-command": {"worktype": "bigresult", "command": "cat", "params": str(result)}}])
     alpha.netns, beta.netns = ns_a, ns_b
-    alpha.node_extra["streamdatagram"] = beta.node_extra["streamdatagram"] = datagram
+    if datagram is not None:
+        alpha.node_extra["streamdatagram"] = beta.node_extra["streamdatagram"] = datagram
     mesh.nodes.update(alpha=alpha, beta=beta)
     try:
         pair.add_loss(LOSS_PERCENT)

@@ -11,8 +11,8 @@ from typing import Iterator
 import pytest
 
 from mesh.testing import Mesh, wait_until
-from work_helpers import (cleanup, json_out, make_line, mesh_cli, pid_alive, remote_id,
-                          run, MESH, status, submitted_unit, unit_dir, wait_state)
+from work_helpers import (MESH, cleanup, json_out, make_line, mesh_cli, pid_alive, remote_id,
+                          run, status, submitted_unit, unit_dir, wait_state)
 
 HOSTNAME = socket.gethostname()
 

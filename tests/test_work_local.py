@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -24,8 +25,6 @@ STATUS_KEYS = {"State", "StateName", "Detail", "StdoutSize", "WorkType", "ExtraD
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[NodeProcess]:
-    import tempfile
-
     cluster = Mesh(Path(tempfile.mkdtemp(prefix="mesh-wlocal-")))
     worker = cluster.add("worker01", sections=work_types())
     try:

@@ -3,7 +3,10 @@ controller01 - relayer01 - executor01."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 from typing import Iterator
 
 import pytest
@@ -110,9 +113,6 @@ def test_running_unit_whose_runner_is_gone_fails_after_restart(nodes) -> None:
     runner = running["ExtraData"]["Pid"]
     shell = int(running["Detail"].rsplit(" ", 1)[1])
     exe.kill()
-    import os
-    import signal
-
     os.kill(runner, signal.SIGKILL)  # the runner dies while its node is down
     wait_until(lambda: not pid_alive(runner), timeout=15, what="runner gone")
     on_disk = status_file(exe, remote)
@@ -132,8 +132,6 @@ def test_running_unit_whose_runner_is_gone_fails_after_restart(nodes) -> None:
 
 
 def status_file(node: NodeProcess, unit_id: str) -> dict:
-    import json
-
     return json.loads((unit_dir(node, unit_id) / "status").read_text())
 
 

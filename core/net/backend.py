@@ -38,6 +38,9 @@ class Session(abc.ABC):
     label: str = "?"
     #: Largest message this session can carry.
     max_message: int = 65535
+    #: QUIC datagram size this link prefers, if smaller than the node's (e.g. a UDP link on
+    #: a 1500-byte MTU, where large datagrams would fragment); None for no preference.
+    preferred_datagram: int | None = None
 
     @abc.abstractmethod
     def send(self, message: bytes) -> None:

@@ -230,7 +230,7 @@ class Netceptor:
             node_id=self.node_id, update_id=random_id(), update_epoch=self.epoch,
             update_sequence=self.sequence, connections=self.router.connections(),
             forwarding_node=self.node_id, suspected_duplicate=suspected_duplicate,
-            max_datagram=self.max_datagram)
+            max_datagram=self.advertised_datagram())
         return m.encode_routing_update(update)
 
     async def run_session(self, session: Session, options: LinkOptions) -> str:
@@ -520,14 +520,31 @@ class Netceptor:
         if ad is not None and self.links:
             self._send_to_links(m.encode_service_advertisement(self._make_ad(service, ad, cancel=True)))
 
+    def advertised_datagram(self) -> int:
+        """The datagram size we offer: our setting, lowered by links that prefer smaller
+        datagrams (e.g. UDP links, where large datagrams fragment)."""
+        preferred = [link.session.preferred_datagram for link in self.links.values()
+                     if link.session.preferred_datagram]
+        return min([self.max_datagram, *preferred])
+
     def max_datagram_for(self, node: str) -> int:
-        """QUIC datagram size to use with ``node`` (large only if it negotiated it)."""
+        """QUIC datagram size to use with ``node``: large only if it negotiated it, and no
+        larger than what every mesh node on the current route (and our first hop) accepts."""
         if node in (self.node_id, "localhost"):
             return self.max_datagram
         record = self.router.records.get(node)
-        if record is not None and record.max_datagram:
-            return max(GO_DATAGRAM, min(self.max_datagram, record.max_datagram))
-        return GO_DATAGRAM
+        path = self.router.paths.get(node)
+        if record is None or not record.max_datagram or not path:
+            return GO_DATAGRAM
+        sizes = [self.max_datagram]
+        first_hop = self.links.get(path[0])
+        if first_hop is not None and first_hop.session.preferred_datagram:
+            sizes.append(first_hop.session.preferred_datagram)
+        for hop in path:
+            hop_record = self.router.records.get(hop)
+            if hop_record is not None and hop_record.max_datagram:
+                sizes.append(hop_record.max_datagram)
+        return max(GO_DATAGRAM, min(sizes))
 
     # -- data path ---------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ class Router:
     known: dict[str, dict[str, float]] = field(default_factory=dict)
     records: dict[str, NodeRecord] = field(default_factory=dict)
     table: dict[str, str] = field(default_factory=dict)
+    #: The full route to each destination: [first hop, ..., destination].
+    paths: dict[str, list[str]] = field(default_factory=dict)
     seen_updates: dict[str, float] = field(default_factory=dict)
     unreachable_since: dict[str, float] = field(default_factory=dict)
 
@@ -141,6 +143,7 @@ class Router:
         """Recompute the routing table (destination → next hop) with Dijkstra."""
         cost: dict[str, float] = {self.node_id: 0.0}
         first_hop: dict[str, str] = {}
+        previous: dict[str, str] = {}
         queue: list[tuple[float, str]] = [(0.0, self.node_id)]
         done: set[str] = set()
         while queue:
@@ -155,6 +158,13 @@ class Router:
                 if candidate < cost.get(neighbor, float("inf")):
                     cost[neighbor] = candidate
                     first_hop[neighbor] = neighbor if node == self.node_id else first_hop[node]
+                    previous[neighbor] = node
                     heapq.heappush(queue, (candidate, neighbor))
         self.table = {dest: hop for dest, hop in first_hop.items() if dest != self.node_id}
+        self.paths = {}
+        for dest in self.table:
+            path = [dest]
+            while previous.get(path[-1], self.node_id) != self.node_id:
+                path.append(previous[path[-1]])
+            self.paths[dest] = path[::-1]
         return self.table

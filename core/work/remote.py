@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -122,22 +123,33 @@ class RemoteConn:
             return False
 
 
+@dataclass
+class _ResultsWatch:
+    """A unit's open results stream: when it was opened (remote epoch) and last delivered."""
+
+    conn: RemoteConn
+    epoch: Any
+    progress: float
+
+
 class _SessionPool:
     """Idle control sessions to remote nodes, reused for one-line commands (status, cancel,
     release).
 
     Each new session costs a QUIC handshake across the mesh plus the greeting (~10 ms over two
     hops on an idle machine), and a small remote job used to open five of them.  Streaming
-    commands (submit, results) end their session, so they always dial.  A pooled session is
-    dropped when the remote node has restarted meanwhile (its routing epoch changed, or it
-    has no route), when its connection ended, or after POOL_IDLE_TIME seconds.
+    commands (submit, results) end their session, so they take one out of the pool for good
+    (:meth:`take`) and a spare is dialed in the background for the next one.  A pooled
+    session is dropped when the remote node has restarted meanwhile (its routing epoch
+    changed, or it has no route), when its connection ended, or after POOL_IDLE_TIME seconds.
     """
 
     def __init__(self, remote: "RemoteWork") -> None:
         self.remote = remote
         self._idle: dict[str, list[tuple[RemoteConn, Any, float]]] = {}
+        self._refilling: set[str] = set()
 
-    def _epoch(self, node: str) -> Any:
+    def epoch(self, node: str) -> Any:
         """The remote node's routing epoch (changes when it restarts); None without a route."""
         router = getattr(getattr(self.remote.wc.node, "netceptor", None), "router", None)
         if router is None:
@@ -149,15 +161,42 @@ class _SessionPool:
 
     def _take(self, node: str) -> tuple[RemoteConn, Any] | None:
         idle = self._idle.get(node)
-        epoch = self._epoch(node)
+        epoch = self.epoch(node)
         now = time.monotonic()
         while idle:
             conn, conn_epoch, since = idle.pop()
-            if (conn.usable and epoch is not None and conn_epoch == epoch
-                    and now - since < POOL_IDLE_TIME):
+            if not conn.usable or epoch is None or conn_epoch != epoch:
+                conn.abort("stale pooled control session")  # dead, or the node restarted
+            elif now - since >= POOL_IDLE_TIME:
+                self.remote.wc.spawn(conn.close(), f"close-control-session-{node}")
+            else:
                 return conn, conn_epoch
-            conn.abort("stale pooled control session")
         return None
+
+    async def take(self, node: str) -> RemoteConn:
+        """A session for a streaming command (which ends it): pooled if one is ready, else
+        dialed now; either way a spare is dialed in the background for the next one."""
+        taken = self._take(node)
+        self._refill(node)
+        if taken is not None:
+            return taken[0]
+        return await self.remote.connect(node)
+
+    def _refill(self, node: str) -> None:
+        if node in self._refilling or self._idle.get(node):
+            return
+
+        async def refill() -> None:
+            try:
+                conn = await self.remote.connect(node)
+            except (RemoteUnavailable, RemoteRefused):
+                return
+            finally:
+                self._refilling.discard(node)
+            self._put(node, conn, self.epoch(node))
+
+        self._refilling.add(node)
+        self.remote.wc.spawn(refill(), f"control-session-spare-{node}")
 
     def _put(self, node: str, conn: RemoteConn, epoch: Any) -> None:
         idle = self._idle.setdefault(node, [])
@@ -171,7 +210,7 @@ class _SessionPool:
         for _ in range(2):
             taken = self._take(node)
             if taken is None:
-                conn, epoch, pooled = await self.remote.connect(node), self._epoch(node), False
+                conn, epoch, pooled = await self.remote.connect(node), self.epoch(node), False
             else:
                 (conn, epoch), pooled = taken, True
             try:
@@ -205,7 +244,7 @@ class RemoteWork:
         self.wc = workceptor
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         #: The results stream each monitored unit is reading, so the status loop can drop it.
-        self._results_conns: dict[str, RemoteConn] = {}
+        self._results_conns: dict[str, _ResultsWatch] = {}
         self.sessions = _SessionPool(self)
 
     def close(self) -> None:
@@ -281,7 +320,6 @@ class RemoteWork:
     async def submit(self, unit_id: str) -> str:
         """First start attempt, during the client's submit: ``Job Started`` or ``Job Submitted``."""
         extra = self._extra(unit_id)
-        self._update(unit_id, detail="Connecting to remote node")
         try:
             await self._start_remote(unit_id, extra)
         except RemoteUnavailable as exc:
@@ -291,12 +329,12 @@ class RemoteWork:
         except RemoteRefused as exc:
             self._update(unit_id, state=UnitState.FAILED, detail=f"Error from remote: {exc}")
             raise WorkError(f"error from remote: {exc}") from None
-        self._spawn(unit_id, self._monitor(unit_id), "monitor")
+        self._spawn(unit_id, self._monitor(unit_id, just_started=True), "monitor")
         return "Job Started"
 
     async def _start_remote(self, unit_id: str, extra: dict[str, Any]) -> None:
         node = extra["RemoteNode"]
-        conn = await self.connect(node)
+        conn = await self.sessions.take(node)
         try:
             request = dict(extra.get("RemoteParams") or {})
             request.update(command="work", subcommand="submit", node=node,
@@ -309,13 +347,19 @@ class RemoteWork:
             self._set_extra(unit_id, RemoteUnitID=remote_id)
             await self._send_file(conn, self.wc.store.path(unit_id) / "stdin")
             await conn.readline()
-            self._set_extra(unit_id, RemoteStarted=True)
-            self._update(unit_id, state=UnitState.RUNNING,
-                         detail=f"Running on {node} as {remote_id}")
+
+            def started(status: UnitStatus) -> None:  # one status write, not two
+                status.extra_data = {**(status.extra_data or {}), "RemoteStarted": True}
+                status.state = UnitState.RUNNING
+                status.detail = f"Running on {node} as {remote_id}"
+
+            self.wc.store.update(unit_id, started, check=False)
+            self.wc.notify(unit_id)
             log.info("remote_work_started", node_id=self.wc.node.node_id, unit_id=unit_id,
                      remote_node=node, remote_unit_id=remote_id)
         finally:
-            await conn.close()
+            # the remote has ended the session; don't hold the client's reply for the close
+            self.wc.spawn(conn.close(), f"close-submit-session-{unit_id}")
 
     async def _send_file(self, conn: RemoteConn, path: os.PathLike[str]) -> None:
         try:
@@ -354,12 +398,15 @@ class RemoteWork:
                 self._update(unit_id, state=UnitState.FAILED, detail=f"Error from remote: {exc}")
                 return
             break
-        await self._monitor(unit_id)
+        await self._monitor(unit_id, just_started=True)
 
     # -- following ---------------------------------------------------------------------
 
-    async def _monitor(self, unit_id: str) -> None:
-        status_task = asyncio.create_task(self._status_loop(unit_id))
+    async def _monitor(self, unit_id: str, *, just_started: bool = False) -> None:
+        # Right after the submit we know the remote unit runs; the results stream ends with a
+        # status refresh anyway, so a short job needs no status poll (and no extra session).
+        status_task = asyncio.create_task(
+            self._status_loop(unit_id, STATUS_INTERVAL if just_started else 0.0))
         try:
             await self._stdout_loop(unit_id)
         finally:
@@ -402,8 +449,9 @@ class RemoteWork:
                 await retry.wait()
 
     async def _fetch_stdout(self, unit_id: str, extra: dict[str, Any], start: int) -> None:
-        conn = await self.connect(extra["RemoteNode"])
-        self._results_conns[unit_id] = conn
+        conn = await self.sessions.take(extra["RemoteNode"])
+        watch = _ResultsWatch(conn, self.sessions.epoch(extra["RemoteNode"]), time.monotonic())
+        self._results_conns[unit_id] = watch
         try:
             request = {"command": "work", "subcommand": "results",
                        "unitid": extra["RemoteUnitID"], "startpos": start}
@@ -427,13 +475,15 @@ class RemoteWork:
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view):]
+                    watch.progress = time.monotonic()
                     self.wc.notify(unit_id)
             finally:
                 os.close(fd)
         finally:
-            if self._results_conns.get(unit_id) is conn:
+            if self._results_conns.get(unit_id) is watch:
                 del self._results_conns[unit_id]
-            await conn.close()
+            # the remote ended the session; closing needs no waiting on our side
+            self.wc.spawn(conn.close(), f"close-results-session-{unit_id}")
 
     async def _refresh_status(self, unit_id: str, extra: dict[str, Any], *,
                               final_ok: bool) -> None:
@@ -472,7 +522,8 @@ class RemoteWork:
             return
         self.wc.notify(unit_id)
 
-    async def _status_loop(self, unit_id: str) -> None:
+    async def _status_loop(self, unit_id: str, first_delay: float = 0.0) -> None:
+        await asyncio.sleep(first_delay)
         retry = _Retry()
         while True:
             try:
@@ -481,6 +532,7 @@ class RemoteWork:
                 return
             try:
                 await self._refresh_status(unit_id, extra, final_ok=False)
+                self._check_results_stream(unit_id, extra)
                 retry.reset()
                 await asyncio.sleep(STATUS_INTERVAL)
             except RemoteRefused as exc:
@@ -494,13 +546,33 @@ class RemoteWork:
                 # after 30 s): make the stdout loop reconnect and resume now.
                 results = self._results_conns.get(unit_id)
                 if results is not None:
-                    results.abort("remote status unavailable")
+                    results.conn.abort("remote status unavailable")
                 self._unreachable(unit_id, extra, exc)
                 await retry.wait()
             except Exception:  # never let a bug stop following the unit
                 log.exception("remote_status_loop_error", node_id=self.wc.node.node_id,
                               unit_id=unit_id)
                 await retry.wait()
+
+    def _check_results_stream(self, unit_id: str, extra: dict[str, Any]) -> None:
+        """Drop a results stream that cannot deliver any more: the remote node restarted
+        since it was opened, or the remote has output we lack and nothing arrived for a
+        while.  Its connection would otherwise only fail at the QUIC idle timeout; the stdout
+        loop then resumes from the local size on a new stream."""
+        watch = self._results_conns.get(unit_id)
+        if watch is None:
+            return
+        epoch = self.sessions.epoch(extra["RemoteNode"])
+        if epoch != watch.epoch:
+            watch.conn.abort("remote node restarted")
+            return
+        try:
+            remote_size = self.wc.store.read(unit_id).stdout_size
+        except UnitStoreError:
+            return
+        if (remote_size > self.wc.store.stdout_size(unit_id)
+                and time.monotonic() - watch.progress > STATUS_TIMEOUT):
+            watch.conn.abort("results stream stalled")
 
     def _unreachable(self, unit_id: str, extra: dict[str, Any], exc: Exception) -> None:
         try:

@@ -1,9 +1,10 @@
 """Units on disk: ``{datadir}/{node}/{unit}/status|stdin|stdout`` plus ``status.lock``.
 
 Every read-modify-write of ``status`` holds the unit's file lock, and the status file is
-replaced atomically (temp file, rename), so a crash never leaves it truncated.  Writes that
-change the State are also fsynced; the many Detail/StdoutSize/ExtraData-only updates are not
-(each fsync costs milliseconds, and a small job makes a dozen such updates).
+replaced atomically (temp file, rename), so a crash never leaves it truncated.  The write
+that makes a unit final (Succeeded, Failed, Canceled) is also fsynced; the others are not:
+each fsync costs milliseconds, a small job makes a dozen status writes, and after an OS
+crash a unit that was not final is failed at restart anyway.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
-from mesh.work.states import UnitState, check_transition
+from mesh.work.states import FINAL, UnitState, check_transition
 
 UNIT_ID_ALPHABET = string.ascii_letters + string.digits
 UNIT_ID_LENGTH = 8
@@ -85,8 +86,7 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # mkstemp made it 0600
     except BaseException:
         try:
             os.unlink(tmp)
@@ -149,7 +149,8 @@ class UnitStore:
 
     def write(self, unit_id: str, status: UnitStatus) -> None:
         with self.lock(unit_id):
-            write_json_atomic(self.path(unit_id) / "status", status.to_dict())
+            write_json_atomic(self.path(unit_id) / "status", status.to_dict(),
+                              durable=status.state in FINAL)
 
     def update(self, unit_id: str, change: Callable[[UnitStatus], None], *,
                check: bool = True) -> UnitStatus:
@@ -167,7 +168,7 @@ class UnitStore:
             after = status.to_dict()
             if after != before:  # followers re-read on every notify: skip no-op rewrites
                 write_json_atomic(self.path(unit_id) / "status", after,
-                                  durable=status.state != old_state)
+                                  durable=status.state != old_state and status.state in FINAL)
             return status
 
     def stdout_size(self, unit_id: str) -> int:

@@ -72,6 +72,7 @@ class Workceptor:
         self._watch_task = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
+        self.remote.close()
         tasks = list(self._tasks) + ([self._watch_task] if self._watch_task else [])
         for task in tasks:
             task.cancel()
@@ -105,8 +106,18 @@ class Workceptor:
         task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # a background task that dies must say so (a remote unit would stop being
+            # followed without a trace otherwise)
+            exc = task.exception()
+            log.error("work_task_failed", node_id=self.node.node_id, task=task.get_name(),
+                      error=f"{type(exc).__name__}: {exc}",
+                      exc_info=(type(exc), exc, exc.__traceback__))
 
     async def _watch(self) -> None:
         while True:
@@ -241,7 +252,8 @@ class Workceptor:
         work_type = self.work_types.get(status.work_type)
         if work_type is not None:
             await work_type.cancel(self.handle(unit_id))
-        self.handle(unit_id).update(lambda s: _cancel(s), check=False)
+        size = self.store.stdout_size(unit_id)  # final now: the command was stopped
+        self.handle(unit_id).update(lambda s: _cancel(s, size), check=False)
         return {"cancelled": unit_id}
 
     async def release(self, unit_id: str, *, force: bool = False) -> dict[str, str]:
@@ -323,6 +335,9 @@ def _set(status: UnitStatus, state: int, detail: str) -> None:
     status.state, status.detail = state, detail
 
 
-def _cancel(status: UnitStatus) -> None:
+def _cancel(status: UnitStatus, stdout_size: int) -> None:
     if status.state not in FINAL:
         status.state, status.detail = UnitState.CANCELED, "Canceled"
+        # Receptor keeps the last periodic StdoutSize; the real size keeps `work list`
+        # consistent with what `work results` sends
+        status.stdout_size = max(status.stdout_size, stdout_size)
