@@ -138,8 +138,10 @@ def mesh_tls_config(node: Any, kind: str, name: str) -> Any:
     :return: ``None`` if this plugin does not know ``name``; otherwise an object with
         ``ssl_context() -> ssl.SSLContext`` (for TCP, websockets and the control service),
         ``quic_options() -> mesh.net.quic_tls.QuicTLSOptions`` (for mesh streams) and
-        ``peer_node_ids(der_cert: bytes) -> list[str]`` (the Receptor node-ID SANs of a peer
-        certificate, used to bind a link's TLS identity to its declared node ID).
+        ``peer_node_ids(der_cert: bytes) -> list[str] | None`` (the Receptor node-ID SANs of a
+        peer certificate, used to bind a link's TLS identity to its declared node ID; ``None``
+        when verification is off (``insecureskipverify``); it raises
+        :class:`mesh.net.backend.SessionClosed` when certificate pinning fails).
     """
 
 

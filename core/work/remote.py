@@ -230,6 +230,23 @@ class _SessionPool:
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def sweep(self) -> None:
+        """Close sessions idle for POOL_IDLE_TIME (called every second by the work manager)."""
+        now = time.monotonic()
+        for node, idle in list(self._idle.items()):
+            keep = []
+            for conn, epoch, since in idle:
+                if conn.usable and now - since < POOL_IDLE_TIME:
+                    keep.append((conn, epoch, since))
+                elif conn.usable:
+                    self.remote.wc.spawn(conn.close(), f"close-control-session-{node}")
+                else:
+                    conn.abort("stale pooled control session")
+            if keep:
+                self._idle[node] = keep
+            else:
+                del self._idle[node]
+
     def close(self) -> None:
         for idle in self._idle.values():
             for conn, _, _ in idle:

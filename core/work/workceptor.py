@@ -122,6 +122,10 @@ class Workceptor:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCH_POLL)
+            try:
+                self.remote.sessions.sweep()
+            except Exception:  # must not stop the state watch
+                log.exception("control_session_sweep_failed", node_id=self.node.node_id)
             for unit_id in list(self._known_states):
                 self._check_state(unit_id)
 
