@@ -151,7 +151,7 @@ class Node:
 
         def on_connection(conn: Any) -> None:
             def unreachable(notice: Any, _reporter: str) -> None:
-                if notice.problem == "service unknown" and \
+                if notice.problem in ("service unknown", "blocked by firewall") and \
                         (notice.to_node, notice.to_service) == (node, service):
                     conn.abort(notice.problem)
 
