@@ -12,14 +12,14 @@ import pytest
 
 from mesh.testing import Mesh, wait_until
 from work_helpers import (MESH, cleanup, json_out, make_line, mesh_cli, pid_alive, remote_id,
-                          run, status, submitted_unit, unit_dir, wait_state)
+                          run, status, submitted_unit, unit_dir, wait_state, work_types)
 
 HOSTNAME = socket.gethostname()
 
 
 @pytest.fixture(scope="module")
 def line() -> Iterator[Mesh]:
-    cluster = make_line("mesh-wcli-")
+    cluster = make_line("mesh-wcli-", executor_sections=work_types(interval=0.5))
     try:
         yield cluster
     finally:

@@ -20,7 +20,7 @@ import pytest
 from mesh.testing import ControlSession, Mesh, wait_until
 from work_helpers import (MESH, RECEPTORCTL, bigout_sha256, cleanup, file_sha256, json_out,
                           make_line, mesh_cli, pid_alive, receptorctl, remote_id, status,
-                          submitted_unit, unit_dir, wait_state)
+                          submitted_unit, unit_dir, wait_state, work_types)
 
 HOSTNAME = socket.gethostname()
 UNIT_ID = re.compile(r"[0-9A-Za-z]{8}")
@@ -29,7 +29,8 @@ CLIS = ["receptorctl", "mesh"]
 
 @pytest.fixture(scope="module")
 def line() -> Iterator[Mesh]:
-    cluster = make_line("mesh-wremote-")
+    # echo-sleep at 0.5 s a line: cancels land mid-job even on a busy machine
+    cluster = make_line("mesh-wremote-", executor_sections=work_types(interval=0.5))
     try:
         yield cluster
     finally:
@@ -276,7 +277,8 @@ def echo_sleep_command_pids(exe, remote: str) -> list[int]:
 def test_cancel_propagates_to_the_executor(line: Mesh, cli: str) -> None:
     ctl, exe = line.nodes["controller01"], line.nodes["executor01"]
     unit_id = submitted_unit(submit(cli, ctl, "echo-sleep", "--no-payload"))
-    wait_until(lambda: status(ctl, unit_id)["StdoutSize"] > 0, timeout=30,
+    local_stdout = unit_dir(ctl, unit_id) / "stdout"
+    wait_until(lambda: local_stdout.exists() and local_stdout.stat().st_size > 0, timeout=30,
                what="first echo-sleep line on the controller")
     remote = remote_id(ctl, unit_id)
     shell = wait_until(lambda: echo_sleep_command_pids(exe, remote), timeout=30,

@@ -136,7 +136,10 @@ class Netceptor:
         self.idle_timeout = idle_timeout
         self.node_expiry = node_expiry
         self.max_datagram = max_datagram
-        self.epoch = int(time.time()) * (1 << 24) + random.randrange(1 << 24)
+        # Receptor uses seconds × 2^24 + 24 random bits, so a node restarted within the same
+        # second gets a smaller epoch half the time and its updates are ignored; a finer
+        # clock keeps restarts ordered and stays comparable with Go's epochs.
+        self.epoch = int(time.time() * (1 << 24))
         self.sequence = 0
         self.router = Router(node_id)
         self.links: dict[str, Link] = {}
@@ -316,6 +319,8 @@ class Netceptor:
         link = Link(peer, session, cost, time.monotonic())
         self.links[peer] = link
         self.names.setdefault(node_hash(peer), peer)
+        # a neighbour that reconnects may be a restarted process: accept its new epoch
+        self.router.records.pop(peer, None)
         self.router.add_link(peer, cost)
         log.info("connection_established", node_id=self.node_id, peer=peer, cost=cost,
                  address=session.label)
@@ -459,6 +464,9 @@ class Netceptor:
 
     def _recompute_routes(self) -> None:
         table = self.router.compute()
+        for node in [n for n in self.router.records if n not in table]:
+            # unreachable now: whatever epoch it comes back with is accepted
+            del self.router.records[node]
         self.route_by_hash = {}
         for dest, hop in table.items():
             link = self.links.get(hop)
