@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONTRIB := $(wildcard contrib/*/pyproject.toml)
-PYTEST_ARGS ?= -m "not slow"
+# Four workers: most tests wait on real node processes, so they overlap well on 2 cores.
+PYTEST_ARGS ?= -m "not slow" -n 4 --dist loadfile
 
 .PHONY: demo test test-all install clean
 
