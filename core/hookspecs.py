@@ -89,7 +89,12 @@ def mesh_register_signers(register: Callable[..., None]) -> None:
     Called once when the signer registry is built.
 
     :param register: call ``register(name, signer_factory, verifier_factory)``; ``name`` is the
-        algorithm name used in configuration.  Either factory may be ``None``.
+        algorithm name.  ``signer_factory(node)`` returns an object with
+        ``sign(audience: str) -> str`` (a token for the target node) or ``None`` when the node
+        is not configured to sign; ``verifier_factory(node)`` returns an object with
+        ``verify(token: str, audience: str) -> None`` (raising on a bad token) and a
+        ``verify_unix_socket`` flag, or ``None``.  Either factory may be ``None``.  The first
+        signer and verifier a node gets are used.
     :return: nothing; the return value is ignored.
     """
 

@@ -81,8 +81,20 @@ class Node:
         self.stop_reason = ""
         #: Objects plugins attach to the node, by name (e.g. the tls provider).
         self.services: dict[str, Any] = {}
+        self.signer, self.verifier = self._signing()
         self.work = Workceptor(self, UnitStore(self.datadir, self.node_id), self._work_types())
         self.netceptor.work_commands = self.work.work_commands
+
+    def _signing(self) -> tuple[Any, Any]:
+        """The first signer and verifier the signer plugins give this node (or None)."""
+        signer = verifier = None
+        for registered in self.plugins.signers.values():
+            sign_factory, verify_factory = registered.factory
+            if signer is None and sign_factory is not None:
+                signer = sign_factory(self)
+            if verifier is None and verify_factory is not None:
+                verifier = verify_factory(self)
+        return signer, verifier
 
     def _work_types(self) -> dict[str, WorkType]:
         types: dict[str, WorkType] = {}
@@ -96,6 +108,12 @@ class Node:
                                   f"(or uses the reserved name 'remote'); rename one",
                                   file=str(self.config.path or "<config>"),
                                   section=entry.section, index=entry.index, key="worktype")
+            if work_type.verify_signature and self.verifier is None:
+                raise ConfigError("verifysignature needs a work-verification section with the "
+                                  "public key to verify with",
+                                  file=str(self.config.path or "<config>"),
+                                  section=entry.section, index=entry.index,
+                                  key="verifysignature")
             types[work_type.name] = work_type
         return types
 

@@ -61,12 +61,41 @@ async def work_command(ctx: CommandContext, request: Request) -> Any:
             unit_id = _unit_arg(request, words, sub)
             if sub == "status":
                 return redact(wc.status(unit_id))
+            if wc.store.exists(unit_id):
+                check_signature(ctx, wc.status(unit_id).work_type, request)
             if sub == "cancel":
                 return await wc.cancel(unit_id)
             return await wc.release(unit_id, force=sub == "force-release")
     except (WorkError, UnitStoreError) as exc:
         raise CommandError(str(exc)) from None
     raise CommandError("bad command")
+
+
+def check_signature(ctx: CommandContext, work_type_name: str, request: Request) -> None:
+    """Verify the request's ``signature`` for work types with ``verifysignature``.
+
+    Better than Receptor: Unix-socket clients are verified too unless the verifier is
+    configured with ``verifyunixsocket: false``, and a token must be RS512 with ``exp``.
+    """
+    signature = request.params.get("signature", "") if request.is_json else ""
+    work_type = ctx.node.work.work_types.get(work_type_name)
+    if work_type is None or not work_type.verify_signature:
+        if signature:
+            raise CommandError("work type did not expect a signature")
+        return
+    verifier = ctx.node.verifier
+    if verifier is None:
+        raise CommandError("work type requires a signature but this node has no "
+                           "work-verification key")
+    if ctx.conn.kind == "unix" and not verifier.verify_unix_socket:
+        return
+    if not isinstance(signature, str) or not signature:
+        raise CommandError(f"work type {work_type_name} requires signed work (submit with "
+                           f"signwork from a node with a work-signing key)")
+    try:
+        verifier.verify(signature, ctx.node.node_id)
+    except Exception as exc:
+        raise CommandError(f"could not verify signature: {exc}") from None
 
 
 def _submit_params(request: Request, words: list[str]) -> dict[str, str]:
@@ -103,12 +132,13 @@ async def _submit(ctx: CommandContext, request: Request, words: list[str]) -> An
             raise CommandError("ttl option is intended for remote work only")
         if signwork:
             raise CommandError("signwork is intended for remote work only")
+        check_signature(ctx, work_type, request)
         unit_id = wc.create_local(work_type, work_params)
     else:
         tlsclient = params.get("tlsclient", "")
         if not tlsclient and any(k.lower().startswith("secret_") for k in work_params):
             raise CommandError("cannot send secrets over a non-TLS connection")
-        if signwork:
+        if signwork and ctx.node.signer is None:
             raise CommandError("signwork needs a work-signing section, which this node lacks")
         unit_id = wc.remote.create(node, work_type, work_params, tlsclient=tlsclient, ttl=ttl,
                                    signwork=signwork)
@@ -152,7 +182,7 @@ async def _results(ctx: CommandContext, request: Request, words: list[str]) -> A
         raise CommandError(f"bad start position {start!r}") from None
     if startpos < 0:
         raise CommandError("start position must not be negative")
-    wc.status(unit_id)  # unknown unit → error before the banner
+    check_signature(ctx, wc.status(unit_id).work_type, request)  # unknown unit → error
     conn = ctx.conn
     conn.write(f"Streaming results for work unit {unit_id}\n".encode())
     await conn.drain()

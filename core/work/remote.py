@@ -334,6 +334,14 @@ class RemoteWork:
                  "Expiration": expiration}
         return self.wc.store.create("remote", extra, detail="Waiting for Input Data")
 
+    def _signature(self, extra: dict[str, Any]) -> dict[str, str]:
+        """``{"signature": token}`` for a unit submitted with signwork (Receptor signs
+        submit, results, cancel and release, not status)."""
+        signer = self.wc.node.signer
+        if not extra.get("SignWork") or signer is None:
+            return {}
+        return {"signature": signer.sign(extra["RemoteNode"])}
+
     async def submit(self, unit_id: str) -> str:
         """First start attempt, during the client's submit: ``Job Started`` or ``Job Submitted``."""
         extra = self._extra(unit_id)
@@ -355,7 +363,8 @@ class RemoteWork:
         try:
             request = dict(extra.get("RemoteParams") or {})
             request.update(command="work", subcommand="submit", node=node,
-                           worktype=extra["RemoteWorkType"], tlsclient=extra.get("TLSClient", ""))
+                           worktype=extra["RemoteWorkType"], tlsclient=extra.get("TLSClient", ""),
+                           **self._signature(extra))
             created = await conn.command(json.dumps(request))
             match = REMOTE_ID.search(created)
             if match is None:
@@ -471,7 +480,8 @@ class RemoteWork:
         self._results_conns[unit_id] = watch
         try:
             request = {"command": "work", "subcommand": "results",
-                       "unitid": extra["RemoteUnitID"], "startpos": start}
+                       "unitid": extra["RemoteUnitID"], "startpos": start,
+                       **self._signature(extra)}
             line = await conn.command(json.dumps(request))
             if "Streaming results" not in line:
                 raise RemoteRefused(f"unexpected reply to results: {line[:200]}")
@@ -609,7 +619,8 @@ class RemoteWork:
         extra = self._extra(unit_id)
         await self.sessions.command(
             extra["RemoteNode"], json.dumps({"command": "work", "subcommand": subcommand,
-                                             "unitid": extra["RemoteUnitID"]}),
+                                             "unitid": extra["RemoteUnitID"],
+                                             **self._signature(extra)}),
             REPLY_TIMEOUT)
 
     async def cancel(self, unit_id: str) -> dict[str, str]:
