@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from mesh.net.streams import StreamError
 from mesh.tasks import cancel_and_wait
 from mesh.control.protocol import (CommandError, Request, encode_error, encode_reply, greeting,
                                    parse_line)
@@ -159,8 +160,8 @@ async def serve_session(node: "Node", conn: ControlConn) -> None:
             await conn.drain()
             if at_eof:
                 return
-    except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-        pass
+    except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, StreamError):
+        pass  # the client went away; nothing to answer
     finally:
         try:
             await conn.close()
