@@ -118,6 +118,22 @@ class ControlServiceConfig:
                 raise SectionValueError("tcplisten", "expected \"port\" or \"host:port\"")
 
 
+@dataclass
+class UnitLifecycleConfig:
+    retention: Duration | None = field(
+        default=None, metadata={"doc": "Release finished units (Succeeded, Failed, Canceled) "
+                                       "this long after they finished (Go duration)."})
+    pendingttl: Duration | None = field(
+        default=None, metadata={"doc": "Fail units still Pending this long after their last "
+                                       "change, e.g. a payload that never arrived."})
+
+    def validate(self) -> None:
+        for key in ("retention", "pendingttl"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise SectionValueError(key, "must be a positive duration such as '1h'")
+
+
 @hookimpl
 def mesh_register_config_sections(register: Any) -> None:
     register(SectionSpec("node", NodeConfig, singleton=True, bare="id",
@@ -126,5 +142,8 @@ def mesh_register_config_sections(register: Any) -> None:
                          doc="Log verbosity."))
     register(SectionSpec("local-only", LocalOnlyConfig, singleton=True, bare="local",
                          doc="Run without backends (accepted for Receptor compatibility)."))
+    register(SectionSpec("unit-lifecycle", UnitLifecycleConfig, singleton=True,
+                         plural="unit-lifecycle",
+                         doc="mesh extension: automatic release and expiry of work units."))
     register(SectionSpec("control-service", ControlServiceConfig,
                          doc="The control service (receptorctl, mesh CLI, remote work)."))

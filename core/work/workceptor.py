@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import structlog
@@ -24,6 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = structlog.get_logger(__name__)
 
 REMOTE = "remote"
+#: How often the unit-lifecycle policies are applied.
+LIFECYCLE_POLL = 1.0
 #: How often followers re-check a unit when nobody notified them.
 FOLLOW_POLL = 0.25
 #: How often the manager looks for state changes to report through the lifecycle hook.
@@ -55,6 +58,9 @@ class Workceptor:
         self._known_states: dict[str, tuple[int, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch_task: asyncio.Task[None] | None = None
+        #: The node's ``unit-lifecycle`` section (retention, pendingttl), if any.
+        self.lifecycle = node.config.one("unit-lifecycle")
+        self._last_lifecycle = 0.0
         from mesh.work.remote import RemoteWork  # the remote work type lives beside us
 
         self.remote = RemoteWork(self)
@@ -128,6 +134,37 @@ class Workceptor:
                 log.exception("control_session_sweep_failed", node_id=self.node.node_id)
             for unit_id in list(self._known_states):
                 self._check_state(unit_id)
+            now = time.time()
+            if self.lifecycle is not None and now - self._last_lifecycle >= LIFECYCLE_POLL:
+                self._last_lifecycle = now
+                try:
+                    await self._apply_lifecycle(now)
+                except Exception:  # must not stop the state watch
+                    log.exception("unit_lifecycle_failed", node_id=self.node.node_id)
+
+    async def _apply_lifecycle(self, now: float) -> None:
+        """Fail units Pending longer than ``pendingttl``; release finished units older than
+        ``retention`` (both measured from the status file's last change)."""
+        policy = self.lifecycle
+        for unit_id in self.store.ids():
+            try:
+                status = self.store.read(unit_id)
+                age = now - (self.store.path(unit_id) / "status").stat().st_mtime
+            except (UnitStoreError, OSError):
+                continue
+            if status.state in FINAL and policy.retention is not None \
+                    and age >= policy.retention:
+                log.info("unit_retention_release", node_id=self.node.node_id, unit_id=unit_id,
+                         age=round(age, 1))
+                try:
+                    await self.release(unit_id)
+                except WorkError as exc:
+                    log.warning("unit_retention_release_failed", node_id=self.node.node_id,
+                                unit_id=unit_id, error=str(exc))
+            elif status.state == UnitState.PENDING and policy.pendingttl is not None \
+                    and age >= policy.pendingttl:
+                self.fail(unit_id, f"Expired: not started within {policy.pendingttl:g}s "
+                                   f"(unit-lifecycle pendingttl)")
 
     def _check_state(self, unit_id: str) -> None:
         try:
@@ -229,6 +266,8 @@ class Workceptor:
 
     async def start_local(self, unit_id: str, params: dict[str, str]) -> None:
         status = self.store.read(unit_id)
+        if status.state in FINAL:
+            raise WorkError(f"unit {unit_id} ended before it started: {status.detail}")
         work_type = self.work_types[status.work_type]
         handle = self.handle(unit_id, params)
         handle.update(lambda s: _set(s, UnitState.PENDING, "Starting Worker"))
