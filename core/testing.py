@@ -385,7 +385,7 @@ def kill_runners(under: Path) -> list[int]:
         except OSError:
             continue
         if b"command_runner" in cmdline and marker in cmdline:
-            for pid in _session_members(int(name)):
+            for pid in session_members(int(name)):
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
@@ -394,7 +394,8 @@ def kill_runners(under: Path) -> list[int]:
     return killed
 
 
-def _session_members(session: int) -> list[int]:
+def session_members(session: int) -> list[int]:
+    """Live pids whose session ID is ``session``."""
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():

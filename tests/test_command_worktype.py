@@ -15,6 +15,8 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
+from mesh.testing import kill_runners, session_members
+
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.plugins import make_plugin_manager
@@ -52,16 +54,6 @@ def alive(pid: int) -> bool:
     return stat is not None and stat[0] not in ("Z", "X")
 
 
-def session_members(session: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            stat = proc_stat(int(name))
-            if stat is not None and stat[2] == session and stat[0] not in ("Z", "X"):
-                out.append(int(name))
-    return out
-
-
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -94,20 +86,7 @@ def cleanup(tmp_path: Path) -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    marker = os.fsencode(str(tmp_path))
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"command_runner" in cmdline and marker in cmdline:
-            for member in session_members(int(name)):
-                try:
-                    os.kill(member, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+    kill_runners(tmp_path)
 
 
 # -- unit helpers ----------------------------------------------------------------------------

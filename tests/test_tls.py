@@ -371,7 +371,7 @@ def test_startup_errors_name_file_section_and_key(pki: Pki, tmp_path: Path) -> N
             "tls-client (item 1): key 'rootcas': cannot load CA certificates",
         f"- tls-client:\n    name: c\n    cert: {pki.cert('beta')}\n    key: "
         f"{pki.key('beta')}\n": "key 'cert': nodeID=alpha not found in certificate name(s)",
-        f"- tls-client:\n    name: c\n- tls-client:\n    name: c\n":
+        "- tls-client:\n    name: c\n- tls-client:\n    name: c\n":
             "tls-client (item 2): key 'name': another tls-client is already named 'c'",
     }
     for text, message in cases.items():

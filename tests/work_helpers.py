@@ -7,14 +7,13 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from mesh.testing import Mesh, NodeProcess, wait_until
+from mesh.testing import Mesh, NodeProcess, kill_runners, wait_until
 
 BIN = Path(sys.executable).parent
 RECEPTORCTL = str(BIN / "receptorctl")
@@ -95,39 +94,6 @@ def cleanup(cluster: Mesh) -> None:
     cluster.stop()
     kill_runners(cluster.workdir)
     cluster.cleanup()
-
-
-def kill_runners(under: Path) -> None:
-    """SIGKILL every command runner (and its command's session) working below ``under``."""
-    marker = os.fsencode(str(under))
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"command_runner" in cmdline and marker in cmdline:
-            for member in session_members(int(name)):
-                try:
-                    os.kill(member, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
-def session_members(session: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            data = Path(f"/proc/{name}/stat").read_bytes()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2:].split()
-        if int(fields[3]) == session and fields[0] not in (b"Z", b"X"):
-            out.append(int(name))
-    return out
 
 
 def pid_alive(pid: int) -> bool:

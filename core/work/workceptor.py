@@ -274,8 +274,8 @@ class Workceptor:
         try:
             await work_type.start(handle)
         except Exception as exc:
-            handle.update(lambda s: _set(s, UnitState.FAILED, f"Error starting worker: {exc}"),
-                          check=False)
+            detail = f"Error starting worker: {exc}"
+            handle.update(lambda s: _set(s, UnitState.FAILED, detail), check=False)
             raise WorkError(f"error starting worker: {exc}") from None
 
     def fail(self, unit_id: str, detail: str) -> None:
