@@ -144,7 +144,15 @@ async def stats_command(ctx: CommandContext, request: Request) -> Any:
             net.counters["routing_updates_sent"],
             "RoutingUpdatesReceived": net.counters["routing_updates_received"],
             "DataForwarded": net.counters["data_forwarded"],
-            "DataDropped": net.counters["data_dropped"]}
+            "DataDropped": net.counters["data_dropped"],
+            "Tasks": len(asyncio.all_tasks()), "OpenFiles": _open_files()}
+
+
+def _open_files() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
 
 
 async def reload_command(ctx: CommandContext, request: Request) -> Any:

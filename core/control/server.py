@@ -23,6 +23,10 @@ log = structlog.get_logger(__name__)
 
 #: Longest accepted request line (a submit line can carry @file parameters).
 MAX_LINE = 16 * 1024 * 1024
+#: A client that sends no complete command line for this long is disconnected.
+LINE_TIMEOUT = 300.0
+#: Concurrent control sessions per control service; more are refused with an ERROR line.
+MAX_SESSIONS = 256
 
 
 class ControlConn(Protocol):
@@ -133,7 +137,11 @@ async def serve_session(node: "Node", conn: ControlConn) -> None:
         await conn.drain()
         while True:
             try:
-                raw = await conn.readline()
+                raw = await asyncio.wait_for(conn.readline(), LINE_TIMEOUT)
+            except asyncio.TimeoutError:
+                conn.write(encode_error(f"no command within {LINE_TIMEOUT:g}s; closing"))
+                await conn.drain()
+                return
             except CommandError as exc:
                 conn.write(encode_error(str(exc)))
                 await conn.drain()
@@ -169,6 +177,17 @@ async def serve_session(node: "Node", conn: ControlConn) -> None:
             pass
 
 
+async def _refuse(conn: ControlConn) -> None:
+    try:
+        conn.write(encode_error(f"too many control connections (limit {MAX_SESSIONS}); "
+                                f"try again later"))
+        await conn.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        await conn.close()
+
+
 async def dispatch(node: "Node", conn: ControlConn, request: Request) -> Any:
     registered = node.plugins.control_commands.get(request.command)
     if registered is None:
@@ -189,7 +208,12 @@ class ControlService:
         self.tcp_port: int | None = None
 
     def _spawn(self, conn: ControlConn) -> None:
-        task = asyncio.create_task(serve_session(self.node, conn))
+        if len(self.sessions) >= MAX_SESSIONS:
+            log.warning("control_session_refused", node_id=self.node.node_id, peer=conn.peer,
+                        reason="too many control connections", limit=MAX_SESSIONS)
+            task = asyncio.create_task(_refuse(conn))
+        else:
+            task = asyncio.create_task(serve_session(self.node, conn))
         self.sessions.add(task)
         task.add_done_callback(self.sessions.discard)
 
