@@ -8,28 +8,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from backend_helpers import CAT, receptorctl, udp_port, unexpected_errors
 from mesh.testing import Mesh, NodeProcess, free_port
-
-RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
-CAT = {"work-command": {"worktype": "cat", "command": "cat"}}
-
-
-def receptorctl(node: NodeProcess, *args: str, timeout: float = 120) -> bytes:
-    result = subprocess.run([RECEPTORCTL, "--socket", str(node.socket), *args],
-                            capture_output=True, timeout=timeout)
-    if result.returncode != 0:
-        raise AssertionError(f"receptorctl {args[:4]} failed ({result.returncode}): "
-                             f"{result.stdout[-2000:]!r} {result.stderr[-2000:]!r}")
-    return result.stdout
 
 
 def link_kinds(node: NodeProcess) -> set[str]:
@@ -43,24 +29,6 @@ def link_kinds(node: NodeProcess) -> set[str]:
         if record.get("event") == "connection_established":
             kinds.add(record["address"].split()[0])
     return kinds
-
-
-def udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def unexpected_errors(mesh: Mesh) -> list[str]:
-    """Tracebacks and crashed tasks in the nodes' logs (a backend must handle its errors)."""
-    found = []
-    for node in mesh.nodes.values():
-        text = node.log_path.read_text(errors="replace") if node.log_path.exists() else ""
-        for marker in ("Traceback", "Exception in callback", "exception was never retrieved",
-                       "_crashed"):
-            if marker in text:
-                found.append(f"{node.name}: {marker}")
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,8 @@ listener; liveness when either end of a UDP link is killed and restarted; IPv6.
 from __future__ import annotations
 
 import json
-import re
 import os
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,39 +18,9 @@ from typing import Any, Iterator
 import pytest
 
 from mesh.net import messages as m
+from backend_helpers import (CAT, connected, receptorctl, submit_follow, udp_port,
+                             unexpected_errors)
 from mesh.testing import Mesh, NodeProcess, wait_until
-
-RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
-CAT = {"work-command": {"worktype": "cat", "command": "cat"}}
-
-
-def udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port that was free a moment ago."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def receptorctl(node: NodeProcess, *args: str, timeout: float = 120) -> bytes:
-    result = subprocess.run([RECEPTORCTL, "--socket", str(node.socket), *args],
-                            capture_output=True, timeout=timeout)
-    if result.returncode != 0:
-        raise AssertionError(f"receptorctl {args[:4]} failed ({result.returncode}): "
-                             f"{result.stdout[-2000:]!r} {result.stderr[-2000:]!r}")
-    return result.stdout
-
-
-def submit_follow(node: NodeProcess, target: str, *payload_args: str) -> bytes:
-    """``work submit --rm --follow`` of ``cat`` on ``target``; returns the unit's output.
-
-    receptorctl prints the results, then ``(UNITID, released)`` for ``--rm``.
-    """
-    out = receptorctl(node, "work", "submit", "--node", target, *payload_args, "--rm",
-                      "--follow", "cat")
-    match = re.search(rb"\(\w+, released\)\n\Z", out)
-    assert match, f"no release line at the end of {out[-200:]!r}"
-    return out[:match.start()]
 
 
 def log_events(node: NodeProcess, event: str) -> list[dict[str, Any]]:
@@ -68,28 +35,12 @@ def log_events(node: NodeProcess, event: str) -> list[dict[str, Any]]:
     return out
 
 
-def connected(node: NodeProcess, peer: str) -> bool:
-    return any(c["NodeID"] == peer for c in node.status()["Connections"] or [])
-
-
 def udp_link(mesh: Mesh, dialer: str, listener: str, port: int, host: str = "127.0.0.1") -> None:
     """``listener`` gets a udp-listener on ``port``; ``dialer`` a udp-peer to it."""
     mesh.nodes[listener].sections.append(
         {"udp-listener": {"port": port, "bindaddr": host}})
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     mesh.nodes[dialer].sections.append({"udp-peer": {"address": address}})
-
-
-def unexpected_errors(mesh: Mesh) -> list[str]:
-    """Tracebacks and crashed tasks in the nodes' logs (a backend must handle its errors)."""
-    found = []
-    for node in mesh.nodes.values():
-        text = node.log_path.read_text(errors="replace") if node.log_path.exists() else ""
-        for marker in ("Traceback", "Exception in callback", "exception was never retrieved",
-                       "_crashed"):
-            if marker in text:
-                found.append(f"{node.name}: {marker}")
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,34 +25,10 @@ from websockets.sync.server import serve
 from websockets.typing import Origin
 
 from mesh.config.errors import SectionValueError
-from mesh.testing import Mesh, NodeProcess, free_port, wait_until
+from backend_helpers import CAT, connected, receptorctl, submit_follow, unexpected_errors
+from mesh.testing import Mesh, free_port, wait_until
 from mesh_builtin.websocket import WsListenerConfig, WsPeerConfig, path_matches, \
     split_extraheader
-
-RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
-CAT = {"work-command": {"worktype": "cat", "command": "cat"}}
-
-
-def receptorctl(node: NodeProcess, *args: str, timeout: float = 120) -> bytes:
-    result = subprocess.run([RECEPTORCTL, "--socket", str(node.socket), *args],
-                            capture_output=True, timeout=timeout)
-    if result.returncode != 0:
-        raise AssertionError(f"receptorctl {args[:4]} failed ({result.returncode}): "
-                             f"{result.stdout[-2000:]!r} {result.stderr[-2000:]!r}")
-    return result.stdout
-
-
-def submit_follow(node: NodeProcess, target: str, *payload_args: str) -> bytes:
-    """``work submit --rm --follow`` of ``cat`` on ``target``; returns the unit's output."""
-    out = receptorctl(node, "work", "submit", "--node", target, *payload_args, "--rm",
-                      "--follow", "cat")
-    match = re.search(rb"\(\w+, released\)\n\Z", out)
-    assert match, f"no release line at the end of {out[-200:]!r}"
-    return out[:match.start()]
-
-
-def connected(node: NodeProcess, peer: str) -> bool:
-    return any(c["NodeID"] == peer for c in node.status()["Connections"] or [])
 
 
 def healthy(mesh: Mesh) -> None:
@@ -64,18 +37,6 @@ def healthy(mesh: Mesh) -> None:
     assert all(node.alive for node in mesh.nodes.values())
     assert near.routes() == {"mid": "mid", "far": "mid"}
     assert "Reply from far in" in receptorctl(near, "ping", "far", "--count", "1").decode()
-
-
-def unexpected_errors(mesh: Mesh) -> list[str]:
-    """Tracebacks and crashed tasks in the nodes' logs (a backend must handle its errors)."""
-    found = []
-    for node in mesh.nodes.values():
-        text = node.log_path.read_text(errors="replace") if node.log_path.exists() else ""
-        for marker in ("Traceback", "Exception in callback", "exception was never retrieved",
-                       "_crashed"):
-            if marker in text:
-                found.append(f"{node.name}: {marker}")
-    return found
 
 
 @pytest.fixture(scope="module")
