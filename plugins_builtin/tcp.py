@@ -79,7 +79,7 @@ class TcpPeerConfig:
         check_costs(self.cost)
 
 
-def _tls(node: Any, kind: str, name: str | None) -> tuple[Any, Any]:
+def link_tls(node: Any, kind: str, name: str | None) -> tuple[Any, Any]:
     """(ssl context, peer-certificate → node IDs) for the named TLS section, or (None, None)."""
     if not name:
         return None, None
@@ -90,7 +90,7 @@ def _tls(node: Any, kind: str, name: str | None) -> tuple[Any, Any]:
 class TcpListener(Backend):
     def __init__(self, config: TcpListenerConfig, node: Any) -> None:
         self.config = config
-        self.ssl, self.tls_identity = _tls(node, "server", config.tls)
+        self.ssl, self.tls_identity = link_tls(node, "server", config.tls)
         self.options = LinkOptions(config.cost, dict(config.nodecost), tuple(config.allowedpeers))
         self.bound_port: int | None = None
 
@@ -131,7 +131,7 @@ class TcpPeer(Backend):
     def __init__(self, config: TcpPeerConfig, node: Any) -> None:
         self.config = config
         self.host, self.port = split_address(config.address)
-        self.ssl, self.tls_identity = _tls(node, "client", config.tls)
+        self.ssl, self.tls_identity = link_tls(node, "client", config.tls)
         self.options = LinkOptions(config.cost, {}, tuple(config.allowedpeers))
 
     async def dial(self) -> FramedSession:

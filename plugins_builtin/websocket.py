@@ -27,7 +27,7 @@ from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net.backend import Backend, LinkHost, LinkOptions, Session, SessionClosed, redial_loop
-from mesh_builtin.tcp import check_costs
+from mesh_builtin.tcp import check_costs, link_tls
 
 log = structlog.get_logger(__name__)
 
@@ -51,14 +51,6 @@ FLUSH_TIMEOUT = 2.0
 #: Transport buffer size at which ``send`` waits for the socket (websockets' write_limit).
 WRITE_LIMIT = 1024 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
-def _tls(node: Any, kind: str, name: str | None) -> tuple[Any, Any]:
-    """(ssl context, peer certificate → node IDs) of the named TLS section, or (None, None)."""
-    if not name:
-        return None, None
-    section = node.tls_config(kind, name)
-    return section.ssl_context(), section.peer_node_ids
 
 
 def _host_port(netloc: str, scheme: str) -> str:
@@ -308,7 +300,7 @@ class WsPeerConfig:
 class WsListener(Backend):
     def __init__(self, config: WsListenerConfig, node: Any) -> None:
         self.config = config
-        self.ssl, self.tls_identity = _tls(node, "server", config.tls)
+        self.ssl, self.tls_identity = link_tls(node, "server", config.tls)
         self.options = LinkOptions(config.cost, dict(config.nodecost), tuple(config.allowedpeers))
         self.bound_port: int | None = None
 
@@ -381,7 +373,7 @@ class WsPeer(Backend):
         self.ssl, self.tls_identity = None, None
         if config.tls:
             if self.uri.secure:
-                self.ssl, self.tls_identity = _tls(node, "client", config.tls)
+                self.ssl, self.tls_identity = link_tls(node, "client", config.tls)
             else:
                 log.warning("ws_tls_ignored", address=config.address,
                             reason="tls is only used with wss:// addresses")
