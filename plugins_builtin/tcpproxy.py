@@ -15,6 +15,7 @@ import structlog
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
+from mesh.net.pipe import pipe
 from mesh_builtin.tcp import split_address
 
 log = structlog.get_logger(__name__)
@@ -51,27 +52,15 @@ class TcpClientConfig:
             raise SectionValueError("address", str(exc)) from None
 
 
-async def _pump(read: Any, write: Any, drain: Any, finish: Any) -> None:
-    try:
-        while chunk := await read(CHUNK):
-            write(chunk)
-            await drain()
-    finally:
-        try:
-            finish()
-        except (OSError, RuntimeError):
-            pass
-
-
 async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stream: Any) -> None:
     """Copy bytes both ways until both directions reached EOF (or one side failed)."""
-    upstream = asyncio.create_task(_pump(reader.read, stream.write, stream.drain,
-                                         stream.write_eof))
+    upstream = asyncio.create_task(pipe(reader.read, stream.write, stream.drain,
+                                        stream.write_eof, chunk=CHUNK))
     try:
-        await _pump(stream.read, writer.write, writer.drain,
-                    lambda: writer.can_write_eof() and writer.write_eof())
+        await pipe(stream.read, writer.write, writer.drain,
+                   lambda: writer.can_write_eof() and writer.write_eof(), chunk=CHUNK)
         await upstream
-    except (ConnectionError, OSError, Exception) as exc:
+    except Exception as exc:  # either side failing just ends the bridge
         log.debug("proxy_bridge_ended", error=str(exc))
     finally:
         upstream.cancel()

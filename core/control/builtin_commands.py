@@ -16,6 +16,7 @@ from mesh.config.duration import format_go_duration_ns as go_duration
 from mesh.control.protocol import CommandError, Request, go_number
 from mesh.control.server import STREAMED, CommandContext
 from mesh.net.messages import ad_to_status_dict
+from mesh.net.pipe import pipe
 from mesh.net.ping import PingResult, ping, traceroute
 
 log = structlog.get_logger(__name__)
@@ -92,16 +93,6 @@ async def traceroute_command(ctx: CommandContext, request: Request) -> Any:
     return {str(i): _ping_reply(result) for i, result in enumerate(results)}
 
 
-async def _pump(read: Any, write: Any, drain: Any, finish: Any) -> None:
-    while True:
-        chunk = await read(65536)
-        if not chunk:
-            break
-        write(chunk)
-        await drain()
-    finish()
-
-
 async def connect_command(ctx: CommandContext, request: Request) -> Any:
     if request.is_json:
         node, service, tls = (request.params.get("node"), request.params.get("service"),
@@ -120,10 +111,10 @@ async def connect_command(ctx: CommandContext, request: Request) -> Any:
     conn = ctx.conn
     conn.write(b"Connecting\n")
     await conn.drain()
-    upstream = asyncio.create_task(_pump(conn.read, stream.write, stream.drain,
+    upstream = asyncio.create_task(pipe(conn.read, stream.write, stream.drain,
                                          stream.write_eof))
     try:
-        await _pump(stream.read, conn.write, conn.drain, lambda: None)
+        await pipe(stream.read, conn.write, conn.drain, lambda: None)
     except (ConnectionError, OSError):
         pass
     finally:
