@@ -68,6 +68,16 @@ class _AlreadyFinal(Exception):
     """Raised inside a status change to leave a final status untouched."""
 
 
+def kill_runner_locked(unit: UnitHandle, runner: int) -> None:
+    """SIGKILL the unit's runner while holding the unit lock, so it is not half-way through a
+    status write and writes nothing after this: the kernel records Canceled next."""
+    try:
+        with unit.store.lock(unit.unit_id):
+            _kill(runner, signal.SIGKILL)
+    except (UnitStoreError, OSError):
+        _kill(runner, signal.SIGKILL)
+
+
 class CommandWorkType(WorkType):
     """One ``work-command`` entry."""
 
@@ -194,13 +204,7 @@ class CommandWorkType(WorkType):
             session = runner or _recorded_pid(unit)
             child_group = _child_pid(unit)
             if runner:
-                # Kill the runner while holding the unit lock, so it is not half-way through a
-                # status write and writes nothing after this: the kernel records Canceled next.
-                try:
-                    with unit.store.lock(uid):
-                        _kill(runner, signal.SIGKILL)
-                except (UnitStoreError, OSError):
-                    _kill(runner, signal.SIGKILL)
+                kill_runner_locked(unit, runner)
             if session or child_group:
                 await _stop_command(session, child_group)
             watcher = self._watchers.get(uid)

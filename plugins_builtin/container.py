@@ -50,7 +50,6 @@ from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.work.states import FINAL
-from mesh.work.unitstore import UnitStoreError
 from mesh.work.worktype import UnitHandle
 from mesh_builtin.command import (
     CommandWorkType,
@@ -58,6 +57,7 @@ from mesh_builtin.command import (
     _fail,
     _is_final,
     _kill,
+    kill_runner_locked,
 )
 
 log = structlog.get_logger(__name__)
@@ -332,13 +332,9 @@ class ContainerWorkType(CommandWorkType):
         try:
             runner = self._find_runner(unit, scan=not _is_final(unit))
             if runner:
-                # Kill the runner first, under the unit lock: once the container is removed,
-                # podman exits 137 and a live runner would record Failed instead of Canceled.
-                try:
-                    with unit.store.lock(uid):
-                        _kill(runner, signal.SIGKILL)
-                except (UnitStoreError, OSError):
-                    _kill(runner, signal.SIGKILL)
+                # Kill the runner first: once the container is removed, podman exits 137 and a
+                # live runner would record Failed instead of Canceled.
+                kill_runner_locked(unit, runner)
             await self._remove(unit)
             await super().cancel(unit)  # reaps podman run and the runner, waits for the watcher
         finally:
