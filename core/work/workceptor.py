@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import structlog
 
+from mesh.tasks import cancel_and_wait
 from mesh.work.states import FINAL, UnitState, state_name
 from mesh.work.unitstore import UnitStatus, UnitStore, UnitStoreError, UnknownUnit
 from mesh.work.worktype import UnitHandle, WorkError, WorkType
@@ -79,14 +80,7 @@ class Workceptor:
 
     async def stop(self) -> None:
         self.remote.close()
-        tasks = list(self._tasks) + ([self._watch_task] if self._watch_task else [])
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([*self._tasks, self._watch_task])
 
     async def _reconcile(self, unit_id: str) -> None:
         status = self.store.read(unit_id)
