@@ -8,7 +8,8 @@ import re
 import socket
 from typing import Any
 
-GREETING = re.compile(r"Receptor Control, node (.+)")
+from mesh.control.protocol import GREETING_PATTERN
+
 ADDRESS = re.compile(r"(tcp|tls):(//)?([a-zA-Z0-9-.:\[\]]+):([0-9]+)|(unix:(//)?)?([^:]+)")
 
 
@@ -41,7 +42,7 @@ class ControlClient:
             raise ControlClientError(f"cannot connect to {address}: {exc}") from None
         self.file = self.sock.makefile("rwb")
         line = self.readline()
-        greeting = GREETING.fullmatch(line)
+        greeting = GREETING_PATTERN.fullmatch(line)
         if greeting is None:
             raise ControlClientError(f"{address} is not a mesh/Receptor control service")
         self.node_id = greeting.group(1)

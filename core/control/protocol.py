@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,10 @@ class Request:
     def words(self) -> list[str]:
         """The text-form arguments split on single spaces, as Go's ``strings.Split`` does."""
         return self.args.split(" ") if self.args else []
+
+
+#: What clients match a greeting line against (receptorctl uses the same pattern).
+GREETING_PATTERN = re.compile(r"Receptor Control, node (.+)")
 
 
 def greeting(node_id: str) -> bytes:

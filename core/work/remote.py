@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from mesh.control.protocol import GREETING_PATTERN
 from mesh.net.streams import StreamError
 from mesh.work.states import FINAL, UnitState
 from mesh.work.unitstore import UnitStatus, UnitStoreError, UnknownUnit
@@ -31,7 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = structlog.get_logger(__name__)
 
 REMOTE_ID = re.compile(r"with ID ([a-zA-Z0-9]+)\.")
-GREETING = re.compile(r"Receptor Control, node (.+)")
 ZERO_TIME = "0001-01-01T00:00:00Z"
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 30.0
@@ -301,7 +301,7 @@ class RemoteWork:
             raise RemoteUnavailable(f"cannot reach {node}: {exc}") from None
         conn = RemoteConn(stream, node)
         try:
-            greeting = GREETING.fullmatch(await conn.readline(timeout=CONNECT_TIMEOUT))
+            greeting = GREETING_PATTERN.fullmatch(await conn.readline(timeout=CONNECT_TIMEOUT))
         except (RemoteUnavailable, RemoteRefused):
             await conn.close()
             raise
