@@ -6,7 +6,7 @@ import asyncio
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable
 
 import structlog
 
@@ -223,7 +223,8 @@ class Node:
     def _start_backend(self, section: str, digest: str, values: Any) -> None:
         factory = self.plugins.backends[section].factory
         backend = factory(values, self)
-        task = asyncio.create_task(self._run_backend(section, backend))
+        task = asyncio.create_task(self._supervise("backend", section,
+                                                   backend.run(self.netceptor)))
         self.backends.append(_RunningBackend(section, digest, backend, task))
 
     def _start_services(self) -> None:
@@ -233,15 +234,14 @@ class Node:
             if registered is None:
                 continue
             service = registered.factory(entry.values, self)
-            task = asyncio.create_task(self._run_backend(entry.section, service, "service"))
+            task = asyncio.create_task(self._supervise("service", entry.section,
+                                                       service.run()))
             self.service_tasks.append(task)
 
-    async def _run_backend(self, section: str, backend: Any, kind: str = "backend") -> None:
+    async def _supervise(self, kind: str, section: str, run: Awaitable[None]) -> None:
+        """Run a backend's or service's ``run()``; log (never raise) how it failed."""
         try:
-            if kind == "service":
-                await backend.run()
-            else:
-                await backend.run(self.netceptor)
+            await run
         except asyncio.CancelledError:
             raise
         except OSError as exc:
