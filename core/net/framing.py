@@ -33,7 +33,7 @@ def encode_frame(payload: bytes) -> bytes:
         raise FrameError("refusing to send an empty frame")
     if n > MAX_FRAME_PAYLOAD:
         raise FrameError(f"frame payload of {n} bytes exceeds the {MAX_FRAME_PAYLOAD}-byte limit")
-    return _LEN.pack(n) + bytes(payload)
+    return _LEN.pack(n) + payload  # bytes + bytes/bytearray/memoryview: one copy
 
 
 class FrameDecoder:
