@@ -31,7 +31,12 @@ CONTROL_SEEDS = [b"status", b"ping executor01", b"traceroute controller01", b"wo
                  b'{"command":"status","requested_fields":["Version"]}',
                  b'{"command":"work","subcommand":"status","unitid":"abcdEFGH"}',
                  b"work results abcdEFGH 0", b"connect executor01 control ", b"reload",
-                 b'{"command":"ping","target":"controller01"}', b"work cancel x", b"stats"]
+                 b'{"command":"ping","target":"controller01"}', b"work cancel x", b"stats",
+                 b"work submit executor01 cat", b"work submit localhost nosuch a b c",
+                 b'{"command":"work","subcommand":"submit","node":"executor01","worktype":"cat",'
+                 b'"ttl":"1h","params":"x"}',
+                 b'{"command":"work","subcommand":"submit","node":"localhost","worktype":"cat"}',
+                 b'{"command":"work","subcommand":"release","unitid":"abcdEFGH"}']
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:

@@ -73,13 +73,15 @@ def node_command(ctx: click.Context, config_path: Path | None) -> None:
     level_cfg = config.one("log-level")
     level = ctx.find_root().obj.get("log_level") or (level_cfg.level if level_cfg else "info")
     configure_logging(level, ctx.find_root().obj.get("log_format", "auto"))
+    node_cfg = config.one("node")
+    # before Node(): events of the plugins' factories carry node_id too
+    bind_node(node_cfg.id if node_cfg is not None else default_node_id())
     import faulthandler
     import signal
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks
     try:
         node = Node(config, host)
-        bind_node(node.node_id)
         asyncio.run(node.run())
     except ConfigError as exc:  # found while wiring the node (e.g. duplicate work types)
         fail(str(exc), 2)

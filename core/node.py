@@ -13,10 +13,11 @@ import structlog
 from mesh.config.errors import ConfigError
 from mesh.config.loader import LoadedConfig, config_digest, load_config
 from mesh.control.server import ControlService
+from mesh.log import loop_exception_handler
 from mesh.net.endpoint import RouteError
 from mesh.net.firewall import Firewall, parse_rule
 from mesh.net.netceptor import DEFAULT_IDLE_TIMEOUT, Netceptor
-from mesh.node_sections import NodeConfig
+from mesh.node_sections import SAFE_NAME_RE, NodeConfig
 from mesh.plugins import PluginHost
 from mesh.tasks import cancel_and_wait
 from mesh.work.unitstore import UnitStore
@@ -103,6 +104,11 @@ class Node:
             if registered is None:
                 continue
             work_type = registered.factory(entry.values, self)
+            if not SAFE_NAME_RE.match(work_type.name):
+                raise ConfigError(f"work type name {work_type.name!r} may only contain letters, "
+                                  f"digits and _ . @ - (at most 128, starting with a letter or "
+                                  f"digit)", file=str(self.config.path or "<config>"),
+                                  section=entry.section, index=entry.index, key="worktype")
             if work_type.name in types or work_type.name == "remote":
                 raise ConfigError(f"work type {work_type.name!r} is defined twice "
                                   f"(or uses the reserved name 'remote'); rename one",
@@ -204,7 +210,7 @@ class Node:
                     continue
                 since = unreachable_since.setdefault(node, now)
                 if now - since >= UNREACHABLE_GRACE:
-                    log.info("streams_aborted_no_route", node_id=self.node_id, node=node,
+                    log.info("streams_aborted_no_route", node_id=self.node_id, peer=node,
                              streams=len(conns))
                     for conn in list(conns):
                         conn.abort("no route to node")
@@ -282,6 +288,10 @@ class Node:
     async def run(self) -> None:
         """Start, serve until a signal or :meth:`stop`, then shut down cleanly."""
         loop = asyncio.get_running_loop()
+        # Events of this task and of every task it starts carry node_id, and so do
+        # exceptions that no task retrieved.
+        structlog.contextvars.bind_contextvars(node_id=self.node_id)
+        loop.set_exception_handler(loop_exception_handler(self.node_id))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop, sig.name)
         loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)

@@ -14,11 +14,12 @@ from typing import Any
 
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
-from mesh.config.schema import Duration, SectionSpec
+from mesh.config.schema import ByteSize, Duration, SectionSpec
 from mesh.net.firewall import FirewallRuleError, parse_rule
 
-#: Node IDs become directory names and appear in hashes: keep them to safe characters.
-NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+#: Node IDs and work type names become directory and file names and appear in hashes:
+#: keep them to safe characters.
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 LOG_LEVELS = ("error", "warning", "info", "debug")
 
 
@@ -41,7 +42,7 @@ def default_node_id() -> str:
 def check_node_id(node_id: str, key: str = "id") -> None:
     if node_id.lower() == "localhost" or node_id.lower().startswith("localhost."):
         raise SectionValueError(key, "'localhost' is reserved; choose another node ID")
-    if not NODE_ID_RE.match(node_id):
+    if not SAFE_NAME_RE.match(node_id):
         raise SectionValueError(key, f"node ID {node_id!r} may only contain letters, digits and "
                                      f"_ . @ - (at most 128, starting with a letter or digit)")
 
@@ -134,6 +135,18 @@ class UnitLifecycleConfig:
                 raise SectionValueError(key, "must be a positive duration such as '1h'")
 
 
+@dataclass
+class WorkLimitsConfig:
+    maxpayload: ByteSize | None = field(
+        default=None, metadata={"doc": "Largest payload (stdin) a client may send with `work "
+                                       "submit`, e.g. '100M'; a larger one fails the unit and "
+                                       "the client gets an ERROR line. Default: no limit."})
+
+    def validate(self) -> None:
+        if self.maxpayload is not None and self.maxpayload <= 0:
+            raise SectionValueError("maxpayload", "must be a positive size such as '100M'")
+
+
 @hookimpl
 def mesh_register_config_sections(register: Any) -> None:
     register(SectionSpec("node", NodeConfig, singleton=True, bare="id",
@@ -145,5 +158,7 @@ def mesh_register_config_sections(register: Any) -> None:
     register(SectionSpec("unit-lifecycle", UnitLifecycleConfig, singleton=True,
                          plural="unit-lifecycle",
                          doc="mesh extension: automatic release and expiry of work units."))
+    register(SectionSpec("work-limits", WorkLimitsConfig, singleton=True, plural="work-limits",
+                         doc="mesh extension: limits on what clients may submit."))
     register(SectionSpec("control-service", ControlServiceConfig,
                          doc="The control service (receptorctl, mesh CLI, remote work)."))

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,8 @@ class NodeProcess:
     proc: subprocess.Popen[bytes] | None = None
     #: Extra keys for the node section (e.g. {"streamdatagram": 1200}).
     node_extra: dict[str, Any] = field(default_factory=dict)
+    #: Extra keys for the control-service section (e.g. {"tls": "srv"}).
+    control_extra: dict[str, Any] = field(default_factory=dict)
     log_level: str = "debug"
 
     @property
@@ -116,7 +119,8 @@ class NodeProcess:
     def write_config(self) -> None:
         base = [{"node": {"id": self.name, "datadir": str(self.datadir), **self.node_extra}},
                 {"log-level": self.log_level},
-                {"control-service": {"service": "control", "filename": str(self.socket)}}]
+                {"control-service": {"service": "control", "filename": str(self.socket),
+                                     **self.control_extra}}]
         self.config_path.write_text(yaml.safe_dump(base + self.sections, sort_keys=False))
 
     def start(self, *, wait: bool = True) -> "NodeProcess":
@@ -150,6 +154,24 @@ class NodeProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "<no log>"
+
+    def log_events(self, event: str | None = None, **fields: Any) -> list[dict[str, Any]]:
+        """The JSON events of this node's log so far (other lines are skipped), optionally
+        only those named ``event`` whose keys equal ``fields``."""
+        found = []
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and (event is None or record.get("event") == event) \
+                    and all(record.get(key) == value for key, value in fields.items()):
+                found.append(record)
+        return found
 
     def control(self, line: str) -> Any:
         with ControlSession(self.socket) as session:
@@ -186,6 +208,20 @@ class NodeProcess:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def wait_resources_back(node: NodeProcess, before: dict[str, Any], *, slack: int = 2,
+                        timeout: float = 30.0) -> None:
+    """Wait until ``node``'s asyncio tasks and open files (its ``stats``) are back within
+    ``slack`` of ``before`` (an earlier ``stats`` reply): nothing leaked."""
+
+    def settled() -> bool:
+        after = node.control("stats")
+        return after["Tasks"] <= before["Tasks"] + slack and \
+            after["OpenFiles"] <= before["OpenFiles"] + slack
+
+    wait_until(settled, timeout=timeout, what=f"{node.name}'s tasks and open files back to "
+                                              f"their start values")
 
 
 class Mesh:
@@ -248,12 +284,29 @@ class Mesh:
         wait_until(advertised, timeout=timeout, what=f"{node}'s work types on {viewer}")
 
     def stop(self) -> None:
+        """SIGTERM every node at once, then wait for each (one by one, every exit would be
+        noticed and re-routed around by all the nodes still running)."""
+        for node in self.nodes.values():
+            node.signal(signal.SIGTERM)
         for node in self.nodes.values():
             node.stop()
 
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def run_bench(prefix: str, run: Callable[[Mesh], Any], report: Callable[[Any], str],
+              failures: tuple[type[BaseException], ...]) -> None:
+    """A bench script's main: ``run`` on a scratch mesh, print ``report`` of its result, and
+    exit with ``FAIL: <why>`` on one of ``failures``; the scratch mesh is always removed."""
+    mesh = Mesh(Path(tempfile.mkdtemp(prefix=prefix)))
+    try:
+        print(report(run(mesh)))
+    except failures as exc:
+        sys.exit(f"FAIL: {exc}")
+    finally:
+        mesh.cleanup()
 
 
 #: Links of the ten-node topology of the seed's Demo 04, as (dialer, listener).

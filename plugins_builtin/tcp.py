@@ -148,7 +148,7 @@ class TcpPeer(Backend):
 
     async def run(self, host: LinkHost) -> None:
         await redial_loop(self.dial, host, self.options, redial=self.config.redial,
-                          what=f"tcp-peer {self.config.address}")
+                          what=f"tcp-peer {self.config.address}", peer=self.config.address)
 
 
 @hookimpl

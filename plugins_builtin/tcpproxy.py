@@ -61,7 +61,7 @@ async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, str
                    lambda: writer.can_write_eof() and writer.write_eof(), chunk=CHUNK)
         await upstream
     except Exception as exc:  # either side failing just ends the bridge
-        log.debug("proxy_bridge_ended", error=str(exc))
+        log.debug("proxy_bridge_ended", peer=stream.remote_node, error=str(exc))
     finally:
         upstream.cancel()
         writer.close()
@@ -82,6 +82,7 @@ class TcpServer:
                                                  self.config.remoteservice)
         except Exception as exc:
             log.warning("proxy_dial_failed", node_id=self.node.node_id,
+                        peer=self.config.remotenode,
                         target=f"{self.config.remotenode}:{self.config.remoteservice}",
                         error=str(exc))
             writer.close()
@@ -113,7 +114,7 @@ class TcpClient:
             reader, writer = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
             log.warning("proxy_connect_failed", node_id=self.node.node_id,
-                        address=self.config.address, error=str(exc))
+                        peer=stream.remote_node, address=self.config.address, error=str(exc))
             await stream.close()
             return
         await bridge(reader, writer, stream)

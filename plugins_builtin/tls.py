@@ -283,8 +283,11 @@ class TLSSection:
         digests = {hashlib.sha256(der).digest(), hashlib.sha512(der).digest()}
         if digests.isdisjoint(self.pins):
             sha256, _ = fingerprints(der)
+            # without ``peer`` the caller's bound context supplies it (the kernel binds the
+            # declared node ID while it asks for a link's certificate identity)
             log.error("tls_pinned_certificate_mismatch", node_id=self.node_id,
-                      section=self.section, name=self.name, peer=peer, sha256=sha256)
+                      section=self.section, name=self.name, sha256=sha256,
+                      **({"peer": peer} if peer else {}))
             raise PinnedCertificateMismatch(
                 f"{'server' if self.kind == 'client' else 'client'} certificate (sha256 "
                 f"{sha256}) matches no fingerprint pinned in {self.section} {self.name!r}")

@@ -243,8 +243,8 @@ class _ListenerProtocol(asyncio.DatagramProtocol):
             # The node closes idle, rejected and never-handshaken sessions; make sure the
             # address is forgotten whatever happened.
             session.close()
-            log.debug("udp_session_closed", node_id=self.host.node_id, peer=session.label,
-                      reason=reason, dropped=session.dropped)
+            log.debug("udp_session_closed", node_id=self.host.node_id,
+                      peer=session.peer_name, reason=reason, dropped=session.dropped)
 
     def _forget(self, session: UdpSession) -> None:
         key = _address_key(session.addr)
@@ -361,7 +361,8 @@ class UdpPeer(Backend):
 
     async def run(self, host: LinkHost) -> None:
         await redial_loop(self.dial, host, self.options, redial=self.config.redial,
-                          what=f"udp-peer {self.config.address}", backoff=self.backoff)
+                          what=f"udp-peer {self.config.address}", backoff=self.backoff,
+                          peer=self.config.address)
 
 
 @hookimpl

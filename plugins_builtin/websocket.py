@@ -112,7 +112,7 @@ class WsSession(Session):
             while True:
                 data = await self.connection.recv()
                 if isinstance(data, str):
-                    log.warning("ws_text_message", peer=self.label, size=len(data))
+                    log.warning("ws_text_message", peer=self.peer_name, size=len(data))
                     self._close_code = (CloseCode.UNSUPPORTED_DATA,
                                         "mesh links carry binary messages only")
                     return
@@ -129,7 +129,8 @@ class WsSession(Session):
         except ConnectionClosed:
             pass
         except Exception as exc:  # a broken peer must only end its own session
-            log.warning("ws_read_failed", peer=self.label, error=str(exc) or type(exc).__name__)
+            log.warning("ws_read_failed", peer=self.peer_name,
+                        error=str(exc) or type(exc).__name__)
         finally:
             self._mark_closed()
 
@@ -147,7 +148,8 @@ class WsSession(Session):
         except ConnectionClosed:
             pass
         except Exception as exc:
-            log.warning("ws_write_failed", peer=self.label, error=str(exc) or type(exc).__name__)
+            log.warning("ws_write_failed", peer=self.peer_name,
+                        error=str(exc) or type(exc).__name__)
         finally:
             self._out.clear()
             self._out_bytes = 0
@@ -400,7 +402,7 @@ class WsPeer(Backend):
 
     async def run(self, host: LinkHost) -> None:
         await redial_loop(self.dial, host, self.options, redial=self.config.redial,
-                          what=f"ws-peer {self.config.address}")
+                          what=f"ws-peer {self.config.address}", peer=self.config.address)
 
 
 @hookimpl

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from mesh.testing import Mesh, wait_until
+from mesh.testing import Mesh, wait_resources_back
 
 CLIENTS = 200
 
@@ -28,11 +28,6 @@ def test_vanishing_clients_leak_no_tasks_or_files(mesh: Mesh) -> None:
             else:
                 sock.sendall(b'{"command": "status", "requested_fields": 5}\n')
 
-    def settled() -> bool:
-        after = node.control("stats")
-        return after["Tasks"] <= before["Tasks"] + 2 and \
-            after["OpenFiles"] <= before["OpenFiles"] + 2
-
-    wait_until(settled, timeout=30, what="tasks and files back to their start values")
+    wait_resources_back(node, before)
     assert node.alive
     assert node.control("work list") == {}

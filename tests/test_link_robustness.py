@@ -13,7 +13,6 @@ handled in order, so a ping reply proves the target has processed everything sen
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import queue
 import random
@@ -195,22 +194,10 @@ def pair() -> Iterator[Mesh]:
         cluster.cleanup()
 
 
-def log_events(node: NodeProcess) -> list[dict[str, Any]]:
-    events = []
-    for line in node.log_path.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
-
-
 def wait_for_event(node: NodeProcess, event: str, timeout: float = 15.0,
                    **fields: Any) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
-        for entry in log_events(node):
+        for entry in node.log_events():
             if entry.get("event") == event and all(
                     (value(entry.get(k)) if callable(value) else entry.get(k) == value)
                     for k, value in fields.items()):
@@ -463,7 +450,7 @@ def test_malformed_json_is_logged_and_ignored(pair: Mesh, intruder: RawPeer, kin
     event = "bad_routing_update" if kind == "routing_update" else "bad_advertisement"
 
     def logged() -> int:
-        return sum(1 for e in log_events(target)
+        return sum(1 for e in target.log_events()
                    if e.get("event") == event and e.get("peer") == INTRUDER)
 
     before = logged()

@@ -48,18 +48,6 @@ def receptorctl(sock: Path | str, *args: str) -> subprocess.CompletedProcess[str
     return run(RECEPTORCTL, "--socket", str(sock), *args)
 
 
-def log_events(node: NodeProcess) -> list[dict[str, Any]]:
-    events = []
-    for line in node.log_path.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
-
-
 def peers(node: NodeProcess) -> dict[str, float]:
     return {c["NodeID"]: c["Cost"] for c in node.status()["Connections"]}
 
@@ -102,6 +90,12 @@ BAD_CONFIGS = {
         "- work-command:\n    worktype: echo\n    command: echo\n"
         "- work-command:\n    worktype: echo\n    command: cat\n",
         ["work-command", "'worktype'", "'echo'", "defined twice"]),
+    "unsafe-work-type": (
+        "- node:\n    id: a\n- work-command:\n    worktype: ../etc\n    command: echo\n",
+        ["work-command", "'worktype'", "'../etc'", "letters, digits"]),
+    "bad-maxpayload": (
+        "- node:\n    id: a\n- work-limits:\n    maxpayload: lots\n",
+        ["work-limits", "'maxpayload'", "'lots' is not a size", "'100M'"]),
     "bad-node-id": (
         "- node:\n    id: 'no spaces please'\n",
         ["node", "'id'", "no spaces please"]),
@@ -325,7 +319,7 @@ def test_reload_adds_link_keeps_others_and_reports_errors(mesh: Mesh) -> None:
     mesh.wait_converged()
 
     def link_events(node: NodeProcess, event: str, peer: str) -> int:
-        return sum(1 for e in log_events(node) if e.get("event") == event
+        return sum(1 for e in node.log_events() if e.get("event") == event
                    and e.get("peer") == peer)
 
     def alpha_link_untouched() -> None:

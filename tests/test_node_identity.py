@@ -5,7 +5,6 @@ Every test runs real ``mesh node`` processes on loopback and reads their JSON lo
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import Any
 
@@ -14,25 +13,9 @@ import pytest
 from mesh.testing import Mesh, NodeProcess, free_port, wait_until
 
 
-def log_events(node: NodeProcess) -> list[dict[str, Any]]:
-    events = []
-    try:
-        text = node.log_path.read_text(errors="replace")
-    except OSError:
-        return []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
-
-
 def matching(node: NodeProcess, event: str, **fields: Any) -> list[dict[str, Any]]:
     """Log events named ``event`` whose fields equal (or satisfy, if callable) ``fields``."""
-    return [e for e in log_events(node) if e.get("event") == event and all(
+    return [e for e in node.log_events() if e.get("event") == event and all(
         (want(e.get(key)) if callable(want) else e.get(key) == want)
         for key, want in fields.items())]
 

@@ -37,7 +37,8 @@ from mesh.plugins import (
 
 PLUGIN_ENV = ("MESH_LOAD_PLUGINS", "MESH_DISABLE_PLUGINS", "MESH_TRACE_PLUGINS",
               "MESH_STRICT_PLUGINS")
-KERNEL_SECTIONS = {"node", "log-level", "local-only", "control-service", "unit-lifecycle"}
+KERNEL_SECTIONS = {"node", "log-level", "local-only", "control-service", "unit-lifecycle",
+                   "work-limits"}
 KERNEL_COMMANDS = {"status", "ping", "traceroute", "connect", "reload", "stats"}
 TCP_SECTIONS = {"tcp-listener", "tcp-peer"}
 

@@ -92,18 +92,6 @@ def start(nodes: dict[str, NodeProcess], mesh_dir: Path, name: str,
     return node
 
 
-def events(node: NodeProcess, event: str) -> list[dict[str, Any]]:
-    found = []
-    for line in node.log_path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event:
-            found.append(record)
-    return found
-
-
 def linked(a: NodeProcess, b: NodeProcess) -> bool:
     return b.name in {c["NodeID"] for c in a.status()["Connections"]}
 
@@ -133,7 +121,8 @@ def test_tls_link_comes_up_and_routes(pki: Pki, nodes: dict, mesh_dir: Path) -> 
     wait_until(lambda: "alpha" in beta.routes(), what="route to alpha")
     reply = beta.control("ping alpha")
     assert reply["Success"] and reply["From"] == "alpha"
-    assert not events(alpha, "tls_node_id_mismatch") and not events(beta, "tls_node_id_mismatch")
+    assert not alpha.log_events("tls_node_id_mismatch")
+    assert not beta.log_events("tls_node_id_mismatch")
 
 
 def test_certificate_of_another_node_is_refused_on_both_sides(pki: Pki, nodes: dict,
@@ -148,12 +137,12 @@ def test_certificate_of_another_node_is_refused_on_both_sides(pki: Pki, nodes: d
         tls_server(pki, "alpha", skipreceptornamescheck=True), listener(port_delta)])
     beta = start(nodes, mesh_dir, "beta", [tls_client(pki, "beta"), peer(port_delta)])
 
-    listener_side = wait_until(lambda: events(alpha, "tls_node_id_mismatch"), timeout=30,
+    listener_side = wait_until(lambda: alpha.log_events("tls_node_id_mismatch"), timeout=30,
                                what="alpha refusing gamma")[0]
     assert listener_side["peer"] == "gamma"
     assert listener_side["certificate_node_ids"] == ["beta"]
     assert "'gamma'" in listener_side["detail"] and "'beta'" in listener_side["detail"]
-    dialer_side = wait_until(lambda: events(beta, "tls_node_id_mismatch"), timeout=30,
+    dialer_side = wait_until(lambda: beta.log_events("tls_node_id_mismatch"), timeout=30,
                              what="beta refusing delta")[0]
     assert dialer_side["peer"] == "delta"
     assert dialer_side["certificate_node_ids"] == ["alpha"]
@@ -168,12 +157,12 @@ def test_listener_requiring_client_certs_refuses_a_dialer_without_one(
     beta = start(nodes, mesh_dir, "beta", [tls_client(pki, None), peer(port)])
 
     def attempts() -> int:
-        return len(events(beta, "backend_dial_failed")) + \
-            len(events(beta, "backend_session_ended"))
+        return len(beta.log_events("backend_dial_failed")) + \
+            len(beta.log_events("backend_session_ended"))
 
     wait_until(lambda: attempts() >= 2, timeout=30, what="beta's refused dials")
     assert not linked(alpha, beta) and not linked(beta, alpha)
-    assert not events(alpha, "connection_established")
+    assert not alpha.log_events("connection_established")
 
 
 def test_pinned_server_certificate(pki: Pki, nodes: dict, mesh_dir: Path) -> None:
@@ -185,7 +174,7 @@ def test_pinned_server_certificate(pki: Pki, nodes: dict, mesh_dir: Path) -> Non
     beta = start(nodes, mesh_dir, "beta", [
         tls_client(pki, "beta", pinnedservercert=[wrong, pki.sha256("alpha")]), peer(port)])
     wait_until(lambda: linked(alpha, beta), timeout=30, what="pinned link alpha-beta")
-    mismatch = wait_until(lambda: events(gamma, "tls_pinned_certificate_mismatch"),
+    mismatch = wait_until(lambda: gamma.log_events("tls_pinned_certificate_mismatch"),
                           timeout=30, what="gamma's pin mismatch")[0]
     assert mismatch["sha256"] == pki.sha256("alpha")
     assert not linked(alpha, gamma)
@@ -247,7 +236,7 @@ def test_control_service_pinned_client_certificate(pki: Pki, nodes: dict,
                what="pinned operator over TLS")
     refused = as_user("beta")  # valid chain, not pinned
     assert refused.returncode != 0 and "NodeID" not in refused.stdout
-    assert events(nodes["alpha"], "control_client_refused")
+    assert nodes["alpha"].log_events("control_client_refused")
 
 
 # -- mesh services -------------------------------------------------------------------------
@@ -296,10 +285,40 @@ def test_mesh_service_with_tls(pki: Pki, nodes: dict, mesh_dir: Path) -> None:
     # The server checks that the client certificate names the dialing node.
     assert "Receptor Control" not in _safe_greeting(gamma, "stolen")
     assert "Receptor Control" not in _safe_greeting(gamma, "nocert")
-    refusals = wait_until(lambda: events(alpha, "stream.client_certificate_refused"),
+    refusals = wait_until(lambda: alpha.log_events("stream.client_certificate_refused"),
                           timeout=10, what="alpha refusing gamma's client certificates")
     problems = " ".join(r["problem"] for r in refusals)
     assert "does not name node 'gamma'" in problems
+
+
+def test_remote_work_through_a_tls_control_service(pki: Pki, nodes: dict,
+                                                   mesh_dir: Path) -> None:
+    """``--tls-client`` on submit: the controller dials the executor's TLS-only control
+    service with that tls-client for submit, status, results and release."""
+    port = free_port()
+    alpha = NodeProcess("alpha", mesh_dir / "alpha", [
+        tls_server(pki, "alpha"), {"tcp-listener": {"port": port, "bindaddr": "127.0.0.1"}},
+        {"work-command": {"worktype": "cat", "command": "cat"}}],
+        control_extra={"tls": "srv"})
+    nodes["alpha"] = alpha.start()
+    beta = start(nodes, mesh_dir, "beta", [
+        tls_client(pki, "beta"), {"tcp-peer": {"address": f"127.0.0.1:{port}"}}])
+    wait_until(lambda: linked(beta, alpha), timeout=30, what="beta linked to alpha")
+    wait_until(lambda: any(ad["NodeID"] == "alpha" and ad["ConnType"] == 2
+                           for ad in beta.status()["Advertisements"]),
+               timeout=30, what="alpha's control service advertised as TLS")
+    socket = ["--socket", str(beta.socket)]
+    unknown = receptorctl(*socket, "work", "submit", "--node", "alpha", "--tls-client",
+                          "nosuch", "--no-payload", "cat")
+    assert unknown.returncode != 0
+    assert "bad tlsclient: no tls-client named 'nosuch'" in unknown.stdout + unknown.stderr
+    done = receptorctl(*socket, "work", "submit", "--node", "alpha", "--tls-client", "cli",
+                       "--payload-literal", "over tls", "--follow", "--rm", "cat", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("over tls\n"), done.stdout
+    # --rm released the unit on both nodes, through the TLS session too
+    wait_until(lambda: alpha.control("work list") == {} and beta.control("work list") == {},
+               timeout=60, what="the unit released on alpha and beta")
 
 
 def _safe_greeting(node: NodeProcess, tls: str) -> str:

@@ -7,7 +7,6 @@ listener; liveness when either end of a UDP link is killed and restarted; IPv6.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import tempfile
@@ -20,19 +19,7 @@ import pytest
 from mesh.net import messages as m
 from backend_helpers import (CAT, connected, receptorctl, submit_follow, udp_port,
                              unexpected_errors)
-from mesh.testing import Mesh, NodeProcess, wait_until
-
-
-def log_events(node: NodeProcess, event: str) -> list[dict[str, Any]]:
-    out = []
-    for line in node.log_path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event:
-            out.append(record)
-    return out
+from mesh.testing import Mesh, wait_until
 
 
 def udp_link(mesh: Mesh, dialer: str, listener: str, port: int, host: str = "127.0.0.1") -> None:
@@ -105,7 +92,7 @@ def test_hostile_datagrams_do_not_hurt_the_listener(line: Mesh) -> None:
         # That one did: near answers with its own routing updates (the handshake), then gives
         # up after 11 of them, as it would with a neighbour that never answers.
         def closed() -> list[dict[str, Any]]:
-            return [r for r in log_events(near, "udp_session_closed") if r.get("peer") == label]
+            return [r for r in near.log_events("udp_session_closed") if r.get("peer") == label]
 
         updates = 0
         deadline = time.monotonic() + 30
@@ -120,7 +107,7 @@ def test_hostile_datagrams_do_not_hurt_the_listener(line: Mesh) -> None:
             updates += 1
         assert 1 <= updates <= 11
         assert len(closed()) == 1, "the half-open session was never dropped"
-        opened = [r for r in log_events(near, "udp_session_opened") if r.get("peer") == label]
+        opened = [r for r in near.log_events("udp_session_opened") if r.get("peer") == label]
         assert len(opened) == 1, "junk datagrams opened sessions"
     assert near.alive and mid.alive
     assert near.routes() == {"mid": "mid", "far": "mid"}
@@ -142,7 +129,7 @@ def test_ipv6_udp_link(mesh: Mesh) -> None:
     mesh.wait_converged(timeout=30)
     out = receptorctl(mesh.nodes["six"], "ping", "seven", "--count", "1").decode()
     assert "Reply from seven in" in out
-    established = log_events(mesh.nodes["six"], "connection_established")
+    established = mesh.nodes["six"].log_events("connection_established")
     assert established and established[0]["address"].startswith("udp [::1]:")
     assert not unexpected_errors(mesh)
 

@@ -81,7 +81,11 @@ def parse_go_duration(text: str) -> float:
         scale = _NS_PER_UNIT.get(unit)
         if scale is None:
             raise DurationError(f"invalid duration {text!r}: unknown unit {unit!r}; use one of {UNITS_HELP}")
+        if len(whole_digits.lstrip("0")) > 20:  # past int64 nanoseconds whatever the unit
+            raise DurationError(f"invalid duration {text[:40]!r}: out of range (more than "
+                                f"about 292 years)")
         # Exact integer arithmetic; like Go, sub-nanosecond fractions are truncated.
+        frac_digits = frac_digits[:30]  # finer than a nanosecond changes nothing
         ns = int(whole_digits or "0") * scale
         if frac_digits:
             ns += int(frac_digits) * scale // 10 ** len(frac_digits)

@@ -17,7 +17,7 @@ A plugin describes each config section it owns with a :class:`SectionSpec` whose
 
     SectionSpec("tcp-listener", TcpListenerConfig, bare="port", doc="Accept peer links over TCP")
 
-Supported field types: ``str``, ``int``, ``float``, ``bool``, :data:`Duration`, ``X | None``, ``list[X]`` and
+Supported field types: ``str``, ``int``, ``float``, ``bool``, :data:`Duration`, :data:`ByteSize`, ``X | None``, ``list[X]`` and
 ``dict[str, X]`` of those (e.g. ``list[str]``, ``dict[str, float]``, ``list[dict[str, str]]``). A field
 without a default is required. ``field(metadata={"doc": ..., "key": "alt-name"})`` documents a key and
 gives it the name used in files (the attribute name is accepted too).
@@ -39,10 +39,12 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any, NewType
 
+from .bytesize import SIZE_HELP, ByteSizeError, format_byte_size, parse_byte_size
 from .duration import UNITS_HELP, DurationError, format_go_duration, parse_go_duration
 from .errors import SchemaError, SectionValueError, quote
 
 __all__ = [
+    "ByteSize",
     "Duration",
     "SectionSpec",
     "KeySpec",
@@ -58,6 +60,8 @@ __all__ = [
 
 #: Marker type for Go duration strings ("21s", "1h30m"); the loaded value is a float number of seconds.
 Duration = NewType("Duration", float)
+#: Marker type for sizes ("100M", "1GiB", 4096); the loaded value is an int number of bytes.
+ByteSize = NewType("ByteSize", int)
 
 _SECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _TRUE = frozenset({"1", "t", "T", "y", "Y", "true", "TRUE", "True", "yes", "Yes", "YES"})
@@ -279,6 +283,19 @@ class _Duration(ValueType):
         return format_go_duration(float(value))  # type: ignore[arg-type]
 
 
+class _ByteSize(ValueType):
+    noun, expected = "size", SIZE_HELP
+
+    def convert(self, value: object) -> object:
+        try:
+            return parse_byte_size(value)
+        except ByteSizeError as exc:
+            raise CoercionError(str(exc)) from None
+
+    def render(self, value: object) -> str:
+        return format_byte_size(int(value))  # type: ignore[call-overload]
+
+
 class _Optional(ValueType):
     def __init__(self, inner: ValueType) -> None:
         self.inner = inner
@@ -371,7 +388,8 @@ def _plural(noun: str) -> str:
     return noun + "s"
 
 
-_SCALARS: dict[object, ValueType] = {str: _Str(), int: _Int(), float: _Float(), bool: _Bool(), Duration: _Duration()}
+_SCALARS: dict[object, ValueType] = {str: _Str(), int: _Int(), float: _Float(), bool: _Bool(), Duration: _Duration(),
+                                    ByteSize: _ByteSize()}
 
 
 def _value_type(tp: object, where: str) -> ValueType:
@@ -390,7 +408,7 @@ def _value_type(tp: object, where: str) -> ValueType:
     elif origin is dict and len(args) == 2 and args[0] is str:
         return _Dict(_value_type(args[1], where))
     raise SchemaError(
-        f"{where}: unsupported type {tp!r}; use str, int, float, bool, Duration, X | None, list[X] or dict[str, X]"
+        f"{where}: unsupported type {tp!r}; use str, int, float, bool, Duration, ByteSize, X | None, list[X] or dict[str, X]"
     )
 
 

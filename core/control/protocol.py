@@ -41,7 +41,8 @@ def greeting(node_id: str) -> bytes:
 def parse_line(raw: bytes) -> Request | None:
     """Parse a request line (without its newline).  Blank lines give ``None``.
 
-    Raises :class:`CommandError` for undecodable or malformed lines.
+    Raises :class:`CommandError` for undecodable or malformed lines, and for JSON that Go's
+    decoder refuses or that cannot be echoed back (NaN, very deep nesting, lone surrogates).
     """
     line = raw.replace(b"\r", b"")
     if not line.strip():
@@ -51,10 +52,7 @@ def parse_line(raw: bytes) -> Request | None:
     except UnicodeDecodeError:
         raise CommandError("request is not valid UTF-8") from None
     if text.startswith("{"):
-        try:
-            params = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"invalid JSON request: {exc.msg} at column {exc.colno}") from None
+        params = _load_json(text)
         if not isinstance(params, dict):
             raise CommandError("JSON request must be an object")
         command = params.get("command")
@@ -65,14 +63,60 @@ def parse_line(raw: bytes) -> Request | None:
     return Request(word.lower(), {}, rest, False)
 
 
+def _reject_constant(name: str) -> Any:
+    raise CommandError(f"invalid JSON request: {name} is not a JSON value")
+
+
+def _load_json(text: str) -> Any:
+    """``json.loads`` as strict as Go's decoder, with every failure a CommandError."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"invalid JSON request: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise CommandError("invalid JSON request: nested too deeply") from None
+    except ValueError:  # the only other failure: an integer past Python's digit limit
+        raise CommandError("invalid JSON request: a number has too many digits") from None
+    if "\\u" in text and _has_lone_surrogate(value):
+        # \ud800 decodes to a str that cannot be encoded again (error replies echo it)
+        raise CommandError("invalid JSON request: unpaired UTF-16 surrogate escape")
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def encode_reply(obj: Any) -> bytes:
-    """Compact JSON with sorted keys, as Go marshals the control service's maps."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True,
-                      ensure_ascii=False).encode() + b"\n"
+    """Compact JSON with sorted keys, as Go marshals the control service's maps.
+
+    Strings that are not valid Unicode (lone surrogates, e.g. from a corrupt status file)
+    are sent as ``\\u`` escapes so the line is always valid UTF-8.
+    """
+    text = json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode() + b"\n"
 
 
 def encode_error(message: str) -> bytes:
-    return ("ERROR: " + " ".join(str(message).splitlines())).encode() + b"\n"
+    """``ERROR: <message>`` on one line (line breaks become spaces), always valid UTF-8."""
+    text = " ".join(str(message).splitlines())
+    return ("ERROR: " + text).encode("utf-8", "backslashreplace") + b"\n"
 
 
 def go_number(value: float) -> float | int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import select
 import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +43,10 @@ class ControlConn(Protocol):
     def write_eof(self) -> None: ...
     async def close(self) -> None: ...
 
+    def peer_closed(self) -> bool:
+        """After EOF: True when the client closed or reset the connection instead of
+        half-closing it, i.e. it vanished rather than finished sending."""
+
 
 class StreamConn:
     """Adapter for asyncio StreamReader/StreamWriter (Unix and TCP/TLS clients)."""
@@ -49,8 +54,8 @@ class StreamConn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  kind: str) -> None:
         self.reader, self.writer, self.kind = reader, writer, kind
-        peer = writer.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else (peer or kind)
+        self.peer = peer_address(writer, kind)
+        self._reset = False
 
     async def readline(self) -> bytes:
         try:
@@ -63,8 +68,24 @@ class StreamConn:
     async def read(self, n: int = 65536) -> bytes:
         try:
             return await self.reader.read(n)
-        except (ssl.SSLError, ConnectionError):
+        except ssl.SSLError:
+            return b""  # ragged TLS EOF: how receptorctl ends a payload over TLS
+        except ConnectionError:
+            self._reset = True
             return b""
+
+    def peer_closed(self) -> bool:
+        """A reset on any transport; on a Unix socket also a plain close, which (unlike
+        ``shutdown(SHUT_WR)``) raises POLLHUP.  Over TCP a close and a half-close both
+        arrive as one FIN and cannot be told apart."""
+        if self._reset:
+            return True
+        sock = self.writer.get_extra_info("socket")
+        if self.kind != "unix" or sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLHUP)
+        return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
     def write(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -85,6 +106,12 @@ class StreamConn:
             pass
 
 
+def peer_address(writer: asyncio.StreamWriter, kind: str) -> str:
+    """``host:port`` of a TCP client, the socket path (or ``kind``) for a Unix one."""
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else (peer or kind)
+
+
 class MeshConn:
     """Adapter for a mesh stream (a client on another node)."""
 
@@ -92,7 +119,7 @@ class MeshConn:
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
-        self.peer = f"{stream.remote_node}:{stream.remote_service}"
+        self.peer = stream.remote_node
 
     async def readline(self) -> bytes:
         return await self.stream.readline()
@@ -108,6 +135,9 @@ class MeshConn:
 
     def write_eof(self) -> None:
         self.stream.write_eof()
+
+    def peer_closed(self) -> bool:
+        return False  # QUIC tells a FIN (EOF) from a reset, which read() raises
 
     async def close(self) -> None:
         await self.stream.close()
@@ -149,6 +179,7 @@ async def serve_session(node: "Node", conn: ControlConn) -> None:
             if not raw:
                 return
             at_eof = not raw.endswith(b"\n")
+            request: Request | None = None
             try:
                 request = parse_line(raw.rstrip(b"\n"))
                 if request is None:
@@ -157,9 +188,14 @@ async def serve_session(node: "Node", conn: ControlConn) -> None:
                     continue
                 reply = await dispatch(node, conn, request)
             except CommandError as exc:
+                log.info("control_command_refused", node_id=node.node_id, peer=conn.peer,
+                         kind=conn.kind, command=request.command if request else None,
+                         unit_id=_unit_of(request), error=str(exc))
                 conn.write(encode_error(str(exc)))
             except Exception as exc:  # a handler bug must not take the node down
-                log.exception("control_command_crashed", node_id=node.node_id, peer=conn.peer)
+                log.exception("control_command_crashed", node_id=node.node_id, peer=conn.peer,
+                              command=request.command if request else None,
+                              unit_id=_unit_of(request))
                 conn.write(encode_error(f"internal error: {exc}"))
             else:
                 if reply is STREAMED:
@@ -175,6 +211,12 @@ async def serve_session(node: "Node", conn: ControlConn) -> None:
             await conn.close()
         except Exception:
             pass
+
+
+def _unit_of(request: Request | None) -> str | None:
+    """The unit a request names (JSON ``unitid``), for log events."""
+    unit_id = request.params.get("unitid") if request is not None and request.is_json else None
+    return unit_id if isinstance(unit_id, str) else None
 
 
 async def _refuse(conn: ControlConn) -> None:
@@ -298,10 +340,11 @@ def _client_cert_accepted(tls: Any, writer: asyncio.StreamWriter) -> bool:
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if not der:
         return True
+    peer = peer_address(writer, "tls")
     try:
-        tls.peer_node_ids(der)
+        with structlog.contextvars.bound_contextvars(peer=peer):
+            tls.peer_node_ids(der)
     except Exception as exc:
-        log.warning("control_client_refused", peer=str(writer.get_extra_info("peername")),
-                    reason=str(exc))
+        log.warning("control_client_refused", peer=peer, reason=str(exc))
         return False
     return True

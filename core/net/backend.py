@@ -36,6 +36,8 @@ class Session(abc.ABC):
     abi = BACKEND_ABI
     #: A human label for logs, e.g. ``tcp 127.0.0.1:2222``.
     label: str = "?"
+    #: The neighbour's node ID, set by the kernel once the handshake accepted the link.
+    peer_node: str | None = None
     #: Largest message this session can carry.
     max_message: int = 65535
     #: QUIC datagram size this link prefers, if smaller than the node's (e.g. a UDP link on
@@ -53,6 +55,11 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close the session; pending and future ``recv`` calls raise SessionClosed."""
+
+    @property
+    def peer_name(self) -> str:
+        """The ``peer`` of this session's log events: the node ID once known, else :attr:`label`."""
+        return self.peer_node or self.label
 
     def congested(self) -> bool:
         """True while the outgoing buffer is so full that droppable data should be dropped."""
@@ -122,25 +129,28 @@ class Backoff:
 
 async def redial_loop(dial: Callable[[], Awaitable[Session]], host: LinkHost,
                       options: LinkOptions, *, redial: bool, what: str,
-                      backoff: Backoff | None = None) -> None:
+                      backoff: Backoff | None = None, peer: str | None = None) -> None:
     """Dial, run the link, and dial again after failures or disconnects.
 
-    The backoff resets whenever a dial succeeds at the transport level.
+    The backoff resets whenever a dial succeeds at the transport level.  ``what`` names the
+    backend in logs (``tcp-peer 10.0.0.1:2222``); ``peer`` is the address dialled (default
+    ``what``), logged as ``peer`` until a session knows the neighbour's node ID.
     """
     backoff = backoff or Backoff()
+    address = peer or what
     while True:
         try:
             session = await dial()
         except (OSError, asyncio.TimeoutError, SessionClosed) as exc:
             delay = backoff.next()
-            log.warning("backend_dial_failed", node_id=host.node_id, backend=what,
+            log.warning("backend_dial_failed", node_id=host.node_id, peer=address, backend=what,
                         error=str(exc) or type(exc).__name__, retry_in=round(delay, 2))
         else:
             backoff.reset()
             reason = await host.run_session(session, options)
             delay = backoff.next()
-            log.info("backend_session_ended", node_id=host.node_id, backend=what,
-                     reason=reason, retry_in=round(delay, 2) if redial else None)
+            log.info("backend_session_ended", node_id=host.node_id, peer=session.peer_name,
+                     backend=what, reason=reason, retry_in=round(delay, 2) if redial else None)
         if not redial:
             return
         await asyncio.sleep(delay)

@@ -218,7 +218,7 @@ class Netceptor:
     def _sweep(self, now: float) -> None:
         forgotten = self.router.sweep(now, self.node_expiry)
         for node in forgotten:
-            log.info("node_expired", node_id=self.node_id, node=node)
+            log.info("node_expired", node_id=self.node_id, peer=node)
         for key, (ad, received, _) in list(self.ads.items()):
             if key[0] in forgotten or now - received > AD_EXPIRY:
                 del self.ads[key]
@@ -242,7 +242,10 @@ class Netceptor:
             link = await self._handshake(session, options)
         except SessionClosed as exc:
             session.close()
-            return str(exc) or "closed during handshake"
+            reason = str(exc) or "closed during handshake"
+            log.debug("handshake_failed", node_id=self.node_id, peer=session.peer_name,
+                      reason=reason)
+            return reason
         if link is None:
             session.close()
             return "rejected"
@@ -307,7 +310,9 @@ class Netceptor:
         if peer in self.links:
             self._reject(session, peer, f"already connected to {peer}")
             return None
-        cert_ids = session.peer_node_ids()
+        # a TLS plugin that refuses the certificate logs why: give its event the peer too
+        with structlog.contextvars.bound_contextvars(peer=peer):
+            cert_ids = session.peer_node_ids()
         if cert_ids is not None and peer not in cert_ids:
             log.error("tls_node_id_mismatch", node_id=self.node_id, peer=peer,
                       certificate_node_ids=cert_ids, address=session.label,
@@ -317,6 +322,7 @@ class Netceptor:
             return None
         cost = options.cost_for(peer)
         link = Link(peer, session, cost, time.monotonic())
+        session.peer_node = peer
         self.links[peer] = link
         self.names.setdefault(node_hash(peer), peer)
         # a neighbour that reconnects may be a restarted process: accept its new epoch
@@ -408,13 +414,13 @@ class Netceptor:
         if result.verdict is UpdateVerdict.IGNORE:
             return
         if result.verdict is UpdateVerdict.DUPLICATE_SELF:
-            log.error("duplicate_node_id", node_id=self.node_id,
+            log.error("duplicate_node_id", node_id=self.node_id, peer=link.peer,
                       detail="another node with this node ID was running first; stopping")
             if self.on_duplicate:
                 self.on_duplicate(self.node_id)
             return
         if result.verdict is UpdateVerdict.CONFLICT:
-            log.error("duplicate_node_id_detected", node_id=self.node_id,
+            log.error("duplicate_node_id_detected", node_id=self.node_id, peer=link.peer,
                       other_epoch=result.conflict_epoch,
                       detail="a newer node uses our node ID; telling it to stop")
             self._send_to_links(self._routing_update(result.conflict_epoch))
@@ -575,7 +581,8 @@ class Netceptor:
     def _route(self, msg: bytes | bytearray, *, from_link: Link | None) -> None:
         local = from_link is None
         if len(msg) < m.HEADER_LEN:
-            log.warning("data_too_short", node_id=self.node_id, size=len(msg))
+            log.warning("data_too_short", node_id=self.node_id,
+                        peer=from_link.peer if from_link else None, size=len(msg))
             return
         hops = msg[1]
         from_hash, to_hash = _HASHES.unpack_from(msg, 4)

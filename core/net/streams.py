@@ -667,7 +667,7 @@ class StreamConnection:
         """
         if self._ended:
             return
-        log.debug("stream.abort", node=self.remote_node, service=self.remote_service,
+        log.debug("stream.abort", peer=self.remote_node, service=self.remote_service,
                   problem=problem)
         self._close_quic(ERROR_FAILURE, problem)
         self._end(StreamAborted(problem))
@@ -729,7 +729,7 @@ class StreamConnection:
             except Exception as exc:  # routing errors: QUIC retransmits later
                 self._send_failures += 1
                 if self._send_failures == 1:
-                    log.debug("stream.send_failed", node=addr[0], service=addr[1],
+                    log.debug("stream.send_failed", peer=addr[0], service=addr[1],
                               error=str(exc))
         return True
 
@@ -832,13 +832,13 @@ class StreamConnection:
                 verify_client_chain(self._quic.peer_certificates(), self._tls,
                                     remote_node=self.remote_node)
             except TLSVerificationError as exc:
-                log.warning("stream.client_certificate_refused", node=self.remote_node,
+                log.warning("stream.client_certificate_refused", peer=self.remote_node,
                             service=self.remote_service, problem=str(exc))
                 self._fail_tls(str(exc), exc)
                 return
         size = max(HANDSHAKE_DATAGRAM, int(self._max_datagram_for(self.remote_node)))
         self._quic.raise_datagram_size(size, size * self._tuning.initial_window_packets)
-        log.debug("stream.handshake", node=self.remote_node, service=self.remote_service,
+        log.debug("stream.handshake", peer=self.remote_node, service=self.remote_service,
                   client=self._is_client, datagram=size)
         if self._deadline is not None:
             self._deadline.cancel()
@@ -852,7 +852,7 @@ class StreamConnection:
 
     def _fail_tls(self, problem: str, cause: Exception | None = None) -> None:
         # Sent before our Finished leaves, so the server never sees an established connection.
-        log.debug("stream.tls_refused", node=self.remote_node, service=self.remote_service,
+        log.debug("stream.tls_refused", peer=self.remote_node, service=self.remote_service,
                   problem=problem)
         self._close_quic(_TLS_BAD_CERTIFICATE, problem, frame_type=QuicFrameType.CRYPTO)
         error = DialError(problem)
@@ -864,7 +864,7 @@ class StreamConnection:
         self._deadline = None
         if self._ended:
             return
-        log.debug("stream.refused", node=self.remote_node, service=self.remote_service,
+        log.debug("stream.refused", peer=self.remote_node, service=self.remote_service,
                   problem=problem)
         self._close_quic(ERROR_FAILURE, problem)
         self._end(StreamAborted(problem))
@@ -926,7 +926,7 @@ class StreamConnection:
         self._consumed(event.stream_id, 1)
         if len(data) > 1 or event.end_stream:
             stream._feed(data[1:], event.end_stream)
-        log.debug("stream.accepted", node=self.remote_node, service=self.remote_service)
+        log.debug("stream.accepted", peer=self.remote_node, service=self.remote_service)
         if self.on_stream is not None:
             self.on_stream(stream)
 
@@ -963,7 +963,7 @@ class StreamConnection:
         if self._stream is not None:
             self._stream._connection_lost(error)
         self._settle_established(error)
-        log.debug("stream.ended", node=self.remote_node, service=self.remote_service,
+        log.debug("stream.ended", peer=self.remote_node, service=self.remote_service,
                   client=self._is_client, error=str(error) if error else None)
         if self._close_packets is not None:
             period = min(max(self._quic.closing_period(), 0.05), MAX_CLOSING_PERIOD)
@@ -1109,7 +1109,7 @@ class StreamListener:
         self._cid_changed(conn, quic.host_cid, True)
         self._by_addr[addr] = conn
         conn._deadline = self._loop.call_later(HANDSHAKE_TIMEOUT, conn._handshake_expired)
-        log.debug("stream.incoming", node=addr[0], service=addr[1])
+        log.debug("stream.incoming", peer=addr[0], service=addr[1])
         return conn
 
     def _cid_changed(self, conn: StreamConnection, cid: bytes, issued: bool) -> None:
@@ -1216,7 +1216,7 @@ async def dial_stream(open_endpoint: EndpointFactory, node: str, service: str, *
     conn.on_ended = ended
     if on_connection is not None:
         on_connection(conn)
-    log.debug("stream.dial", node=node, service=service, local_service=endpoint.service)
+    log.debug("stream.dial", peer=node, service=service, local_service=endpoint.service)
     try:
         conn._quic.connect(conn._addr, now=conn._loop.time())
         conn._flush()

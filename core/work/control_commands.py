@@ -6,18 +6,22 @@ texts follow Receptor exactly (see docs/compatibility.md for the deliberate diff
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from mesh import hookimpl
 from mesh.config.duration import DurationError, parse_go_duration
-from mesh.control.protocol import CommandError, Request
-from mesh.control.server import STREAMED, CommandContext
+from mesh.control.protocol import CommandError, Request, encode_error, encode_reply
+from mesh.control.server import STREAMED, CommandContext, ControlConn
+from mesh.net.streams import StreamError
 from mesh.work.remote import split_params
 from mesh.work.unitstore import UnitStoreError
-from mesh.work.workceptor import Workceptor, redact
+from mesh.work.workceptor import CHUNK, PayloadRejected, Workceptor, redact
 from mesh.work.worktype import WorkError
 
 UNIT_COMMANDS = ("status", "cancel", "release", "force-release")
+#: How long the rest of a rejected payload is read and dropped before the ERROR reply.
+DISCARD_TIMEOUT = 60.0
 
 
 def _workceptor(ctx: CommandContext) -> Workceptor:
@@ -62,7 +66,13 @@ async def work_command(ctx: CommandContext, request: Request) -> Any:
             if sub == "status":
                 return redact(wc.status(unit_id))
             if wc.store.exists(unit_id):
-                check_signature(ctx, wc.status(unit_id).work_type, request)
+                try:
+                    work_type = wc.status(unit_id).work_type
+                except UnitStoreError:
+                    if sub != "force-release":
+                        raise
+                    work_type = ""  # a damaged status: force-release may remove it
+                check_signature(ctx, work_type, request)
             if sub == "cancel":
                 return await wc.cancel(unit_id)
             return await wc.release(unit_id, force=sub == "force-release")
@@ -136,6 +146,11 @@ async def _submit(ctx: CommandContext, request: Request, words: list[str]) -> An
         unit_id = wc.create_local(work_type, work_params)
     else:
         tlsclient = params.get("tlsclient", "")
+        if tlsclient:
+            try:
+                ctx.node.tls_config("client", tlsclient)
+            except Exception as exc:  # unknown name, or no TLS plugin
+                raise CommandError(f"bad tlsclient: {exc}") from None
         if not tlsclient and any(k.lower().startswith("secret_") for k in work_params):
             raise CommandError("cannot send secrets over a non-TLS connection")
         if signwork and ctx.node.signer is None:
@@ -145,10 +160,7 @@ async def _submit(ctx: CommandContext, request: Request, words: list[str]) -> An
     conn = ctx.conn
     conn.write(f"Work unit created with ID {unit_id}. Send stdin data and EOF.\n".encode())
     await conn.drain()
-    try:
-        await wc.receive_payload(unit_id, conn.read)
-    except (ConnectionError, OSError) as exc:
-        wc.fail(unit_id, f"Error receiving payload: {exc}")
+    if not await _receive_payload(wc, conn, unit_id):
         return STREAMED
     try:
         if wc.is_local(node):
@@ -158,11 +170,45 @@ async def _submit(ctx: CommandContext, request: Request, words: list[str]) -> An
             result = await wc.remote.submit(unit_id)
     except WorkError as exc:
         raise CommandError(str(exc)) from None
-    from mesh.control.protocol import encode_reply
-
     conn.write(encode_reply({"result": result, "unitid": unit_id}))
     await conn.drain()
     return STREAMED
+
+
+async def _receive_payload(wc: Workceptor, conn: ControlConn, unit_id: str) -> bool:
+    """Store the client's payload; False (and the unit Failed with why) if it did not arrive.
+
+    A payload over ``maxpayload`` or one the disk cannot hold is read to its end and
+    discarded (bounded by :data:`DISCARD_TIMEOUT`) so the client can read the ERROR line;
+    the session then ends, so no payload byte is ever taken for a command.
+    """
+    try:
+        size = await wc.receive_payload(unit_id, conn.read)
+    except PayloadRejected as exc:
+        wc.fail(unit_id, f"Error receiving payload: {exc}")
+        await _discard(conn)
+        conn.write(encode_error(str(exc)))  # and end the session: the rest was payload
+        await conn.drain()
+        return False
+    except (ConnectionError, OSError, StreamError) as exc:
+        wc.fail(unit_id, f"Error receiving payload: {exc or type(exc).__name__}")
+        return False
+    if conn.peer_closed():
+        wc.fail(unit_id, f"Error receiving payload: the client disconnected before the "
+                         f"payload was complete ({size} bytes received)")
+        return False
+    return True
+
+
+async def _discard(conn: ControlConn) -> None:
+    """Read and drop what the client still sends, until EOF or :data:`DISCARD_TIMEOUT`."""
+    async def drop() -> None:
+        while await conn.read(CHUNK):
+            pass
+    try:
+        await asyncio.wait_for(drop(), DISCARD_TIMEOUT)
+    except (asyncio.TimeoutError, ConnectionError, OSError, StreamError):
+        pass
 
 
 async def _results(ctx: CommandContext, request: Request, words: list[str]) -> Any:

@@ -146,8 +146,9 @@ class _SessionPool:
 
     def __init__(self, remote: "RemoteWork") -> None:
         self.remote = remote
-        self._idle: dict[str, list[tuple[RemoteConn, Any, float]]] = {}
-        self._refilling: set[str] = set()
+        #: Idle sessions by (node, tls-client name): a unit's ``tlsclient`` needs its own.
+        self._idle: dict[tuple[str, str], list[tuple[RemoteConn, Any, float]]] = {}
+        self._refilling: set[tuple[str, str]] = set()
 
     def epoch(self, node: str) -> Any:
         """The remote node's routing epoch (changes when it restarts); None without a route."""
@@ -159,8 +160,8 @@ class _SessionPool:
         record = getattr(router, "records", {}).get(node)
         return getattr(record, "epoch", "unknown")
 
-    def _take(self, node: str) -> tuple[RemoteConn, Any] | None:
-        idle = self._idle.get(node)
+    def _take(self, node: str, tls: str) -> tuple[RemoteConn, Any] | None:
+        idle = self._idle.get((node, tls))
         epoch = self.epoch(node)
         now = time.monotonic()
         while idle:
@@ -168,55 +169,60 @@ class _SessionPool:
             if not conn.usable or epoch is None or conn_epoch != epoch:
                 conn.abort("stale pooled control session")  # dead, or the node restarted
             elif now - since >= POOL_IDLE_TIME:
-                self.remote.wc.spawn(conn.close(), f"close-control-session-{node}")
+                self.remote.wc.spawn(conn.close(), f"close-control-session-{node}",
+                                     peer=node)
             else:
                 return conn, conn_epoch
         return None
 
-    async def take(self, node: str) -> RemoteConn:
+    async def take(self, node: str, tls: str = "") -> RemoteConn:
         """A session for a streaming command (which ends it): pooled if one is ready, else
-        dialed now; either way a spare is dialed in the background for the next one."""
-        taken = self._take(node)
-        self._refill(node)
+        dialed now; either way a spare is dialed in the background for the next one.
+        ``tls`` names the tls-client the session is dialed with ("" for none)."""
+        taken = self._take(node, tls)
+        self._refill(node, tls)
         if taken is not None:
             return taken[0]
-        return await self.remote.connect(node)
+        return await self.remote.connect(node, tls)
 
-    def _refill(self, node: str) -> None:
-        if node in self._refilling or self._idle.get(node):
+    def _refill(self, node: str, tls: str) -> None:
+        key = (node, tls)
+        if key in self._refilling or self._idle.get(key):
             return
 
         async def refill() -> None:
             try:
-                conn = await self.remote.connect(node)
+                conn = await self.remote.connect(node, tls)
             except (RemoteUnavailable, RemoteRefused):
                 return
             finally:
-                self._refilling.discard(node)
-            self._put(node, conn, self.epoch(node))
+                self._refilling.discard(key)
+            self._put(node, tls, conn, self.epoch(node))
 
-        self._refilling.add(node)
-        self.remote.wc.spawn(refill(), f"control-session-spare-{node}")
+        self._refilling.add(key)
+        self.remote.wc.spawn(refill(), f"control-session-spare-{node}", peer=node)
 
-    def _put(self, node: str, conn: RemoteConn, epoch: Any) -> None:
-        idle = self._idle.setdefault(node, [])
+    def _put(self, node: str, tls: str, conn: RemoteConn, epoch: Any) -> None:
+        idle = self._idle.setdefault((node, tls), [])
         if conn.usable and epoch is not None and len(idle) < POOL_MAX_IDLE:
             idle.append((conn, epoch, time.monotonic()))
         else:
-            self.remote.wc.spawn(conn.close(), f"close-control-session-{node}")
+            self.remote.wc.spawn(conn.close(), f"close-control-session-{node}",
+                                     peer=node)
 
-    async def command(self, node: str, line: str, timeout: float) -> str:
+    async def command(self, node: str, line: str, timeout: float, tls: str = "") -> str:
         """Send one command line to ``node``'s control service and return the reply line."""
         for _ in range(2):
-            taken = self._take(node)
+            taken = self._take(node, tls)
             if taken is None:
-                conn, epoch, pooled = await self.remote.connect(node), self.epoch(node), False
+                conn, epoch, pooled = (await self.remote.connect(node, tls), self.epoch(node),
+                                       False)
             else:
                 (conn, epoch), pooled = taken, True
             try:
                 reply = await conn.command(line, timeout=timeout)
             except RemoteRefused:
-                self._put(node, conn, epoch)  # an ERROR reply leaves the session usable
+                self._put(node, tls, conn, epoch)  # an ERROR reply leaves the session usable
                 raise
             except RemoteUnavailable:
                 conn.abort("control command failed")
@@ -226,26 +232,28 @@ class _SessionPool:
             except BaseException:
                 conn.abort("control command interrupted")
                 raise
-            self._put(node, conn, epoch)
+            self._put(node, tls, conn, epoch)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
     def sweep(self) -> None:
         """Close sessions idle for POOL_IDLE_TIME (called every second by the work manager)."""
         now = time.monotonic()
-        for node, idle in list(self._idle.items()):
+        for key, idle in list(self._idle.items()):
+            node = key[0]
             keep = []
             for conn, epoch, since in idle:
                 if conn.usable and now - since < POOL_IDLE_TIME:
                     keep.append((conn, epoch, since))
                 elif conn.usable:
-                    self.remote.wc.spawn(conn.close(), f"close-control-session-{node}")
+                    self.remote.wc.spawn(conn.close(), f"close-control-session-{node}",
+                                     peer=node)
                 else:
                     conn.abort("stale pooled control session")
             if keep:
-                self._idle[node] = keep
+                self._idle[key] = keep
             else:
-                del self._idle[node]
+                del self._idle[key]
 
     def close(self) -> None:
         for idle in self._idle.values():
@@ -274,9 +282,16 @@ class RemoteWork:
         extra = self.wc.store.read(unit_id).extra_data
         return extra if isinstance(extra, dict) else {}
 
+    def _peer(self, unit_id: str) -> str | None:
+        """The unit's remote node, for the ``peer`` of log events (None if unreadable)."""
+        try:
+            return self._extra(unit_id).get("RemoteNode")
+        except UnitStoreError:
+            return None
+
     def _set_extra(self, unit_id: str, **changes: Any) -> None:
         def change(status: UnitStatus) -> None:
-            extra = dict(status.extra_data or {})
+            extra = dict(status.extra_data) if isinstance(status.extra_data, dict) else {}
             extra.update(changes)
             status.extra_data = extra
 
@@ -293,10 +308,12 @@ class RemoteWork:
             return
         self.wc.notify(unit_id)
 
-    async def connect(self, node: str) -> RemoteConn:
-        """Dial ``node:control`` and check its greeting."""
+    async def connect(self, node: str, tls: str = "") -> RemoteConn:
+        """Dial ``node:control`` (through the tls-client ``tls``, if any) and check its
+        greeting."""
         try:
-            stream = await self.wc.node.dial_stream(node, "control", timeout=CONNECT_TIMEOUT)
+            stream = await self.wc.node.dial_stream(node, "control", tls=tls or None,
+                                                    timeout=CONNECT_TIMEOUT)
         except Exception as exc:
             raise RemoteUnavailable(f"cannot reach {node}: {exc}") from None
         conn = RemoteConn(stream, node)
@@ -314,7 +331,8 @@ class RemoteWork:
         old = self.tasks.get(unit_id)
         if old is not None and not old.done():
             old.cancel()
-        self.tasks[unit_id] = self.wc.spawn(coro, f"remote-{what}-{unit_id}")
+        self.tasks[unit_id] = self.wc.spawn(coro, f"remote-{what}-{unit_id}",
+                                            unit_id=unit_id, peer=self._peer(unit_id))
 
     def _stop(self, unit_id: str) -> None:
         task = self.tasks.pop(unit_id, None)
@@ -332,7 +350,9 @@ class RemoteWork:
                  "RemoteUnitID": "", "RemoteStarted": False, "LocalCancelled": False,
                  "LocalReleased": False, "SignWork": signwork, "TLSClient": tlsclient,
                  "Expiration": expiration}
-        return self.wc.store.create("remote", extra, detail="Waiting for Input Data")
+        unit_id = self.wc.store.create("remote", extra, detail="Waiting for Input Data")
+        self.wc.track(unit_id, UnitState.PENDING, "Waiting for Input Data")
+        return unit_id
 
     def _signature(self, extra: dict[str, Any]) -> dict[str, str]:
         """``{"signature": token}`` for a unit submitted with signwork (Receptor signs
@@ -359,9 +379,10 @@ class RemoteWork:
 
     async def _start_remote(self, unit_id: str, extra: dict[str, Any]) -> None:
         node = extra["RemoteNode"]
-        conn = await self.sessions.take(node)
+        conn = await self.sessions.take(node, extra.get("TLSClient") or "")
         try:
-            request = dict(extra.get("RemoteParams") or {})
+            params = extra.get("RemoteParams")
+            request = dict(params) if isinstance(params, dict) else {}
             request.update(command="work", subcommand="submit", node=node,
                            worktype=extra["RemoteWorkType"], tlsclient=extra.get("TLSClient", ""),
                            **self._signature(extra))
@@ -382,10 +403,10 @@ class RemoteWork:
             self.wc.store.update(unit_id, started, check=False)
             self.wc.notify(unit_id)
             log.info("remote_work_started", node_id=self.wc.node.node_id, unit_id=unit_id,
-                     remote_node=node, remote_unit_id=remote_id)
+                     peer=node, remote_unit_id=remote_id)
         finally:
             # the remote has ended the session; don't hold the client's reply for the close
-            self.wc.spawn(conn.close(), f"close-submit-session-{unit_id}")
+            self.wc.spawn(conn.close(), f"close-submit-session-{unit_id}", unit_id=unit_id)
 
     async def _send_file(self, conn: RemoteConn, path: os.PathLike[str]) -> None:
         try:
@@ -453,7 +474,8 @@ class RemoteWork:
             local_size = self.wc.store.stdout_size(unit_id)
             if status.state in FINAL and local_size >= status.stdout_size:
                 log.info("remote_work_finished", node_id=self.wc.node.node_id, unit_id=unit_id,
-                         state=status.state, stdout_size=local_size)
+                         peer=extra.get("RemoteNode"), state=status.state,
+                         stdout_size=local_size)
                 return
             try:
                 await self._fetch_stdout(unit_id, extra, local_size)
@@ -464,18 +486,18 @@ class RemoteWork:
                     self._gone(unit_id)
                     return
                 log.warning("remote_results_refused", node_id=self.wc.node.node_id,
-                            unit_id=unit_id, error=str(exc))
+                            unit_id=unit_id, peer=extra.get("RemoteNode"), error=str(exc))
                 await retry.wait()
             except RemoteUnavailable as exc:
                 self._unreachable(unit_id, extra, exc)
                 await retry.wait()
             except Exception:  # never let a bug stop following the unit
                 log.exception("remote_stdout_loop_error", node_id=self.wc.node.node_id,
-                              unit_id=unit_id)
+                              unit_id=unit_id, peer=extra.get("RemoteNode"))
                 await retry.wait()
 
     async def _fetch_stdout(self, unit_id: str, extra: dict[str, Any], start: int) -> None:
-        conn = await self.sessions.take(extra["RemoteNode"])
+        conn = await self.sessions.take(extra["RemoteNode"], extra.get("TLSClient") or "")
         watch = _ResultsWatch(conn, self.sessions.epoch(extra["RemoteNode"]), time.monotonic())
         self._results_conns[unit_id] = watch
         try:
@@ -510,13 +532,14 @@ class RemoteWork:
             if self._results_conns.get(unit_id) is watch:
                 del self._results_conns[unit_id]
             # the remote ended the session; closing needs no waiting on our side
-            self.wc.spawn(conn.close(), f"close-results-session-{unit_id}")
+            self.wc.spawn(conn.close(), f"close-results-session-{unit_id}",
+                          unit_id=unit_id)
 
     async def _refresh_status(self, unit_id: str, extra: dict[str, Any], *,
                               final_ok: bool) -> None:
         reply = await self.sessions.command(extra["RemoteNode"],
                                             f"work status {extra['RemoteUnitID']}",
-                                            STATUS_TIMEOUT)
+                                            STATUS_TIMEOUT, extra.get("TLSClient") or "")
         try:
             remote = json.loads(reply)
         except json.JSONDecodeError as exc:
@@ -578,7 +601,7 @@ class RemoteWork:
                 await retry.wait()
             except Exception:  # never let a bug stop following the unit
                 log.exception("remote_status_loop_error", node_id=self.wc.node.node_id,
-                              unit_id=unit_id)
+                              unit_id=unit_id, peer=extra.get("RemoteNode"))
                 await retry.wait()
 
     def _check_results_stream(self, unit_id: str, extra: dict[str, Any]) -> None:
@@ -617,11 +640,15 @@ class RemoteWork:
 
     async def _remote_command(self, unit_id: str, subcommand: str) -> None:
         extra = self._extra(unit_id)
+        for key in ("RemoteNode", "RemoteUnitID"):
+            if not isinstance(extra.get(key), str) or not extra[key]:
+                raise WorkError(f"unit {unit_id}: its status lacks {key} (ExtraData is "
+                                f"damaged); force-release removes it")
         await self.sessions.command(
             extra["RemoteNode"], json.dumps({"command": "work", "subcommand": subcommand,
                                              "unitid": extra["RemoteUnitID"],
                                              **self._signature(extra)}),
-            REPLY_TIMEOUT)
+            REPLY_TIMEOUT, extra.get("TLSClient") or "")
 
     async def cancel(self, unit_id: str) -> dict[str, str]:
         self._set_extra(unit_id, LocalCancelled=True)
@@ -650,6 +677,9 @@ class RemoteWork:
             return {"released": unit_id}
         try:
             await self._remote_command(unit_id, "release")
+        except WorkError:
+            if not force:
+                raise
         except RemoteRefused as exc:
             if "unknown work unit" not in str(exc) and not force:
                 raise WorkError(f"error from remote: {exc}") from None
@@ -659,7 +689,7 @@ class RemoteWork:
                 self._spawn(unit_id, self._retry_then_delete(unit_id), "release")
                 return {"release pending": unit_id}
             log.warning("force_release_remote_unreachable", node_id=self.wc.node.node_id,
-                        unit_id=unit_id, error=str(exc))
+                        unit_id=unit_id, peer=extra.get("RemoteNode"), error=str(exc))
         self._stop(unit_id)
         self.wc.delete(unit_id)
         return {"released": unit_id}
@@ -674,7 +704,8 @@ class RemoteWork:
                 if "unknown work unit" in str(exc):
                     return
                 log.warning("remote_command_refused", node_id=self.wc.node.node_id,
-                            unit_id=unit_id, subcommand=subcommand, error=str(exc))
+                            unit_id=unit_id, peer=self._peer(unit_id), subcommand=subcommand,
+                            error=str(exc))
                 return
             except RemoteUnavailable:
                 await retry.wait()
@@ -685,7 +716,8 @@ class RemoteWork:
 
     async def _retry_then_delete(self, unit_id: str) -> None:
         await self._retry(unit_id, "release")
-        log.info("remote_release_completed", node_id=self.wc.node.node_id, unit_id=unit_id)
+        log.info("remote_release_completed", node_id=self.wc.node.node_id, unit_id=unit_id,
+                 peer=self._peer(unit_id))
         self.wc.delete(unit_id)
 
     # -- restart -----------------------------------------------------------------------

@@ -26,6 +26,9 @@ from mesh.work.states import FINAL, UnitState, check_transition
 
 UNIT_ID_ALPHABET = string.ascii_letters + string.digits
 UNIT_ID_LENGTH = 8
+#: Go reads StdoutSize into an int64.
+MAX_STDOUT_SIZE = 2 ** 63 - 1
+_STATES = frozenset(int(s) for s in UnitState)
 
 
 class UnitStoreError(Exception):
@@ -44,8 +47,10 @@ def new_unit_id() -> str:
     return "".join(secrets.choice(UNIT_ID_ALPHABET) for _ in range(UNIT_ID_LENGTH))
 
 
-def valid_unit_id(unit_id: str) -> bool:
-    return 0 < len(unit_id) <= 64 and all(c in UNIT_ID_ALPHABET for c in unit_id)
+def valid_unit_id(unit_id: object) -> bool:
+    """1 to 64 ASCII letters and digits (anything else, of any type, is not a unit ID)."""
+    return isinstance(unit_id, str) and 0 < len(unit_id) <= 64 and \
+        all(c in UNIT_ID_ALPHABET for c in unit_id)
 
 
 @dataclass
@@ -70,8 +75,10 @@ class UnitStatus:
         detail, work_type = data.get("Detail", ""), data.get("WorkType", "")
         if not isinstance(state, int) or isinstance(state, bool):
             raise ValueError("State is not an integer")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ValueError("StdoutSize is not a non-negative integer")
+        if state not in _STATES:
+            raise ValueError(f"State {state} is not a unit state (0 to 4)")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_STDOUT_SIZE:
+            raise ValueError("StdoutSize is not a non-negative 64-bit integer")
         if not isinstance(detail, str) or not isinstance(work_type, str):
             raise ValueError("Detail and WorkType must be strings")
         return cls(state, detail, size, work_type, data.get("ExtraData"))
@@ -95,6 +102,22 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
         raise
 
 
+def _runner_writing(temp_name: str) -> bool:
+    """Whether ``.status.PID.runner.tmp`` belongs to a command runner still alive (which
+    may be between writing and renaming it); the kernel's own temp files are never live at
+    start."""
+    parts = temp_name.split(".")
+    if len(parts) != 5 or parts[3] != "runner" or not parts[2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, but not ours to signal
+    return True
+
+
 class UnitStore:
     """All units of one node under ``{datadir}/{node_id}``."""
 
@@ -102,25 +125,44 @@ class UnitStore:
         self.root = Path(datadir) / node_id
 
     def path(self, unit_id: str) -> Path:
+        """The unit's directory; UnknownUnit for anything that is not a unit ID."""
         if not valid_unit_id(unit_id):
             raise UnknownUnit(unit_id)
         return self.root / unit_id
 
     def lock(self, unit_id: str) -> FileLock:
-        return FileLock(str(self.path(unit_id) / "status.lock"), timeout=30)
+        """The unit's file lock; UnknownUnit if the unit directory does not exist.
+
+        Checked here because filelock creates missing parent directories: locking a released
+        unit would leave a stray directory behind.
+        """
+        path = self.path(unit_id)
+        if not path.is_dir():
+            raise UnknownUnit(unit_id)
+        return FileLock(str(path / "status.lock"), timeout=30)
 
     def create(self, work_type: str, extra_data: Any = None, *, detail: str = "Unit Created",
                ) -> str:
-        """Make a new unit directory with a Pending status; returns its ID."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        while True:
-            unit_id = new_unit_id()
-            try:
-                (self.root / unit_id).mkdir(mode=0o700)
-                break
-            except FileExistsError:
-                continue
-        self.write(unit_id, UnitStatus(UnitState.PENDING, detail, 0, work_type, extra_data))
+        """Make a new unit directory with a Pending status; returns its ID.
+
+        Raises :class:`UnitStoreError` (naming the directory and the cause, e.g. a full
+        disk) and leaves no half-made unit directory behind.
+        """
+        unit_id = ""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            while not unit_id:
+                try:
+                    (self.root / (candidate := new_unit_id())).mkdir(mode=0o700)
+                    unit_id = candidate
+                except FileExistsError:
+                    continue
+            self.write(unit_id, UnitStatus(UnitState.PENDING, detail, 0, work_type, extra_data))
+        except OSError as exc:
+            if unit_id:
+                shutil.rmtree(self.root / unit_id, ignore_errors=True)
+            raise UnitStoreError(f"cannot create a unit in {self.root}: "
+                                 f"{exc.strerror or exc}") from None
         return unit_id
 
     def exists(self, unit_id: str) -> bool:
@@ -133,18 +175,52 @@ class UnitStore:
                           if valid_unit_id(p.name) and (p / "status").exists())
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise UnitStoreError(f"cannot list units in {self.root}: {exc}") from None
+
+    def sweep_debris(self) -> list[str]:
+        """Remove what a kill can leave behind; returns what was removed (for the log).
+
+        A node killed between making a unit directory and writing its first status leaves a
+        directory no command can reach, and one killed mid-write leaves a ``.status.*.tmp``
+        file.  Called at node start, when no unit is being created.
+        """
+        removed: list[str] = []
+        try:
+            entries = [p for p in self.root.iterdir() if valid_unit_id(p.name) and p.is_dir()]
+        except OSError:
+            return removed
+        for unit_dir in entries:
+            if not (unit_dir / "status").exists():
+                shutil.rmtree(unit_dir, ignore_errors=True)
+                removed.append(unit_dir.name)
+                continue
+            for tmp in unit_dir.glob(".status.*.tmp"):
+                if _runner_writing(tmp.name):
+                    continue
+                try:
+                    tmp.unlink()
+                    removed.append(f"{unit_dir.name}/{tmp.name}")
+                except OSError:
+                    pass
+        return removed
 
     def read(self, unit_id: str) -> UnitStatus:
+        """The unit's status: UnknownUnit if it has none, UnitStoreError if it is unreadable
+        or not a valid status (whatever the file holds)."""
         path = self.path(unit_id) / "status"
         try:
-            text = path.read_text()
+            data = path.read_bytes()
         except FileNotFoundError:
             raise UnknownUnit(unit_id) from None
         except OSError as exc:
             raise UnitStoreError(f"unit {unit_id}: cannot read status: {exc}") from None
         try:
-            return UnitStatus.from_dict(json.loads(text))
-        except (ValueError, json.JSONDecodeError) as exc:
+            return UnitStatus.from_dict(json.loads(data.decode("utf-8")))
+        except RecursionError:
+            raise UnitStoreError(f"unit {unit_id}: status file is invalid: "
+                                 f"nested too deeply") from None
+        except ValueError as exc:  # bad UTF-8, bad JSON, bad fields, too many digits
             raise UnitStoreError(f"unit {unit_id}: status file is invalid: {exc}") from None
 
     def write(self, unit_id: str, status: UnitStatus) -> None:

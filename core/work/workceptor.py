@@ -35,6 +35,15 @@ WATCH_POLL = 1.0
 CHUNK = 1024 * 1024
 
 
+class PayloadRejected(WorkError):
+    """A payload the node will not keep: over ``maxpayload``, or the disk is full."""
+
+    def __init__(self, message: str, received: int) -> None:
+        super().__init__(message)
+        #: Bytes read from the client when the payload was rejected.
+        self.received = received
+
+
 def redact(status: UnitStatus) -> dict[str, Any]:
     """The status object of control replies: the file's fields plus StateName, secrets hidden."""
     data = status.to_dict()
@@ -70,6 +79,9 @@ class Workceptor:
 
     async def start(self) -> None:
         """Reconcile every unit on disk with reality, then watch for state changes."""
+        debris = self.store.sweep_debris()
+        if debris:
+            log.info("datadir_debris_removed", node_id=self.node.node_id, removed=debris)
         for unit_id in self.store.ids():
             try:
                 await self._reconcile(unit_id)
@@ -101,23 +113,31 @@ class Workceptor:
             return
         await work_type.restart(self.handle(unit_id))
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        """Run a background task owned by the manager (cancelled at shutdown)."""
+    def spawn(self, coro: Awaitable[Any], name: str, *, unit_id: str | None = None,
+              peer: str | None = None) -> asyncio.Task[Any]:
+        """Run a background task owned by the manager (cancelled at shutdown); ``unit_id``
+        and ``peer`` say what it works on, for the log event if it dies."""
         task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        context = {k: v for k, v in (("unit_id", unit_id), ("peer", peer)) if v}
+        task.add_done_callback(lambda done: self._task_done(done, context))
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Task[Any], context: dict[str, str]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # a background task that dies must say so (a remote unit would stop being
             # followed without a trace otherwise)
             exc = task.exception()
             log.error("work_task_failed", node_id=self.node.node_id, task=task.get_name(),
-                      error=f"{type(exc).__name__}: {exc}",
+                      error=f"{type(exc).__name__}: {exc}", **context,
                       exc_info=(type(exc), exc, exc.__traceback__))
+
+    def track(self, unit_id: str, state: int, detail: str) -> None:
+        """Note a new unit's first state, so its changes are logged and reported through
+        ``mesh_unit_state_changed`` from the start."""
+        self._known_states[unit_id] = (state, detail)
 
     async def _watch(self) -> None:
         while True:
@@ -238,22 +258,44 @@ class Workceptor:
             raise WorkError(f"unknown work type {work_type_name}")
         extra = work_type.check_params(params)
         unit_id = self.store.create(work_type_name, extra, detail="Waiting for Input Data")
-        self._known_states[unit_id] = (UnitState.PENDING, "Waiting for Input Data")
+        self.track(unit_id, UnitState.PENDING, "Waiting for Input Data")
         return unit_id
+
+    @property
+    def max_payload(self) -> int | None:
+        """The ``work-limits`` section's ``maxpayload`` in bytes, or None for no limit."""
+        limits = self.node.config.one("work-limits")
+        return limits.maxpayload if limits is not None else None
 
     async def receive_payload(self, unit_id: str, read: Callable[[int], Awaitable[bytes]],
                               ) -> int:
-        """Copy the client's payload into the unit's stdin file until EOF; returns its size."""
-        size = 0
+        """Copy the client's payload into the unit's stdin file until EOF; returns its size.
+
+        Raises :class:`PayloadRejected` when the payload exceeds ``maxpayload`` or cannot be
+        stored (a full disk); the partial stdin is then truncated so it takes no space, and
+        the caller fails the unit.  Errors of ``read`` (the client) propagate unchanged.
+        """
+        size, limit = 0, self.max_payload
         path = self.store.path(unit_id) / "stdin"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            while True:
-                chunk = await read(CHUNK)
-                if not chunk:
-                    break
-                _write_all(fd, chunk)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise PayloadRejected(f"cannot store the payload of unit {unit_id}: "
+                                  f"{exc.strerror or exc}", 0) from None
+        try:
+            while chunk := await read(CHUNK):
                 size += len(chunk)
+                if limit is not None and size > limit:
+                    raise PayloadRejected(f"payload larger than the limit of {limit} bytes "
+                                          f"(work-limits maxpayload)", size)
+                try:
+                    _write_all(fd, chunk)
+                except OSError as exc:
+                    raise PayloadRejected(f"cannot store the payload of unit {unit_id}: "
+                                          f"{exc.strerror or exc}", size) from None
+        except PayloadRejected:
+            os.ftruncate(fd, 0)
+            raise
         finally:
             os.close(fd)
         return size
@@ -273,10 +315,13 @@ class Workceptor:
             raise WorkError(f"error starting worker: {exc}") from None
 
     def fail(self, unit_id: str, detail: str) -> None:
+        """Mark the unit Failed with ``detail``; a unit already gone or a full disk is logged."""
+        log.info("unit_failed", node_id=self.node.node_id, unit_id=unit_id, detail=detail)
         try:
             self.handle(unit_id).update(lambda s: _set(s, UnitState.FAILED, detail), check=False)
-        except UnitStoreError:
-            pass
+        except (UnitStoreError, OSError) as exc:
+            log.error("unit_fail_not_recorded", node_id=self.node.node_id, unit_id=unit_id,
+                      detail=detail, error=str(exc))
 
     # -- cancel and release ------------------------------------------------------------
 
@@ -294,9 +339,16 @@ class Workceptor:
         return {"cancelled": unit_id}
 
     async def release(self, unit_id: str, *, force: bool = False) -> dict[str, str]:
+        self.store.path(unit_id)  # UnknownUnit for what can never be a unit ID
         if not self.store.exists(unit_id):
             return {"already released": unit_id}
-        status = self.store.read(unit_id)
+        try:
+            status = self.store.read(unit_id)
+        except UnitStoreError:
+            if not force:
+                raise
+            self.delete(unit_id)  # a damaged status file: force-release removes the unit
+            return {"released": unit_id}
         if status.work_type == REMOTE:
             return await self.remote.release(unit_id, force=force)
         try:
