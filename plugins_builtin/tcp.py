@@ -9,73 +9,42 @@ from typing import Any
 import structlog
 
 from mesh import hookimpl
-from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net.backend import Backend, LinkHost, LinkOptions, redial_loop
 from mesh.net.stream_session import FramedSession
+from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listener,
+                                      check_peer_address, listener_allowedpeers_field,
+                                      listener_cost_field, nodecost_field,
+                                      peer_allowedpeers_field, peer_cost_field, split_address)
 
 log = structlog.get_logger(__name__)
 
 DIAL_TIMEOUT = 15.0
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` → (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"address {address!r} must be host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"address {address!r} has a non-numeric port") from None
-    if not 0 < number < 65536:
-        raise ValueError(f"address {address!r}: port must be 1-65535")
-    return host, number
-
-
-def check_costs(cost: float, nodecost: dict[str, float] | None = None) -> None:
-    """Link costs must be positive (Receptor refuses zero and negative costs)."""
-    if not cost > 0:
-        raise SectionValueError("cost", f"must be greater than 0, got {cost}")
-    for node, value in (nodecost or {}).items():
-        if not value > 0:
-            raise SectionValueError("nodecost", f"cost for {node!r} must be greater than 0")
-
-
 @dataclass
 class TcpListenerConfig:
     port: int = field(metadata={"doc": "TCP port to listen on."})
-    bindaddr: str = field(default="0.0.0.0", metadata={"doc": "Address to bind (IPv4 or IPv6)."})
-    cost: float = field(default=1.0, metadata={"doc": "Cost of links accepted here (> 0)."})
-    nodecost: dict[str, float] = field(default_factory=dict,
-                                       metadata={"doc": "Per-node cost overrides."})
-    allowedpeers: list[str] = field(default_factory=list,
-                                    metadata={"doc": "Only these node IDs may connect."})
+    bindaddr: str = bindaddr_field()
+    cost: float = listener_cost_field()
+    nodecost: dict[str, float] = nodecost_field()
+    allowedpeers: list[str] = listener_allowedpeers_field()
     tls: str | None = field(default=None, metadata={"doc": "Name of a tls-server section."})
 
     def validate(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise SectionValueError("port", f"must be 0-65535, got {self.port}")
-        check_costs(self.cost, self.nodecost)
+        check_listener(self.port, self.cost, self.nodecost)
 
 
 @dataclass
 class TcpPeerConfig:
     address: str = field(metadata={"doc": "host:port of the listener to dial ([v6]:port)."})
     redial: bool = field(default=True, metadata={"doc": "Dial again after failures."})
-    cost: float = field(default=1.0, metadata={"doc": "Link cost (> 0); must match the "
-                                                      "listener's."})
-    allowedpeers: list[str] = field(default_factory=list,
-                                    metadata={"doc": "The peer's node ID must be one of these."})
+    cost: float = peer_cost_field()
+    allowedpeers: list[str] = peer_allowedpeers_field()
     tls: str | None = field(default=None, metadata={"doc": "Name of a tls-client section."})
 
     def validate(self) -> None:
-        try:
-            split_address(self.address)
-        except ValueError as exc:
-            raise SectionValueError("address", str(exc)) from None
+        check_peer_address(self.address)
         check_costs(self.cost)
 
 

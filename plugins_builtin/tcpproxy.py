@@ -16,7 +16,7 @@ from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net.pipe import pipe
-from mesh_builtin.tcp import split_address
+from mesh_builtin.link_config import split_address
 
 log = structlog.get_logger(__name__)
 CHUNK = 256 * 1024

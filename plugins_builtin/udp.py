@@ -16,12 +16,14 @@ from typing import Any, Callable, cast
 import structlog
 
 from mesh import hookimpl
-from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net import messages as m
 from mesh.net.backend import (Backend, Backoff, LinkHost, LinkOptions, Session, SessionClosed,
                               redial_loop)
-from mesh_builtin.tcp import check_costs, split_address
+from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listener,
+                                      check_peer_address, listener_allowedpeers_field,
+                                      listener_cost_field, nodecost_field,
+                                      peer_allowedpeers_field, peer_cost_field, split_address)
 
 log = structlog.get_logger(__name__)
 
@@ -154,17 +156,13 @@ class UdpSession(Session):
 @dataclass
 class UdpListenerConfig:
     port: int = field(metadata={"doc": "UDP port to listen on."})
-    bindaddr: str = field(default="0.0.0.0", metadata={"doc": "Address to bind (IPv4 or IPv6)."})
-    cost: float = field(default=1.0, metadata={"doc": "Cost of links accepted here (> 0)."})
-    nodecost: dict[str, float] = field(default_factory=dict,
-                                       metadata={"doc": "Per-node cost overrides."})
-    allowedpeers: list[str] = field(default_factory=list,
-                                    metadata={"doc": "Only these node IDs may connect."})
+    bindaddr: str = bindaddr_field()
+    cost: float = listener_cost_field()
+    nodecost: dict[str, float] = nodecost_field()
+    allowedpeers: list[str] = listener_allowedpeers_field()
 
     def validate(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise SectionValueError("port", f"must be 0-65535, got {self.port}")
-        check_costs(self.cost, self.nodecost)
+        check_listener(self.port, self.cost, self.nodecost)
 
 
 @dataclass
@@ -173,16 +171,11 @@ class UdpPeerConfig:
                                           "([v6]:port)."})
     redial: bool = field(default=True, metadata={"doc": "Start a new session after the link "
                                                         "ends."})
-    cost: float = field(default=1.0, metadata={"doc": "Link cost (> 0); must match the "
-                                                      "listener's."})
-    allowedpeers: list[str] = field(default_factory=list,
-                                    metadata={"doc": "The peer's node ID must be one of these."})
+    cost: float = peer_cost_field()
+    allowedpeers: list[str] = peer_allowedpeers_field()
 
     def validate(self) -> None:
-        try:
-            split_address(self.address)
-        except ValueError as exc:
-            raise SectionValueError("address", str(exc)) from None
+        check_peer_address(self.address)
         check_costs(self.cost)
 
 

@@ -27,7 +27,10 @@ from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net.backend import Backend, LinkHost, LinkOptions, Session, SessionClosed, redial_loop
-from mesh_builtin.tcp import check_costs, link_tls
+from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listener,
+                                      listener_allowedpeers_field, listener_cost_field,
+                                      nodecost_field, peer_allowedpeers_field, peer_cost_field)
+from mesh_builtin.tcp import link_tls
 
 log = structlog.get_logger(__name__)
 
@@ -245,24 +248,20 @@ class WsSession(Session):
 @dataclass
 class WsListenerConfig:
     port: int = field(metadata={"doc": "TCP port of the HTTP server."})
-    bindaddr: str = field(default="0.0.0.0", metadata={"doc": "Address to bind (IPv4 or IPv6)."})
+    bindaddr: str = bindaddr_field()
     path: str = field(default="/", metadata={
         "doc": "URL path that accepts WebSocket upgrades; ending in `/` it also matches every "
                "path below it (Go ServeMux rules)."})
     tls: str | None = field(default=None, metadata={"doc": "Name of a tls-server section "
                                                            "(serves wss://)."})
-    cost: float = field(default=1.0, metadata={"doc": "Cost of links accepted here (> 0)."})
-    nodecost: dict[str, float] = field(default_factory=dict,
-                                       metadata={"doc": "Per-node cost overrides."})
-    allowedpeers: list[str] = field(default_factory=list,
-                                    metadata={"doc": "Only these node IDs may connect."})
+    cost: float = listener_cost_field()
+    nodecost: dict[str, float] = nodecost_field()
+    allowedpeers: list[str] = listener_allowedpeers_field()
 
     def validate(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise SectionValueError("port", f"must be 0-65535, got {self.port}")
+        check_listener(self.port, self.cost, self.nodecost)
         if not self.path.startswith("/"):
             raise SectionValueError("path", f"must start with '/', got {self.path!r}")
-        check_costs(self.cost, self.nodecost)
 
 
 @dataclass
@@ -275,10 +274,8 @@ class WsPeerConfig:
                "first `:`; the value is sent as written)."})
     tls: str | None = field(default=None, metadata={
         "doc": "Name of a tls-client section for wss:// (default: system CAs)."})
-    cost: float = field(default=1.0, metadata={"doc": "Link cost (> 0); must match the "
-                                                      "listener's."})
-    allowedpeers: list[str] = field(default_factory=list,
-                                    metadata={"doc": "The peer's node ID must be one of these."})
+    cost: float = peer_cost_field()
+    allowedpeers: list[str] = peer_allowedpeers_field()
 
     def validate(self) -> None:
         try:
