@@ -276,6 +276,8 @@ def test_mesh_service_with_tls(pki: Pki, nodes: dict, mesh_dir: Path) -> None:
                    and ad["ConnType"] == 2 for ad in beta.status()["Advertisements"])
 
     wait_until(advertised, timeout=30, what="secctl advertised as ConnType 2")
+    wait_until(lambda: "alpha" in beta.routes() and "alpha" in gamma.routes(), timeout=30,
+               what="routes to alpha on beta and gamma")
     assert _connect_greeting(beta, "alpha", "secctl", "cli") == "Receptor Control, node alpha"
     assert _connect_greeting(gamma, "alpha", "secctl", "cli") == \
         "Receptor Control, node alpha"
