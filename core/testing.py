@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import yaml
 
+from mesh.control.client import ControlClient, ControlClientError
 from mesh.work.states import FINAL
 from mesh.work.unitstore import UnitStatus, UnitStore, UnitStoreError
 from mesh.work.worktype import UnitHandle, WorkType
@@ -56,33 +57,18 @@ def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, interval: f
         time.sleep(interval)
 
 
-class ControlSession:
-    """A minimal control-protocol client for tests (one connection, many commands)."""
+class ControlSession(ControlClient):
+    """The CLI's control client as tests use it: a socket path, and an ``ERROR:`` reply
+    raised as ``RuntimeError("ERROR: …")``."""
 
     def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-        self.file = self.sock.makefile("rwb")
-        self.greeting = self.file.readline().decode().strip()
+        super().__init__(str(path), timeout=timeout)
 
     def command(self, line: str) -> Any:
-        self.file.write(line.encode() + b"\n")
-        self.file.flush()
-        reply = self.file.readline().decode().strip()
-        if reply.startswith("ERROR:"):
-            raise RuntimeError(reply)
-        return json.loads(reply)
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-    def __enter__(self) -> "ControlSession":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        try:
+            return super().command(line)
+        except ControlClientError as exc:
+            raise RuntimeError(f"ERROR: {exc}") from None
 
 
 @dataclass

@@ -111,19 +111,29 @@ class CommandWorkType(WorkType):
 
     # -- start -----------------------------------------------------------------------------
 
-    async def start(self, unit: UnitHandle) -> None:
+    def start_params(self, unit: UnitHandle) -> tuple[str, list[str]] | None:
+        """The unit's params (ExtraData ``Params``, else from its submit params) as text and
+        split into arguments; None if the unit is final or they cannot be split (it is then
+        Failed with why)."""
         status = unit.status()
         if status.state in FINAL:
-            return
+            return None
         extra = status.extra_data if isinstance(status.extra_data, dict) else {}
         params = extra.get("Params")
         if not isinstance(params, str):
             params = self.full_params(unit.params)
         try:
-            argv = [self.config.command, *shlex.split(params)]
+            return params, shlex.split(params)
         except ValueError as exc:
             _fail(unit, f"Error: params cannot be split into arguments: {exc}")
+            return None
+
+    async def start(self, unit: UnitHandle) -> None:
+        started = self.start_params(unit)
+        if started is None:
             return
+        params, args = started
+        argv = [self.config.command, *args]
 
         unit_dir = os.path.abspath(unit.dir)
         ready_r, ready_w = os.pipe()

@@ -49,7 +49,6 @@ import structlog
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
-from mesh.work.states import FINAL
 from mesh.work.worktype import UnitHandle
 from mesh_builtin.command import (
     CommandWorkType,
@@ -258,18 +257,10 @@ class ContainerWorkType(CommandWorkType):
     # -- start -----------------------------------------------------------------------------
 
     async def start(self, unit: UnitHandle) -> None:
-        status = unit.status()
-        if status.state in FINAL:
+        started = self.start_params(unit)
+        if started is None:
             return
-        extra = status.extra_data if isinstance(status.extra_data, dict) else {}
-        params = extra.get("Params")
-        if not isinstance(params, str):
-            params = self.full_params(unit.params)
-        try:
-            args = shlex.split(params)
-        except ValueError as exc:
-            _fail(unit, f"Error: params cannot be split into arguments: {exc}")
-            return
+        args = started[1]
         problem = self._missing_mount() or await self._missing_image()
         if problem:
             _fail(unit, f"Error: {problem}")

@@ -41,7 +41,8 @@ class ControlClient:
         except OSError as exc:
             raise ControlClientError(f"cannot connect to {address}: {exc}") from None
         self.file = self.sock.makefile("rwb")
-        line = self.readline()
+        #: The greeting line, e.g. ``Receptor Control, node alpha``.
+        self.greeting = line = self.readline()
         greeting = GREETING_PATTERN.fullmatch(line)
         if greeting is None:
             raise ControlClientError(f"{address} is not a mesh/Receptor control service")
