@@ -157,8 +157,9 @@ def test_status_and_list_of_unknown_unit(node: NodeProcess) -> None:
 
 
 def test_status_object_while_running_and_after(node: NodeProcess) -> None:
-    unit_id = submitted_unit(receptorctl(node, "work", "submit", "echo-sleep",
-                                         "--no-payload"))
+    # long enough that it is still running when the cancel arrives on a loaded machine
+    unit_id = submitted_unit(receptorctl(node, "work", "submit", "shell", "--no-payload",
+                                         "'sleep 300'"))
     running = wait_state(node, unit_id, {1})
     assert set(running) == STATUS_KEYS
     assert running["StateName"] == "Running"
@@ -176,8 +177,9 @@ def test_status_object_while_running_and_after(node: NodeProcess) -> None:
 
 
 def test_cancel_and_release_local_unit(node: NodeProcess) -> None:
-    unit_id = submitted_unit(receptorctl(node, "work", "submit", "echo-sleep",
-                                         "--no-payload"))
+    # long enough that it is still running when the cancel arrives on a loaded machine
+    unit_id = submitted_unit(receptorctl(node, "work", "submit", "shell", "--no-payload",
+                                         "'sleep 300'"))
     running = wait_state(node, unit_id, {1})
     shell = int(running["Detail"].rsplit(" ", 1)[1])
     out = receptorctl(node, "work", "cancel", unit_id)
