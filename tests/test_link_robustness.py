@@ -640,3 +640,29 @@ def test_non_positive_costs_cannot_hijack_routes(pair: Mesh, intruder: RawPeer,
                    error="connection costs must be greater than 0")
     assert not intruder.eof.is_set()
     assert_healthy(pair)
+
+
+def test_symmetric_peers_keep_one_link_without_redialing(mesh: Mesh) -> None:
+    """Both nodes configured to dial the other (Receptor redials into a refusal forever): one
+    link, and the refused dialer waits for it to end instead of redialing."""
+    a, b = mesh.add("a"), mesh.add("b")
+    mesh.link("a", "b")
+    mesh.link("b", "a")
+    mesh.start()
+    mesh.wait_converged()
+    parked = wait_until(lambda: [n for n in (a, b) if n.log_events("link_redundant")],
+                        timeout=30, what="one dialer parked on the existing link")
+    assert len(parked) == 1
+    # a full routing refresh (10 s) is several redial periods of the old behaviour (1-5 s)
+    refreshes = a.control("stats")["RoutingUpdatesReceived"]
+    wait_until(lambda: a.control("stats")["RoutingUpdatesReceived"] > refreshes, timeout=30,
+               what="a routing refresh from b")
+    assert len(parked[0].log_events("link_redundant")) == 1
+    assert len(a.log_events("link_rejected")) + len(b.log_events("link_rejected")) <= 2
+    assert not a.log_events("link_rejected_by_peer") and not b.log_events("link_rejected_by_peer")
+    # when the link ends, the parked dialer links again at once
+    other = b if parked[0] is a else a
+    other.kill()
+    other.start()
+    mesh.wait_converged()
+    assert {c["NodeID"] for c in a.status()["Connections"]} == {"b"}

@@ -38,6 +38,10 @@ class Session(abc.ABC):
     label: str = "?"
     #: The neighbour's node ID, set by the kernel once the handshake accepted the link.
     peer_node: str | None = None
+    #: Set by the kernel when it refused the link because it already has one to this
+    #: neighbour (both sides configured a peer to the other): the dialer then waits for
+    #: that link to end instead of redialing into the same refusal.
+    redundant_with: str | None = None
     #: Largest message this session can carry.
     max_message: int = 65535
     #: QUIC datagram size this link prefers, if smaller than the node's (e.g. a UDP link on
@@ -94,6 +98,10 @@ class LinkHost(Protocol):
         """Run the link protocol on ``session`` until it ends; returns the reason."""
         ...
 
+    async def wait_link_down(self, peer: str) -> None:
+        """Return once the node has no link to ``peer``."""
+        ...
+
 
 class Backend(abc.ABC):
     """One configured listener or peer.  ``run`` serves until cancelled."""
@@ -148,6 +156,12 @@ async def redial_loop(dial: Callable[[], Awaitable[Session]], host: LinkHost,
         else:
             backoff.reset()
             reason = await host.run_session(session, options)
+            if redial and session.redundant_with:
+                log.info("link_redundant", node_id=host.node_id, peer=session.redundant_with,
+                         backend=what, detail=f"already linked to {session.redundant_with}; "
+                                              f"dialing again when that link ends")
+                await host.wait_link_down(session.redundant_with)
+                continue
             delay = backoff.next()
             log.info("backend_session_ended", node_id=host.node_id, peer=session.peer_name,
                      backend=what, reason=reason, retry_in=round(delay, 2) if redial else None)

@@ -143,6 +143,8 @@ class Netceptor:
         self.sequence = 0
         self.router = Router(node_id)
         self.links: dict[str, Link] = {}
+        #: Set when the link to a neighbour ends (see :meth:`wait_link_down`).
+        self._link_down_events: dict[str, asyncio.Event] = {}
         self.route_by_hash: dict[int, Link] = {}
         self.names: dict[int, str] = {self.my_hash: node_id}
         self.services: dict[str, Endpoint] = {}
@@ -236,6 +238,11 @@ class Netceptor:
             max_datagram=self.advertised_datagram())
         return m.encode_routing_update(update)
 
+    async def wait_link_down(self, peer: str) -> None:
+        """Return once this node has no link to ``peer``."""
+        while peer in self.links:
+            await self._link_down_events.setdefault(peer, asyncio.Event()).wait()
+
     async def run_session(self, session: Session, options: LinkOptions) -> str:
         """Run the link protocol on a new session until it ends; returns why it ended."""
         try:
@@ -289,9 +296,9 @@ class Netceptor:
         log.warning("handshake_timeout", node_id=self.node_id, peer=session.label)
         return None
 
-    def _reject(self, session: Session, peer: str, reason: str) -> None:
-        log.warning("link_rejected", node_id=self.node_id, peer=peer, reason=reason,
-                    address=session.label)
+    def _reject(self, session: Session, peer: str, reason: str, level: str = "warning") -> None:
+        getattr(log, level)("link_rejected", node_id=self.node_id, peer=peer, reason=reason,
+                            address=session.label)
         try:
             session.send(m.REJECT_MESSAGE)
         except SessionClosed:
@@ -308,7 +315,9 @@ class Netceptor:
             self._reject(session, peer, "peer not in allowedpeers")
             return None
         if peer in self.links:
-            self._reject(session, peer, f"already connected to {peer}")
+            # symmetric peer configs: the dialer waits for the other link to end (redial_loop)
+            session.redundant_with = peer
+            self._reject(session, peer, f"already connected to {peer}", level="info")
             return None
         # a TLS plugin that refuses the certificate logs why: give its event the peer too
         with structlog.contextvars.bound_contextvars(peer=peer):
@@ -341,6 +350,9 @@ class Netceptor:
         if self.links.get(link.peer) is not link:
             return
         del self.links[link.peer]
+        down = self._link_down_events.pop(link.peer, None)
+        if down is not None:
+            down.set()
         self.router.remove_link(link.peer)
         self.route_by_hash = {h: l for h, l in self.route_by_hash.items() if l is not link}
         reason = link.close_reason or "closed"
