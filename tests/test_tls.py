@@ -314,11 +314,19 @@ def test_remote_work_through_a_tls_control_service(pki: Pki, nodes: dict,
                           "nosuch", "--no-payload", "cat")
     assert unknown.returncode != 0
     assert "bad tlsclient: no tls-client named 'nosuch'" in unknown.stdout + unknown.stderr
+    secret = "hunter2-" + "x" * 8
     done = receptorctl(*socket, "work", "submit", "--node", "alpha", "--tls-client", "cli",
-                       "--payload-literal", "over tls", "--follow", "--rm", "cat", timeout=120)
+                       "-a", f"secret_token={secret}", "--payload-literal", "over tls",
+                       "--follow", "cat", timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("over tls\n"), done.stdout
-    # --rm released the unit on both nodes, through the TLS session too
+    # the secret went to alpha for the submit; it is on neither node's disk afterwards
+    for node in (alpha, beta):
+        for status_file in node.datadir.glob("*/*/status"):
+            assert secret not in status_file.read_text(), status_file
+    (unit_id,) = beta.control("work list")
+    assert receptorctl(*socket, "work", "release", unit_id).returncode == 0
+    # the release reached alpha through the TLS session too
     wait_until(lambda: alpha.control("work list") == {} and beta.control("work list") == {},
                timeout=60, what="the unit released on alpha and beta")
 

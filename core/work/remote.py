@@ -396,7 +396,12 @@ class RemoteWork:
             await conn.readline()
 
             def started(status: UnitStatus) -> None:  # one status write, not two
-                status.extra_data = {**(status.extra_data or {}), "RemoteStarted": True}
+                extra = dict(status.extra_data or {})
+                if isinstance(extra.get("RemoteParams"), dict):
+                    # secrets were needed for the submit only: keep them off the disk now
+                    extra["RemoteParams"] = {k: v for k, v in extra["RemoteParams"].items()
+                                             if not k.lower().startswith("secret_")}
+                status.extra_data = {**extra, "RemoteStarted": True}
                 status.state = UnitState.RUNNING
                 status.detail = f"Running on {node} as {remote_id}"
 
