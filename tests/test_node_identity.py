@@ -238,3 +238,23 @@ def test_peer_redials_until_listener_appears(mesh: Mesh) -> None:
     wait_until(lambda: early.routes() == {"late": "late"}, timeout=30, what="route to late")
     assert ping(early, "late")["Success"]
     assert peers(late) == {"early": 1}
+
+
+def test_node_hash_collision_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two node IDs with one 64-bit hash (forced here: a real one takes ~2^32 names) are an
+    error in the log, where Receptor silently sends the second node's traffic to the first."""
+    from structlog.testing import capture_logs
+
+    from mesh.net import netceptor
+    from mesh.net.endpoint import RouteError
+
+    monkeypatch.setattr(netceptor, "node_hash", lambda node: 42)
+    net = netceptor.Netceptor("alpha")
+    with capture_logs() as events:
+        try:  # with beta's hash taken by alpha, the message is alpha's own
+            net.send_datagram(b"x", "beta", "ping", from_service="test")
+        except RouteError:
+            pass
+    (collision,) = [e for e in events if e["event"] == "node_hash_collision"]
+    assert (collision["peer"], collision["known"]) == ("beta", "alpha")
+    assert "rename one" in collision["detail"]

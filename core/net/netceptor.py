@@ -238,6 +238,16 @@ class Netceptor:
             max_datagram=self.advertised_datagram())
         return m.encode_routing_update(update)
 
+    def _learn_name(self, node: str, hashed: int | None = None) -> None:
+        """Remember which node ID a 64-bit node hash stands for (data headers carry only
+        hashes).  Receptor keeps the first name silently; a collision is logged here."""
+        hashed = node_hash(node) if hashed is None else hashed
+        known = self.names.setdefault(hashed, node)
+        if known != node:
+            log.error("node_hash_collision", node_id=self.node_id, peer=node, known=known,
+                      detail=f"node IDs {known!r} and {node!r} have the same 64-bit hash; "
+                             f"traffic for {node!r} goes to {known!r}: rename one")
+
     async def wait_link_down(self, peer: str) -> None:
         """Return once this node has no link to ``peer``."""
         while peer in self.links:
@@ -333,7 +343,7 @@ class Netceptor:
         link = Link(peer, session, cost, time.monotonic())
         session.peer_node = peer
         self.links[peer] = link
-        self.names.setdefault(node_hash(peer), peer)
+        self._learn_name(peer)
         # a neighbour that reconnects may be a restarted process: accept its new epoch
         self.router.records.pop(peer, None)
         self.router.add_link(peer, cost)
@@ -438,7 +448,7 @@ class Netceptor:
             self._send_to_links(self._routing_update(result.conflict_epoch))
             return
         if result.new_node:
-            self.names.setdefault(node_hash(update.node_id), update.node_id)
+            self._learn_name(update.node_id)
             self._flood.request(0.1)
         if result.connections_changed:
             self._recompute.request(0.1)
@@ -580,7 +590,7 @@ class Netceptor:
         if node.lower() == "localhost":
             node = self.node_id
         to_hash = node_hash(node)
-        self.names.setdefault(to_hash, node)
+        self._learn_name(node, to_hash)
         try:
             msg = m.encode_data(hops, self.my_hash, to_hash, from_service, service, data)
         except m.MessageError as exc:
