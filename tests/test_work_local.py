@@ -157,9 +157,8 @@ def test_status_and_list_of_unknown_unit(node: NodeProcess) -> None:
 
 
 def test_status_object_while_running_and_after(node: NodeProcess) -> None:
-    # long enough that it is still running when the cancel arrives on a loaded machine
-    unit_id = submitted_unit(receptorctl(node, "work", "submit", "shell", "--no-payload",
-                                         "'sleep 300'"))
+    unit_id = submitted_unit(receptorctl(node, "work", "submit", "echo-sleep",
+                                         "--no-payload"))
     running = wait_state(node, unit_id, {1})
     assert set(running) == STATUS_KEYS
     assert running["StateName"] == "Running"
