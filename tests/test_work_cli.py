@@ -150,7 +150,7 @@ def test_list_and_unit_id(ctl) -> None:
 
 def test_cancel_several_units(line: Mesh, ctl) -> None:
     exe = line.nodes["executor01"]
-    ids = [submitted_unit(work(ctl, "submit", "echo-sleep", "--node", "executor01",
+    ids = [submitted_unit(work(ctl, "submit", "echo-slow", "--node", "executor01",
                                "--no-payload")) for _ in range(2)]
     for unit_id in ids:
         wait_state(ctl, unit_id, {1})
@@ -173,7 +173,7 @@ def test_cancel_several_units(line: Mesh, ctl) -> None:
 
 def test_release_force_and_all(line: Mesh, ctl) -> None:
     exe = line.nodes["executor01"]
-    running = submitted_unit(work(ctl, "submit", "echo-sleep", "--node", "executor01",
+    running = submitted_unit(work(ctl, "submit", "echo-slow", "--node", "executor01",
                                   "--no-payload"))
     running_remote = remote_id(ctl, running)
     shell_pid = wait_until(lambda: (d := status(exe, running_remote)["Detail"]).startswith(

@@ -176,9 +176,7 @@ def test_status_object_while_running_and_after(node: NodeProcess) -> None:
 
 
 def test_cancel_and_release_local_unit(node: NodeProcess) -> None:
-    # long enough that it is still running when the cancel arrives on a loaded machine
-    unit_id = submitted_unit(receptorctl(node, "work", "submit", "shell", "--no-payload",
-                                         "'sleep 300'"))
+    unit_id = submitted_unit(receptorctl(node, "work", "submit", "echo-slow", "--no-payload"))
     running = wait_state(node, unit_id, {1})
     shell = int(running["Detail"].rsplit(" ", 1)[1])
     out = receptorctl(node, "work", "cancel", unit_id)
@@ -197,7 +195,8 @@ def test_cancel_and_release_local_unit(node: NodeProcess) -> None:
 
 
 def test_status_shows_work_types(node: NodeProcess) -> None:
-    types = "bigout, cat-files, echo-reply, echo-sleep, exit-three, gather-hostname, shell"
+    types = ("bigout, cat-files, echo-reply, echo-sleep, echo-slow, exit-three, gather-hostname, "
+             "shell")
     out = receptorctl(node, "status").stdout.decode()
     assert f"Node         Work Types\nworker01     {types}\n" in out or \
         re.search(rf"\nworker01 +{re.escape(types)}\n", out), out

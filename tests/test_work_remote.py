@@ -276,10 +276,10 @@ def echo_sleep_command_pids(exe, remote: str) -> list[int]:
 @pytest.mark.parametrize("cli", CLIS)
 def test_cancel_propagates_to_the_executor(line: Mesh, cli: str) -> None:
     ctl, exe = line.nodes["controller01"], line.nodes["executor01"]
-    unit_id = submitted_unit(submit(cli, ctl, "echo-sleep", "--no-payload"))
+    unit_id = submitted_unit(submit(cli, ctl, "echo-slow", "--no-payload"))
     local_stdout = unit_dir(ctl, unit_id) / "stdout"
     wait_until(lambda: local_stdout.exists() and local_stdout.stat().st_size > 0, timeout=30,
-               what="first echo-sleep line on the controller")
+               what="first echo-slow line on the controller")
     remote = remote_id(ctl, unit_id)
     shell = wait_until(lambda: echo_sleep_command_pids(exe, remote), timeout=30,
                        what="remote shell pid")[0]
@@ -344,7 +344,7 @@ def test_release_of_unknown_unit_exits_cleanly(line: Mesh, cli: str) -> None:
 @pytest.mark.parametrize("cli", CLIS)
 def test_force_release_of_a_running_unit(line: Mesh, cli: str) -> None:
     ctl, exe = line.nodes["controller01"], line.nodes["executor01"]
-    unit_id = submitted_unit(submit(cli, ctl, "echo-sleep", "--no-payload"))
+    unit_id = submitted_unit(submit(cli, ctl, "echo-slow", "--no-payload"))
     wait_state(ctl, unit_id, {1})
     remote = remote_id(ctl, unit_id)
     shell = wait_until(lambda: echo_sleep_command_pids(exe, remote), timeout=30,

@@ -38,6 +38,9 @@ def work_types(interval: float = 0.2) -> list[dict[str, Any]]:
         {"work-command": {"worktype": "echo-reply", "command": "cat"}},
         {"work-command": {"worktype": "echo-sleep", "command": "sh",
                           "params": f"-c '{ECHO_SLEEP.format(interval=interval)}'"}},
+        # still running when a cancel or release arrives, however busy the machine (60 s)
+        {"work-command": {"worktype": "echo-slow", "command": "sh",
+                          "params": f"-c '{ECHO_SLEEP.format(interval=5)}'"}},
         {"work-command": {"worktype": "bigout", "command": sys.executable,
                           "params": f"-c '{BIGOUT_SCRIPT}'", "allowruntimeparams": True}},
         {"work-command": {"worktype": "exit-three", "command": "sh",
