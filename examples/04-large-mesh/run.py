@@ -65,8 +65,8 @@ def body(demo: Demo) -> None:
     out = demo.sh(VIEWER, "receptorctl", "traceroute", TARGET).stdout.decode()
     hops = [line.split()[1] for line in out.splitlines() if line[:1].isdigit()]
     shortest = [VIEWER, "west-relayer02", "east-relayer02", TARGET]
-    demo.expect(f"the shortest path: three hops (the other path, through west-relayer01 and "
-                f"controller01, takes four)", ", ".join(shortest), ", ".join(hops),
+    demo.expect("the shortest path: three hops (the other path, through west-relayer01 and "
+                "controller01, takes four)", ", ".join(shortest), ", ".join(hops),
                 hops == shortest)
 
     demo.step(f"work from {VIEWER} to {TARGET}")
