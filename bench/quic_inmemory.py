@@ -20,11 +20,10 @@ import resource
 import socket
 import struct
 import time
-from collections import deque
 
 import structlog
 
-from mesh.net.datagram import EndpointClosed
+from mesh.net.datagram import DatagramQueue
 from mesh.net.streams import DEFAULT_TUNING, StreamTuning, dial_stream, listen_stream
 
 CHUNK = 256 * 1024
@@ -33,54 +32,31 @@ _LEN = struct.Struct(">I")
 CPU_REPORT: list[tuple[int, float, float]] = []
 
 
-class MemoryEndpoint:
+class MemoryEndpoint(DatagramQueue):
     """One side of an in-memory endpoint pair."""
 
     def __init__(self, node_id: str, service: str) -> None:
+        super().__init__()
         self.node_id = node_id
         self.service = service
         self.peer: MemoryEndpoint | None = None
-        self._queue: deque[tuple[bytes, str, str]] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self.closed = False
-
-    async def recvfrom(self) -> tuple[bytes, str, str]:
-        while not self._queue:
-            if self.closed:
-                raise EndpointClosed(self.service)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
 
     def sendto(self, data: bytes, node: str, service: str) -> None:
         peer = self.peer
-        if peer is None or peer.closed:
-            return
-        peer._queue.append((data, self.node_id, self.service))
-        if peer._waiter is not None and not peer._waiter.done():
-            peer._waiter.set_result(None)
-
-    def close(self) -> None:
-        self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if peer is not None and not peer.closed:
+            peer._push(data, self.node_id, self.service)
 
 
-class SocketEndpoint(asyncio.Protocol):
+class SocketEndpoint(DatagramQueue, asyncio.Protocol):
     """A datagram endpoint over a stream socket to one fixed peer (length-prefixed frames)."""
 
     def __init__(self, node_id: str, service: str, peer: tuple[str, str]) -> None:
+        super().__init__()
         self.node_id = node_id
         self.service = service
         self.peer = peer
         self._buf = bytearray()
-        self._queue: deque[tuple[bytes, str, str]] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
-        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -97,33 +73,15 @@ class SocketEndpoint(asyncio.Protocol):
             queue.append((bytes(buf[pos + 4:pos + 4 + size]), peer[0], peer[1]))
             pos += 4 + size
         del buf[:pos]
-        if queue and self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if queue:
+            self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
 
-    async def recvfrom(self) -> tuple[bytes, str, str]:
-        while not self._queue:
-            if self.closed:
-                raise EndpointClosed(self.service)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
-
     def sendto(self, data: bytes, node: str, service: str) -> None:
         if self._transport is not None and not self.closed:
             self._transport.writelines((_LEN.pack(len(data)), data))
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 async def _serve_one(listener) -> None:

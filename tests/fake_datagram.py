@@ -11,44 +11,30 @@ from __future__ import annotations
 import asyncio
 import random
 import string
-from collections import deque
 from typing import Callable
 
-from mesh.net.datagram import EndpointClosed
+from mesh.net.datagram import DatagramQueue, EndpointClosed
 
 
-class FakeEndpoint:
+class FakeEndpoint(DatagramQueue):
     """Implements :class:`mesh.net.datagram.DatagramEndpoint` on a :class:`FakeNetwork`."""
 
     def __init__(self, network: FakeNetwork, node_id: str, service: str) -> None:
+        super().__init__()
         self.network = network
         self.node_id = node_id
         self.service = service
-        self.closed = False
-        self._queue: deque[tuple[bytes, str, str]] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         self.sent = 0
         self.received = 0
 
     def _deliver(self, data: bytes, from_node: str, from_service: str) -> None:
-        if self.closed:
-            return
-        self._queue.append((data, from_node, from_service))
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if not self.closed:
+            self._push(data, from_node, from_service)
 
     async def recvfrom(self) -> tuple[bytes, str, str]:
-        while not self._queue:
-            if self.closed:
-                raise EndpointClosed(self.service)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+        datagram = await super().recvfrom()
         self.received += 1
-        return self._queue.popleft()
+        return datagram
 
     def sendto(self, data: bytes, node: str, service: str) -> None:
         if self.closed:
@@ -59,11 +45,8 @@ class FakeEndpoint:
     def close(self) -> None:
         if self.closed:
             return
-        self.closed = True
+        self.close_queue()
         self.network.endpoints.pop((self.node_id, self.service), None)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 class FakeNetwork:

@@ -7,6 +7,8 @@ an in-memory fake below the stream layer.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from typing import Callable, Protocol
 
 
@@ -31,6 +33,51 @@ class DatagramEndpoint(Protocol):
     def close(self) -> None: ...
 
 
+class DatagramQueue:
+    """The receiving half of an endpoint: received datagrams queue here until
+    :meth:`recvfrom` takes them; :meth:`close_queue` wakes a waiting reader.
+
+    Shared by the node's endpoint and the in-memory endpoints of tests and benchmarks.
+    """
+
+    service: str
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._queue: deque[tuple[bytes, str, str]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _push(self, data: bytes, from_node: str, from_service: str) -> None:
+        self._queue.append((data, from_node, from_service))
+        self._wake()
+
+    def close_queue(self) -> None:
+        """Mark closed; a reader waiting in :meth:`recvfrom` gets EndpointClosed."""
+        self.closed = True
+        self._wake()
+
+    def close(self) -> None:
+        """Close the endpoint (subclasses that unbind somewhere also call :meth:`close_queue`)."""
+        self.close_queue()
+
+    async def recvfrom(self) -> tuple[bytes, str, str]:
+        """Next datagram as (payload, from_node, from_service)."""
+        while not self._queue:
+            if self.closed:
+                raise EndpointClosed(self.service)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+
 #: ``max_datagram_for(node)``: the QUIC datagram size negotiated with a remote node
 #: (1200 for Go Receptor peers, up to ~60000 between nodes of this project).
 MaxDatagramFor = Callable[[str], int]
@@ -38,4 +85,4 @@ MaxDatagramFor = Callable[[str], int]
 #: ``open_endpoint()``: binds a fresh ephemeral-service endpoint (one per dial).
 EndpointFactory = Callable[[], DatagramEndpoint]
 
-__all__ = ["DatagramEndpoint", "EndpointClosed", "EndpointFactory", "MaxDatagramFor"]
+__all__ = ["DatagramEndpoint", "DatagramQueue", "EndpointClosed", "EndpointFactory", "MaxDatagramFor"]

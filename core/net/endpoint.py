@@ -6,11 +6,9 @@ reader never stalls the link that delivers to it — Receptor hands off unbuffer
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from typing import TYPE_CHECKING, Callable
 
-from mesh.net.datagram import EndpointClosed
+from mesh.net.datagram import DatagramQueue, EndpointClosed
 from mesh.net.messages import Unreachable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,17 +21,15 @@ class RouteError(Exception):
 QUEUE_LIMIT = 4096
 
 
-class Endpoint:
+class Endpoint(DatagramQueue):
     """One (node, service) address that can send and receive mesh datagrams."""
 
     def __init__(self, netceptor: "Netceptor", service: str, *, hops: int = 30) -> None:
+        super().__init__()
         self.netceptor = netceptor
         self.node_id = netceptor.node_id
         self.service = service
         self.hops = hops
-        self.closed = False
-        self._queue: deque[tuple[bytes, str, str]] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         #: Called with each unreachable notification about traffic this endpoint sent.
         #: Called as ``handler(notice, reporting_node)``.
         self.unreachable_handler: Callable[[Unreachable, str], None] | None = None
@@ -52,28 +48,13 @@ class Endpoint:
         if len(self._queue) >= QUEUE_LIMIT:
             self.dropped += 1
             return
-        self._queue.append((data, from_node, from_service))
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._push(data, from_node, from_service)
 
     def deliver_unreachable(self, notice: Unreachable, reporter: str) -> None:
         if self.unreachable_handler is not None and not self.closed:
             self.unreachable_handler(notice, reporter)
 
     # -- DatagramEndpoint API ----------------------------------------------------------
-
-    async def recvfrom(self) -> tuple[bytes, str, str]:
-        """Next datagram as (payload, from_node, from_service)."""
-        while not self._queue:
-            if self.closed:
-                raise EndpointClosed(self.service)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
 
     def sendto(self, data: bytes, node: str, service: str) -> None:
         """Send one datagram, fire-and-forget: like UDP, a datagram without a route is lost
@@ -96,8 +77,5 @@ class Endpoint:
     def close(self) -> None:
         if self.closed:
             return
-        self.closed = True
+        self.close_queue()
         self.netceptor.release_service(self.service, self)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
