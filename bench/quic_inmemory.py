@@ -65,16 +65,16 @@ class SocketEndpoint(DatagramQueue, asyncio.Protocol):
         buf = self._buf
         buf += data
         pos, end = 0, len(buf)
-        queue, peer = self._queue, self.peer
+        datagrams, peer = [], self.peer
         while end - pos >= 4:
             (size,) = _LEN.unpack_from(buf, pos)
             if end - pos - 4 < size:
                 break
-            queue.append((bytes(buf[pos + 4:pos + 4 + size]), peer[0], peer[1]))
+            datagrams.append((bytes(buf[pos + 4:pos + 4 + size]), peer[0], peer[1]))
             pos += 4 + size
         del buf[:pos]
-        if queue:
-            self._wake()
+        if datagrams:
+            self._inbox.extend(datagrams)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, cast
 
@@ -20,6 +19,7 @@ from mesh.config.schema import SectionSpec
 from mesh.net import messages as m
 from mesh.net.backend import (Backend, Backoff, LinkHost, LinkOptions, Session, SessionClosed,
                               redial_loop)
+from mesh.net.inbox import Inbox
 from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listener,
                                       check_peer_address, listener_allowedpeers_field,
                                       listener_cost_field, nodecost_field,
@@ -81,9 +81,9 @@ class UdpSession(Session):
         #: Destination for ``sendto``; None on a connected socket.
         self.addr = addr
         self._on_close = on_close
-        self._queue: deque[bytes] = deque()
+        self._inbox: Inbox[bytes] = Inbox(
+            lambda: SessionClosed(f"{self.label}: {self._reason}"))
         self._queued_bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._reason = "closed"
         self.received = 0
@@ -95,14 +95,11 @@ class UdpSession(Session):
         if self._closed or not data:  # a zero-length message is never valid
             return
         self.received += 1
-        if len(self._queue) >= MAX_QUEUED or self._queued_bytes > MAX_QUEUED_BYTES:
+        if len(self._inbox) >= MAX_QUEUED or self._queued_bytes > MAX_QUEUED_BYTES:
             self.dropped += 1
             return
-        self._queue.append(data)
         self._queued_bytes += len(data)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._inbox.put(data)
 
     # -- Session -------------------------------------------------------------------------
 
@@ -121,15 +118,7 @@ class UdpSession(Session):
             self.transport.sendto(message, self.addr)
 
     async def recv(self) -> bytes:
-        while not self._queue:
-            if self._closed:
-                raise SessionClosed(f"{self.label}: {self._reason}")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        message = self._queue.popleft()
+        message = await self._inbox.get()
         self._queued_bytes -= len(message)
         return message
 
@@ -138,11 +127,9 @@ class UdpSession(Session):
             return
         self._closed = True
         self._reason = reason
-        self._queue.clear()
+        self._inbox.items.clear()
         self._queued_bytes = 0
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._inbox.close()
         if self._on_close is not None:
             self._on_close(self)
 

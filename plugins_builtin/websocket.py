@@ -27,6 +27,7 @@ from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net.backend import Backend, LinkHost, LinkOptions, Session, SessionClosed, redial_loop
+from mesh.net.inbox import Inbox
 from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listener,
                                       listener_allowedpeers_field, listener_cost_field,
                                       nodecost_field, peer_allowedpeers_field, peer_cost_field)
@@ -95,8 +96,7 @@ class WsSession(Session):
         #: The TLS section's certificate → node IDs check (None without TLS).
         self.tls_identity = tls_identity
         self.dropped = 0
-        self._in: deque[bytes] = deque()
-        self._in_waiter: asyncio.Future[None] | None = None
+        self._inbox: Inbox[bytes] = Inbox(lambda: SessionClosed(self.label))
         self._in_space: asyncio.Future[None] | None = None
         self._out: deque[bytes] = deque()
         self._out_bytes = 0
@@ -121,9 +121,8 @@ class WsSession(Session):
                     return
                 if not data:  # a zero-length message is never valid
                     continue
-                self._in.append(data)
-                self._wake_reader()
-                if len(self._in) >= MAX_QUEUED:
+                self._inbox.put(data)
+                if len(self._inbox) >= MAX_QUEUED:
                     self._in_space = asyncio.get_running_loop().create_future()
                     try:
                         await self._in_space
@@ -157,11 +156,6 @@ class WsSession(Session):
             self._out.clear()
             self._out_bytes = 0
             self._mark_closed()
-
-    def _wake_reader(self) -> None:
-        waiter = self._in_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def _mark_closed(self) -> None:
         if not self._closed:
@@ -201,17 +195,9 @@ class WsSession(Session):
         self._out_ready.set()
 
     async def recv(self) -> bytes:
-        while not self._in:
-            if self._closed:
-                raise SessionClosed(self.label)
-            self._in_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._in_waiter
-            finally:
-                self._in_waiter = None
-        message = self._in.popleft()
+        message = await self._inbox.get()
         space = self._in_space
-        if space is not None and not space.done() and len(self._in) < MAX_QUEUED // 2:
+        if space is not None and not space.done() and len(self._inbox) < MAX_QUEUED // 2:
             space.set_result(None)
         return message
 
@@ -220,7 +206,7 @@ class WsSession(Session):
             return
         self._closed = True
         self._out_ready.set()  # the writer flushes what is queued, then stops
-        self._wake_reader()
+        self._inbox.close()
         self._shutdown = asyncio.get_running_loop().create_task(self._close_connection())
         self._closing.add(self._shutdown)
         self._shutdown.add_done_callback(self._closing.discard)

@@ -7,9 +7,9 @@ an in-memory fake below the stream layer.
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from typing import Callable, Protocol
+
+from mesh.net.inbox import Inbox
 
 
 class EndpointClosed(Exception):
@@ -34,8 +34,8 @@ class DatagramEndpoint(Protocol):
 
 
 class DatagramQueue:
-    """The receiving half of an endpoint: received datagrams queue here until
-    :meth:`recvfrom` takes them; :meth:`close_queue` wakes a waiting reader.
+    """The receiving half of an endpoint: received datagrams wait in an :class:`Inbox`
+    until :meth:`recvfrom` takes them.
 
     Shared by the node's endpoint and the in-memory endpoints of tests and benchmarks.
     """
@@ -43,23 +43,19 @@ class DatagramQueue:
     service: str
 
     def __init__(self) -> None:
-        self.closed = False
-        self._queue: deque[tuple[bytes, str, str]] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._inbox: Inbox[tuple[bytes, str, str]] = Inbox(
+            lambda: EndpointClosed(self.service))
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    @property
+    def closed(self) -> bool:
+        return self._inbox.closed
 
     def _push(self, data: bytes, from_node: str, from_service: str) -> None:
-        self._queue.append((data, from_node, from_service))
-        self._wake()
+        self._inbox.put((data, from_node, from_service))
 
     def close_queue(self) -> None:
         """Mark closed; a reader waiting in :meth:`recvfrom` gets EndpointClosed."""
-        self.closed = True
-        self._wake()
+        self._inbox.close()
 
     def close(self) -> None:
         """Close the endpoint (subclasses that unbind somewhere also call :meth:`close_queue`)."""
@@ -67,15 +63,7 @@ class DatagramQueue:
 
     async def recvfrom(self) -> tuple[bytes, str, str]:
         """Next datagram as (payload, from_node, from_service)."""
-        while not self._queue:
-            if self.closed:
-                raise EndpointClosed(self.service)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
+        return await self._inbox.get()
 
 
 #: ``max_datagram_for(node)``: the QUIC datagram size negotiated with a remote node

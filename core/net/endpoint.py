@@ -45,7 +45,7 @@ class Endpoint(DatagramQueue):
         if self.datagram_handler is not None:
             self.datagram_handler(data, from_node, from_service)
             return
-        if len(self._queue) >= QUEUE_LIMIT:
+        if len(self._inbox) >= QUEUE_LIMIT:
             self.dropped += 1
             return
         self._push(data, from_node, from_service)

@@ -6,11 +6,11 @@ Used by the tcp backend (plain or TLS) and by any backend whose transport is a b
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Callable
 
 from mesh.net.backend import Session, SessionClosed
 from mesh.net.framing import FrameDecoder, FrameError, encode_frame
+from mesh.net.inbox import Inbox
 
 #: Pause reading from the socket while this many messages wait for the link loop.
 MAX_QUEUED = 256
@@ -29,8 +29,7 @@ class FramedSession(asyncio.Protocol, Session):
         self.max_message = 65535
         self.transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder()
-        self._queue: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._inbox: Inbox[bytes] = Inbox(lambda: SessionClosed(self.label))
         self._closed = False
         self._paused = False
         self.connected: asyncio.Future[None] = asyncio.get_event_loop().create_future()
@@ -51,11 +50,10 @@ class FramedSession(asyncio.Protocol, Session):
         if not messages:
             return
         self.messages_in += len(messages)
-        self._queue.extend(messages)
-        if len(self._queue) > MAX_QUEUED and not self._paused and self.transport:
+        self._inbox.extend(messages)
+        if len(self._inbox) > MAX_QUEUED and not self._paused and self.transport:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
 
     def eof_received(self) -> bool:
         return False
@@ -64,12 +62,7 @@ class FramedSession(asyncio.Protocol, Session):
         self._closed = True
         if not self.connected.done():
             self.connected.set_exception(SessionClosed(str(exc or "connection lost")))
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._inbox.close()
 
     # -- Session -----------------------------------------------------------------------
 
@@ -86,16 +79,8 @@ class FramedSession(asyncio.Protocol, Session):
                                 f"for a framed link") from None
 
     async def recv(self) -> bytes:
-        while not self._queue:
-            if self._closed:
-                raise SessionClosed(self.label)
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        message = self._queue.popleft()
-        if self._paused and len(self._queue) < MAX_QUEUED // 2 and self.transport:
+        message = await self._inbox.get()
+        if self._paused and len(self._inbox) < MAX_QUEUED // 2 and self.transport:
             self._paused = False
             self.transport.resume_reading()
         return message
@@ -104,7 +89,7 @@ class FramedSession(asyncio.Protocol, Session):
         if self.transport is not None and not self._closed:
             self.transport.close()
         self._closed = True
-        self._wake()
+        self._inbox.close()
 
     def peer_node_ids(self) -> list[str] | None:
         if self.tls_identity is None or self.transport is None:
