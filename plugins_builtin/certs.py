@@ -41,6 +41,14 @@ class CertError(Exception):
 # -- building blocks -----------------------------------------------------------------------
 
 
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    """digitalSignature, plus keyCertSign for a CA (as Receptor's certificates have)."""
+    return x509.KeyUsage(digital_signature=True, key_cert_sign=cert_sign,
+                         content_commitment=False, key_encipherment=False,
+                         data_encipherment=False, key_agreement=False, crl_sign=False,
+                         encipher_only=False, decipher_only=False)
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
@@ -124,11 +132,7 @@ def make_ca(common_name: str, *, bits: int = DEFAULT_BITS,
         .serial_number(_serial())
         .not_valid_before(start)
         .not_valid_after(end)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False),
-                       critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(_EKU, critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
@@ -190,11 +194,7 @@ def sign_request(req: x509.CertificateSigningRequest, ca_cert: x509.Certificate,
         .serial_number(_serial())
         .not_valid_before(start)
         .not_valid_after(end)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False),
-                       critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(_EKU, critical=False)
         .add_extension(san.value, critical=san.critical)
     )
