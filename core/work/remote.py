@@ -132,6 +132,11 @@ class _ResultsWatch:
     progress: float
 
 
+def _tls_client(extra: dict[str, Any]) -> str:
+    """The tls-client a remote unit's control sessions are dialed with ("" for none)."""
+    return extra.get("TLSClient") or ""
+
+
 class _SessionPool:
     """Idle control sessions to remote nodes, reused for one-line commands (status, cancel,
     release).
@@ -379,12 +384,12 @@ class RemoteWork:
 
     async def _start_remote(self, unit_id: str, extra: dict[str, Any]) -> None:
         node = extra["RemoteNode"]
-        conn = await self.sessions.take(node, extra.get("TLSClient") or "")
+        conn = await self.sessions.take(node, _tls_client(extra))
         try:
             params = extra.get("RemoteParams")
             request = dict(params) if isinstance(params, dict) else {}
             request.update(command="work", subcommand="submit", node=node,
-                           worktype=extra["RemoteWorkType"], tlsclient=extra.get("TLSClient", ""),
+                           worktype=extra["RemoteWorkType"], tlsclient=_tls_client(extra),
                            **self._signature(extra))
             created = await conn.command(json.dumps(request))
             match = REMOTE_ID.search(created)
@@ -502,7 +507,7 @@ class RemoteWork:
                 await retry.wait()
 
     async def _fetch_stdout(self, unit_id: str, extra: dict[str, Any], start: int) -> None:
-        conn = await self.sessions.take(extra["RemoteNode"], extra.get("TLSClient") or "")
+        conn = await self.sessions.take(extra["RemoteNode"], _tls_client(extra))
         watch = _ResultsWatch(conn, self.sessions.epoch(extra["RemoteNode"]), time.monotonic())
         self._results_conns[unit_id] = watch
         try:
@@ -544,7 +549,7 @@ class RemoteWork:
                               final_ok: bool) -> None:
         reply = await self.sessions.command(extra["RemoteNode"],
                                             f"work status {extra['RemoteUnitID']}",
-                                            STATUS_TIMEOUT, extra.get("TLSClient") or "")
+                                            STATUS_TIMEOUT, _tls_client(extra))
         try:
             remote = json.loads(reply)
         except json.JSONDecodeError as exc:
@@ -653,7 +658,7 @@ class RemoteWork:
             extra["RemoteNode"], json.dumps({"command": "work", "subcommand": subcommand,
                                              "unitid": extra["RemoteUnitID"],
                                              **self._signature(extra)}),
-            REPLY_TIMEOUT, extra.get("TLSClient") or "")
+            REPLY_TIMEOUT, _tls_client(extra))
 
     async def cancel(self, unit_id: str) -> dict[str, str]:
         self._set_extra(unit_id, LocalCancelled=True)
