@@ -315,8 +315,8 @@ class Workceptor:
             raise WorkError(f"error starting worker: {exc}") from None
 
     def fail(self, unit_id: str, detail: str) -> None:
-        """Mark the unit Failed with ``detail``; a unit already gone or a full disk is logged."""
-        log.info("unit_failed", node_id=self.node.node_id, unit_id=unit_id, detail=detail)
+        """Mark the unit Failed with ``detail`` (logged as ``unit_state_changed`` like every
+        change); a status that cannot be written (a full disk) is logged here."""
         try:
             self.handle(unit_id).update(lambda s: _set(s, UnitState.FAILED, detail), check=False)
         except (UnitStoreError, OSError) as exc:
