@@ -3,10 +3,12 @@ ports, link checks and a scan of node logs for unhandled errors."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mesh.testing import Mesh, NodeProcess
@@ -42,6 +44,21 @@ def submit_follow(node: NodeProcess, target: str, *payload_args: str) -> bytes:
     match = re.search(rb"\(\w+, released\)\n\Z", out)
     assert match, f"no release line at the end of {out[-200:]!r}"
     return out[:match.start()]
+
+
+def check_5mib_round_trip(line: Mesh, tmp_path: Path, hops: str) -> None:
+    """5 MiB of random bytes from near to far and back as the result, byte-exact; prints the
+    rate (``hops`` names the links, e.g. "2 UDP hops")."""
+    payload = os.urandom(5 * 1024 * 1024)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    start = time.monotonic()
+    out = submit_follow(line.nodes["near"], "far", "--payload", str(source))
+    elapsed = time.monotonic() - start
+    assert len(out) == len(payload)
+    assert out == payload
+    print(f"\n5 MiB payload out + 5 MiB result back over {hops}: {elapsed:.2f} s "
+          f"({2 * len(payload) / elapsed / 1e6:.1f} MB/s both ways)")
 
 
 def connected(node: NodeProcess, peer: str) -> bool:

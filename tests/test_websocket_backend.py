@@ -9,7 +9,6 @@ upgrade request a ws-peer sends; a killed end.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import tempfile
 import threading
@@ -25,7 +24,8 @@ from websockets.sync.server import serve
 from websockets.typing import Origin
 
 from mesh.config.errors import SectionValueError
-from backend_helpers import CAT, connected, receptorctl, submit_follow, unexpected_errors
+from backend_helpers import (CAT, check_5mib_round_trip, connected, receptorctl, submit_follow,
+                             unexpected_errors)
 from mesh.testing import Mesh, free_port, wait_until
 from mesh_builtin.websocket import WsListenerConfig, WsPeerConfig, path_matches, \
     split_extraheader
@@ -74,16 +74,7 @@ def test_remote_work_over_websocket(line: Mesh) -> None:
 
 
 def test_5mb_result_stream_is_byte_exact(line: Mesh, tmp_path: Path) -> None:
-    payload = os.urandom(5 * 1024 * 1024)
-    source = tmp_path / "payload.bin"
-    source.write_bytes(payload)
-    start = time.monotonic()
-    out = submit_follow(line.nodes["near"], "far", "--payload", str(source))
-    elapsed = time.monotonic() - start
-    assert len(out) == len(payload)
-    assert out == payload
-    print(f"\n5 MiB payload out + 5 MiB result back over 2 ws hops: {elapsed:.2f} s "
-          f"({2 * len(payload) / elapsed / 1e6:.1f} MB/s both ways)")
+    check_5mib_round_trip(line, tmp_path, "2 ws hops")
 
 
 def test_listener_path_refuses_other_paths(line: Mesh) -> None:
