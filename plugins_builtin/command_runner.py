@@ -182,6 +182,8 @@ def update_status(unitdir: str, changes: dict) -> None:
         if data.get("State") in FINAL_STATES:
             raise StatusFinal(data.get("State"))
         data.update(changes)
+        # .status.PID.*.tmp, as the kernel names its own: its start-up sweep keeps a live
+        # writer's temp file and removes the rest
         tmp = os.path.join(unitdir, f".status.{os.getpid()}.runner.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -86,7 +86,8 @@ class UnitStatus:
 
 def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` as JSON: temp file, fsync (if ``durable``), rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".status.", suffix=".tmp")
+    # the PID in the name lets a sweep at start tell a live writer's file from debris
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".status.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(data, separators=(",", ":")) + "\n")
@@ -102,12 +103,13 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
         raise
 
 
-def _runner_writing(temp_name: str) -> bool:
-    """Whether ``.status.PID.runner.tmp`` belongs to a command runner still alive (which
-    may be between writing and renaming it); the kernel's own temp files are never live at
-    start."""
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that made the temp status file ``.status.PID.*.tmp`` still runs
+    (and so may be between writing and renaming it).  Every writer names its temp files so:
+    :func:`write_json_atomic` here and the command runner.  This process itself writes
+    nothing while the store is swept."""
     parts = temp_name.split(".")
-    if len(parts) != 5 or parts[3] != "runner" or not parts[2].isdigit():
+    if len(parts) < 5 or not parts[2].isdigit() or int(parts[2]) == os.getpid():
         return False
     try:
         os.kill(int(parts[2]), 0)
@@ -196,7 +198,7 @@ class UnitStore:
                 removed.append(unit_dir.name)
                 continue
             for tmp in unit_dir.glob(".status.*.tmp"):
-                if _runner_writing(tmp.name):
+                if _writer_alive(tmp.name):
                     continue
                 try:
                     tmp.unlink()
