@@ -1,6 +1,8 @@
 """``python -m mesh`` is the ``mesh`` command."""
 
+import sys
+
 from mesh.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

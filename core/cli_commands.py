@@ -6,20 +6,18 @@ through ``mesh_register_cli_commands``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
-from pathlib import Path
+
 from typing import Any
 
 import click
 
 from mesh import hookimpl
-from mesh.config.errors import ConfigError
 from mesh.control.client import ControlClient, ControlClientError
 from mesh.control.status_format import format_status
-from mesh.node_sections import default_node_id, default_socket
+from mesh.defaults import default_socket
 
 socket_option = click.option(
     "--socket", "socket_path", envvar="MESH_SOCKET", default=None, metavar="ADDRESS",
@@ -44,53 +42,20 @@ def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=4, sort_keys=True))
 
 
-def embedded_config() -> str:
-    """The config used by ``mesh node`` without ``-c``."""
-    return (f"- node:\n    id: {json.dumps(default_node_id())}\n"
-            f"- control-service:\n    filename: {json.dumps(default_socket())}\n")
-
-
 @click.command("node")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Receptor-style YAML config (list or version-2 form).")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Receptor-style YAML config (list or version-2 form).")
 @click.pass_context
-def node_command(ctx: click.Context, config_path: Path | None) -> None:
+def node_command(ctx: click.Context, config_path: str | None) -> None:
     """Run a mesh node."""
     from mesh.cli import plugin_host
-    from mesh.config.loader import load_config, parse_config
-    from mesh.log import bind_node, configure_logging
-    from mesh.node import Node, NodeStartError
+    from mesh.node_process import run_node
 
-    host = plugin_host(ctx)
-    specs = host.section_specs()
-    try:
-        if config_path is None:
-            config = parse_config(embedded_config(), specs, source="<embedded default config>")
-        else:
-            config = load_config(config_path, specs)
-    except ConfigError as exc:
-        fail(str(exc), 2)
-    level_cfg = config.one("log-level")
-    level = ctx.find_root().obj.get("log_level") or (level_cfg.level if level_cfg else "info")
-    configure_logging(level, ctx.find_root().obj.get("log_format", "auto"))
-    node_cfg = config.one("node")
-    # before Node(): events of the plugins' factories carry node_id too
-    bind_node(node_cfg.id if node_cfg is not None else default_node_id())
-    import faulthandler
-    import signal
-
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks
-    try:
-        node = Node(config, host)
-        asyncio.run(node.run())
-    except ConfigError as exc:  # found while wiring the node (e.g. duplicate work types)
-        fail(str(exc), 2)
-    except NodeStartError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        pass
-    if node.stop_reason == "duplicate node ID":
-        sys.exit(3)
+    root = ctx.find_root().obj
+    code = run_node(config_path, early=root.get("early"), host=plugin_host(ctx),
+                    log_format=root.get("log_format", "auto"), log_level=root.get("log_level"))
+    if code:
+        sys.exit(code)
 
 
 @click.command("status")
@@ -174,12 +139,19 @@ def traceroute_command(socket_path: str | None, node: str) -> None:
 
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def plugins_command(ctx: click.Context, as_json: bool) -> None:
+def plugins_command(as_json: bool) -> None:
     """List installed plugins, their hooks and what they registered."""
-    from mesh.cli import plugin_host
+    from mesh.plugins import PluginError, build_index, make_plugin_manager
+    from mesh.plugin_index import write_index
 
-    infos = [info.as_dict() for info in plugin_host(ctx).plugin_list()]
+    try:
+        host = make_plugin_manager()  # every plugin, imported now: what is really there
+    except PluginError as exc:
+        fail(str(exc))
+    index = build_index(host)  # also records each plugin's CLI commands
+    if not host.failed:
+        write_index(index)
+    infos = [info.as_dict() for info in host.plugin_list()]
     if as_json:
         print_json(infos)
         return

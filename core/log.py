@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import Any, Callable, Literal, TextIO
 
@@ -24,7 +25,7 @@ LogFormat = Literal["auto", "console", "json"]
 
 #: Libraries whose own ``logging`` output is shown from WARNING up only (their debug and info
 #: records are per packet, per lock or per loop); other ``logging`` records from INFO up.
-QUIET_LIBRARIES = ("asyncio", "filelock", "quic", "websockets")
+QUIET_LIBRARIES = ("asyncio", "quic", "websockets")
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +98,20 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     logging.captureWarnings(True)
+
+
+def ensure_configured() -> None:
+    """Configure logging from the environment (``MESH_LOG_LEVEL``, ``MESH_LOG_FORMAT``,
+    ``MESH_TRACE_PLUGINS``) unless this process has configured structlog already.
+
+    For code that may log before a command has set logging up (plugin loading in the CLI):
+    without it structlog would print to stdout, into a command's output.
+    """
+    if structlog.is_configured():
+        return
+    tracing = os.environ.get("MESH_TRACE_PLUGINS", "") not in ("", "0")
+    configure_logging(os.environ.get("MESH_LOG_LEVEL") or ("info" if tracing else "warning"),
+                      os.environ.get("MESH_LOG_FORMAT", "auto"))  # type: ignore[arg-type]
 
 
 def bind_node(node_id: str) -> None:

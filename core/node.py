@@ -11,13 +11,15 @@ from typing import Any, Awaitable
 import structlog
 
 from mesh.config.errors import ConfigError
-from mesh.config.loader import LoadedConfig, config_digest, load_config
+from mesh.config.loader import LoadedConfig, build_config, config_digest, read_config
+from mesh.control.early import EarlyControl
 from mesh.control.server import ControlService
 from mesh.log import loop_exception_handler
+from mesh.net.deferred_listener import DeferredStreamListener
 from mesh.net.endpoint import RouteError
 from mesh.net.firewall import Firewall, parse_rule
 from mesh.net.netceptor import DEFAULT_IDLE_TIMEOUT, Netceptor
-from mesh.node_sections import SAFE_NAME_RE, NodeConfig
+from mesh.node_config import SAFE_NAME_RE, NodeConfig
 from mesh.plugins import PluginHost
 from mesh.tasks import cancel_and_wait
 from mesh.work.unitstore import UnitStore
@@ -28,7 +30,6 @@ log = structlog.get_logger(__name__)
 
 #: Streams to a node without a route for this long are aborted (their users reconnect).
 UNREACHABLE_GRACE = 3.0
-ROUTE_WATCH_INTERVAL = 0.5
 #: Sections that ``reload`` may change without a restart.
 RELOADABLE_KINDS = ("backend",)
 
@@ -56,9 +57,12 @@ class _RunningBackend:
 class Node:
     """One mesh node process."""
 
-    def __init__(self, config: LoadedConfig, plugins: PluginHost) -> None:
+    def __init__(self, config: LoadedConfig, plugins: PluginHost,
+                 early: EarlyControl | None = None) -> None:
         self.config = config
         self.plugins = plugins
+        #: Control sockets bound (and answering ``status``) before the node was built.
+        self.early = early
         node_cfg = config.one("node") or NodeConfig()
         assert isinstance(node_cfg, NodeConfig)
         self.node_config = node_cfg
@@ -71,12 +75,14 @@ class Node:
             max_datagram=node_cfg.streamdatagram,
             on_link_up=lambda peer, cost: plugins.link_up(self, peer, cost),
             on_link_down=lambda peer, reason: plugins.link_down(self, peer, reason),
-            on_duplicate=lambda _id: self.stop("duplicate node ID"))
+            on_duplicate=lambda _id: self.stop("duplicate node ID"),
+            on_routes_changed=self._routes_changed)
         self.backends: list[_RunningBackend] = []
         self.service_tasks: list[asyncio.Task[None]] = []
         #: Our outgoing stream connections by remote node, aborted when it stays unreachable.
         self._client_conns: dict[str, set[Any]] = {}
-        self._route_watch: asyncio.Task[None] | None = None
+        #: Timers that abort the connections to a node that lost its route (by node).
+        self._unrouted: dict[str, asyncio.TimerHandle] = {}
         self.control_services: list[ControlService] = []
         self._stopped = asyncio.Event()
         self.stop_reason = ""
@@ -142,15 +148,20 @@ class Node:
         """Bind a QUIC stream listener on a mesh service.
 
         Advertised as ConnType 1 (Receptor's built-in self-signed TLS) or, with ``tls`` naming
-        a tls-server section, ConnType 2.
+        a tls-server section, ConnType 2.  The QUIC stack is imported when the first client
+        arrives (:class:`~mesh.net.deferred_listener.DeferredStreamListener`).
         """
-        from mesh.net import streams
-
         options = self.tls_config("server", tls).quic_options() if tls else None
         endpoint = self.netceptor.listen(service, advertise=advertise,
                                          conn_type=2 if tls else 1, tags=tags)
-        return streams.listen_stream(endpoint, max_datagram_for=self.netceptor.max_datagram_for,
-                                     tls=options)
+
+        def build() -> Any:
+            from mesh.net import streams
+
+            return streams.listen_stream(endpoint, tls=options,
+                                         max_datagram_for=self.netceptor.max_datagram_for)
+
+        return DeferredStreamListener(endpoint, build)
 
     async def dial_stream(self, node: str, service: str, *, tls: str | None = None,
                           timeout: float = 15.0) -> Any:
@@ -181,41 +192,48 @@ class Node:
 
             for endpoint in endpoints:
                 endpoint.unreachable_handler = unreachable
-            self._client_conns.setdefault(node, set()).add(conn)
+            self._live_conns(node).add(conn)
 
         return await streams.dial_stream(
             open_endpoint, node, service, local_node=self.node_id,
             max_datagram_for=self.netceptor.max_datagram_for, timeout=timeout,
             on_connection=on_connection, tls=options)
 
-    async def _watch_routes(self) -> None:
-        """Abort our stream connections to a node that has had no route for a while.
+    def _live_conns(self, node: str) -> set[Any]:
+        """Our stream connections to ``node`` that have not ended."""
+        conns = self._client_conns.setdefault(node, set())
+        conns.difference_update({c for c in conns if c.ended})
+        return conns
 
-        QUIC alone would wait for its 30 s idle timeout; a short grace period lets a route
-        move to another relay without disturbing the streams.
-        """
-        unreachable_since: dict[str, float] = {}
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(ROUTE_WATCH_INTERVAL)
-            now = loop.time()
-            for node, conns in list(self._client_conns.items()):
-                conns.difference_update({c for c in conns if c.ended})
-                if not conns:
-                    del self._client_conns[node]
-                    unreachable_since.pop(node, None)
-                    continue
-                if node == self.node_id or node in self.netceptor.router.table:
-                    unreachable_since.pop(node, None)
-                    continue
-                since = unreachable_since.setdefault(node, now)
-                if now - since >= UNREACHABLE_GRACE:
-                    log.info("streams_aborted_no_route", node_id=self.node_id, peer=node,
-                             streams=len(conns))
-                    for conn in list(conns):
-                        conn.abort("no route to node")
-                    del self._client_conns[node]
-                    unreachable_since.pop(node, None)
+    def _routes_changed(self) -> None:
+        """Give the connections to a node that lost its route UNREACHABLE_GRACE seconds to
+        get one back, then abort them (QUIC alone would wait for its 30 s idle timeout); a
+        short grace lets a route move to another relay without disturbing the streams."""
+        table = self.netceptor.router.table
+        for node in list(self._client_conns):
+            routed = node == self.node_id or node in table
+            if not self._live_conns(node):
+                del self._client_conns[node]
+                routed = True
+            timer = self._unrouted.get(node)
+            if routed and timer is not None:
+                timer.cancel()
+                del self._unrouted[node]
+            elif not routed and timer is None:
+                self._unrouted[node] = asyncio.get_running_loop().call_later(
+                    UNREACHABLE_GRACE, self._abort_unrouted, node)
+
+    def _abort_unrouted(self, node: str) -> None:
+        self._unrouted.pop(node, None)
+        if node == self.node_id or node in self.netceptor.router.table:
+            return
+        conns = self._live_conns(node)
+        del self._client_conns[node]
+        if conns:
+            log.info("streams_aborted_no_route", node_id=self.node_id, peer=node,
+                     streams=len(conns))
+            for conn in list(conns):
+                conn.abort("no route to node")
 
     # -- backends ----------------------------------------------------------------------
 
@@ -264,21 +282,31 @@ class Node:
     async def start(self) -> None:
         self.netceptor.start()
         await self.work.start()
+        await self._start_control_services()
         for section, digest, values in self._backend_entries(self.config):
             self._start_backend(section, digest, values)
-        for cfg in self.config.of("control-service"):
-            service = ControlService(self, cfg)
-            try:
-                await service.start()
-            except (OSError, RuntimeError) as exc:
-                raise NodeStartError(f"control-service: {exc}") from None
-            self.control_services.append(service)
         self._start_services()
-        self._route_watch = asyncio.create_task(self._watch_routes())
         await asyncio.sleep(0)  # let listeners bind so port errors surface in the log now
         log.info("node_started", node_id=self.node_id, backends=len(self.backends),
                  control_services=len(self.control_services))
         self.plugins.node_started(self)
+
+    async def _start_control_services(self) -> None:
+        """Start every control service, taking over what the early responder bound."""
+        adopted, parked = self.early.handoff() if self.early is not None else ({}, [])
+        try:
+            for cfg in self.config.of("control-service"):
+                service = ControlService(self, cfg, adopted, parked)
+                try:
+                    await service.start()
+                except (OSError, RuntimeError) as exc:
+                    raise NodeStartError(f"control-service: {exc}") from None
+                self.control_services.append(service)
+        finally:
+            for session in parked:  # no control service serves that socket any more
+                session.conn.close()
+            for bound in adopted.values():
+                bound.close(unlink=True)
 
     def stop(self, reason: str = "stopped") -> None:
         if not self._stopped.is_set():
@@ -307,7 +335,9 @@ class Node:
         for service in self.control_services:
             await service.stop()
         await self.work.stop()
-        await cancel_and_wait(self.service_tasks + [self._route_watch])
+        await cancel_and_wait(self.service_tasks)
+        for timer in self._unrouted.values():
+            timer.cancel()
         for running in list(self.backends):
             await self._stop_backend(running)
         await self.netceptor.stop()
@@ -321,7 +351,9 @@ class Node:
             return {"Success": False, "Error": "node was started without a config file "
                                                "ERRORCODE 4"}
         try:
-            new = load_config(path, self.plugins.section_specs())
+            raw = read_config(path)
+            self.plugins.load_for_node(raw.section_names())  # a section added since start
+            new = build_config(raw, self.plugins.section_specs())
         except ConfigError as exc:
             return {"Success": False, "Error": f"{exc} ERRORCODE 4"}
         old_fixed = sorted(config_digest(e) for e in self.config.entries

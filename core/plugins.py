@@ -11,25 +11,41 @@ Environment variables:
 * ``MESH_DISABLE_PLUGINS``: comma-separated block-list of entry-point or distribution names.
 * ``MESH_TRACE_PLUGINS=1``: log every hook call with its arguments and results.
 * ``MESH_STRICT_PLUGINS=1``: a plugin that fails to import aborts instead of being skipped.
+
+Two ways to get a :class:`PluginHost`: :func:`make_plugin_manager` imports every plugin at
+once (``mesh plugins``, the docs generator, tests); :func:`lazy_plugin_host` imports only what
+is asked for and learns the rest from the plugin index (:mod:`mesh.plugin_index`): a ``mesh``
+command imports the plugin that owns it, a node the plugins its config uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.metadata
 import os
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import pluggy
-import structlog
 
 from mesh import __version__, hookspecs
-from mesh.config.schema import SectionSpec
+from mesh.plugin_index import CliCommandInfo, IndexedPlugin, PluginIndex, read_index, write_index
 
-log = structlog.get_logger(__name__)
+
+if TYPE_CHECKING:  # pragma: no cover - the CLI's client commands never load the schemas
+    from mesh.config.schema import SectionSpec
+
+
+def _log() -> Any:
+    """This module's logger.  structlog (and with it asyncio) is imported only when there is
+    something to say: a client command that loads one plugin never needs it."""
+    from mesh.log import ensure_configured
+
+    import structlog
+
+    ensure_configured()
+    return structlog.get_logger(__name__)
 
 ENTRY_POINT_GROUP = "mesh.plugins"
 
@@ -41,6 +57,21 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mesh.cli_commands",
     "mesh.work.cli_commands",
 )
+#: The kernel plugins every node loads (the other defaults only add CLI commands).
+NODE_PLUGINS: tuple[str, ...] = (
+    "mesh.node_sections",
+    "mesh.control.builtin_commands",
+    "mesh.work.control_commands",
+)
+#: Hooks that only register named things.  A plugin that implements nothing else is imported
+#: when one of its names is needed: a config section a node uses, a control command a client
+#: sends, a CLI command that runs.  A plugin that owns config sections is imported only by
+#: nodes whose config uses one of them; a plugin with no sections and another hook (a link or
+#: unit observer, a signer, a TLS resolver) is imported by every node.
+NAMED_REGISTRATION_HOOKS = frozenset({
+    "mesh_register_config_sections", "mesh_register_backends", "mesh_register_work_types",
+    "mesh_register_services", "mesh_register_control_commands", "mesh_register_cli_commands",
+})
 
 
 class PluginError(Exception):
@@ -108,23 +139,35 @@ def _strict() -> bool:
 class PluginHost:
     """Owns the pluggy manager and the registries built from its hooks."""
 
-    def __init__(self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    def __init__(self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo],
+                 index: PluginIndex | None = None) -> None:
         self.pm = pm
         self.infos = infos
+        #: What every installed plugin registers (None: everything is loaded already).
+        self.index = index
+        #: Plugins that failed to import: name → error (they are skipped).
+        self.failed: dict[str, str] = {}
+        #: Where each entry-point or default plugin was imported from (its entry point value).
+        self.targets: dict[str, str] = {}
         self.sections: dict[str, Registered] = {}
         self.backends: dict[str, Registered] = {}
         self.work_types: dict[str, Registered] = {}
         self.services: dict[str, Registered] = {}
         self.signers: dict[str, Registered] = {}
         self.control_commands: dict[str, Registered] = {}
-        self._collect()
+        #: The click group plugins add subcommands to (see :meth:`register_cli`).
+        self.cli_group: Any = None
+        self._collect(None)
 
     # -- construction ------------------------------------------------------------------
 
-    def _each_plugin(self, hook_name: str) -> list[tuple[str, Callable[..., Any]]]:
-        """One caller per plugin implementing ``hook_name``, so registrations get an owner."""
+    def _each_plugin(self, hook_name: str, owners: set[str] | None = None,
+                     ) -> list[tuple[str, Callable[..., Any]]]:
+        """One caller per plugin implementing ``hook_name`` (among ``owners`` if given), so
+        registrations get an owner."""
         caller = getattr(self.pm.hook, hook_name)
-        names = [impl.plugin_name for impl in caller.get_hookimpls()]
+        names = [impl.plugin_name for impl in caller.get_hookimpls()
+                 if owners is None or impl.plugin_name in owners]
         out = []
         for name in names:
             others = [p for n, p in self.pm.list_name_plugin() if n != name and p is not None]
@@ -154,8 +197,10 @@ class PluginHost:
         self._add(self.sections, "config section", Registered(spec.name, owner, spec))
         return spec
 
-    def _collect(self) -> None:
-        for owner, call in self._each_plugin("mesh_register_config_sections"):
+    def _collect(self, owners: set[str] | None) -> None:
+        """Call the register hooks of ``owners`` (every plugin when None) and file what they
+        register."""
+        for owner, call in self._each_plugin("mesh_register_config_sections", owners):
             call(register=lambda spec, _o=owner: self._add_section(_o, spec))
 
         for hook, table, kind in (
@@ -163,7 +208,7 @@ class PluginHost:
             ("mesh_register_work_types", self.work_types, "work type"),
             ("mesh_register_services", self.services, "service"),
         ):
-            for owner, call in self._each_plugin(hook):
+            for owner, call in self._each_plugin(hook, owners):
 
                 def register(spec: SectionSpec, factory: Any, _o: str = owner,
                              _t: dict = table, _k: str = kind) -> None:
@@ -172,20 +217,72 @@ class PluginHost:
 
                 call(register=register)
 
-        for owner, call in self._each_plugin("mesh_register_signers"):
+        for owner, call in self._each_plugin("mesh_register_signers", owners):
 
             def register_signer(name: str, signer: Any, verifier: Any, _o: str = owner) -> None:
                 self._add(self.signers, "signer", Registered(name, _o, None, (signer, verifier)))
 
             call(register=register_signer)
 
-        for owner, call in self._each_plugin("mesh_register_control_commands"):
+        for owner, call in self._each_plugin("mesh_register_control_commands", owners):
 
             def register_command(name: str, handler: Any, _o: str = owner) -> None:
                 self._add(self.control_commands, "control command",
                           Registered(name.lower(), _o, None, handler))
 
             call(register=register_command)
+        if self.cli_group is not None:
+            self._register_cli(owners)
+
+    def load(self, names: Iterable[str]) -> None:
+        """Import and register the named plugins that are not loaded yet, as the index
+        describes them (names it does not know are ignored).
+
+        :raises PluginError: a plugin failed to import under ``MESH_STRICT_PLUGINS=1``
+            (otherwise it is logged and skipped).
+        """
+        if self.index is None:
+            return
+        new: set[str] = set()
+        for name in names:
+            entry = self.index.plugins.get(name)
+            if entry is None or name in self.infos or name in self.failed:
+                continue
+            plugin = _load_plugin(self.failed, name, entry.target, entry.distribution, entry.version)
+            if plugin is not None:
+                _register(self.pm, plugin, name, f"{entry.distribution} {entry.version}")
+                self.infos[name] = PluginInfo(name, entry.distribution, entry.version)
+                self.targets[name] = entry.target
+                new.add(name)
+        if new:
+            _check_pending(self.pm, self.infos)
+            for name in new:
+                self.infos[name].hooks = _hooks_of(self.pm, self.pm.get_plugin(name))
+            self._collect(new)
+
+    def load_for_node(self, sections: Iterable[str]) -> set[str]:
+        """Load what a node needs: the kernel's node plugins, the owners of ``sections`` (as
+        written in the config, singular or version-2 plural) and the plugins without sections
+        that implement more than registration hooks.  Returns the section names no plugin
+        owns."""
+        if self.index is None:
+            return {name for name in sections if name not in self.sections}
+        owners, unknown = self.index.section_owners(sections)
+        observers = [plugin.name for plugin in self.index.plugins.values()
+                     if "config section" not in plugin.registered
+                     and set(plugin.hooks) - NAMED_REGISTRATION_HOOKS]
+        self.load([*NODE_PLUGINS, *sorted(owners), *observers])
+        return unknown
+
+    def control_command(self, name: str) -> Registered | None:
+        """The handler registered for control command ``name``, loading its plugin if needed."""
+        registered = self.control_commands.get(name)
+        if registered is None and self.index is not None:
+            owner = self.index.owners("control command").get(name)
+            if owner is not None:
+                self.load([owner])
+                registered = self.control_commands.get(name)
+        return registered
 
     # -- façade used by the kernel -----------------------------------------------------
 
@@ -194,11 +291,23 @@ class PluginHost:
         return {name: reg.spec for name, reg in self.sections.items() if reg.spec}
 
     def register_cli(self, cli: Any) -> None:
-        for owner, call in self._each_plugin("mesh_register_cli_commands"):
+        """Let the loaded plugins add their subcommands to ``cli``, and plugins loaded later
+        too."""
+        self.cli_group = cli
+        self._register_cli(None)
+
+    def _register_cli(self, owners: set[str] | None) -> None:
+        cli = self.cli_group
+        for owner, call in self._each_plugin("mesh_register_cli_commands", owners):
             before = set(cli.commands)
             call(cli=cli)
             for name in sorted(set(cli.commands) - before):
                 self._note(owner, "cli command", name)
+
+    def load_cli_command(self, name: str) -> None:
+        """Import the plugin that adds subcommand ``name`` (from the index)."""
+        if self.index is not None and name in self.index.cli_commands:
+            self.load([self.index.cli_commands[name].owner])
 
     def tls_config(self, node: Any, kind: str, name: str) -> Any:
         """The TLS configuration ``name`` of ``kind`` (server/client), or None if unknown."""
@@ -228,10 +337,8 @@ def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
 
 
-def _selected(ep: importlib.metadata.EntryPoint) -> bool:
-    names = {ep.name}
-    if ep.dist is not None:
-        names.add(ep.dist.name)
+def _selected(name: str, distribution: str | None) -> bool:
+    names = {name} | ({distribution} if distribution else set())
     allow = _env_list("MESH_LOAD_PLUGINS")
     if allow is not None and not names & set(allow):
         return False
@@ -240,6 +347,8 @@ def _selected(ep: importlib.metadata.EntryPoint) -> bool:
 
 
 def _enable_tracing(pm: pluggy.PluginManager) -> None:
+    log = _log()
+
     def before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
         log.info("hook_call", hook=hook_name, plugins=[i.plugin_name for i in hook_impls],
                  kwargs={k: repr(v)[:120] for k, v in kwargs.items()})
@@ -258,9 +367,48 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, where: str) -
         raise InvalidPlugin(plugin, f"plugin {name!r} ({where}): {exc}") from exc
 
 
+def _load_plugin(failed: dict[str, str], name: str, target: str, dist: str,
+                 version: str) -> Any:
+    """Import one plugin (``module`` or ``module:attribute``); a failure is logged, noted in
+    ``failed`` and the plugin skipped (None), or raised as PluginError in strict mode."""
+    module_name, _, attribute = target.partition(":")
+    try:
+        plugin: Any = importlib.import_module(module_name.strip())
+        for part in filter(None, attribute.strip().split(".")):
+            plugin = getattr(plugin, part)
+    except Exception as exc:  # a broken third-party plugin must not stop the node
+        if _strict():
+            raise PluginError(f"plugin {name!r} ({dist} {version}) failed to load: "
+                              f"{exc}") from exc
+        _log().error("plugin_load_failed", plugin=name, distribution=dist, version=version,
+                  error=str(exc))
+        failed[name] = str(exc)
+        return None
+    return plugin
+
+
+def _check_pending(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        info = infos.get(name)
+        where = f" ({info.distribution} {info.version})" if info else ""
+        raise InvalidPlugin(exc.plugin, f"plugin {name!r}{where}: {exc}; mesh hooks are listed "
+                                        f"in mesh.hookspecs") from exc
+
+
+def _new_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("mesh")
+    pm.add_hookspecs(hookspecs)
+    if os.environ.get("MESH_TRACE_PLUGINS", "") not in ("", "0"):
+        _enable_tracing(pm)
+    return pm
+
+
 def make_plugin_manager(*, entry_points: bool = True,
                         extra: list[tuple[str, object]] | None = None) -> PluginHost:
-    """Build the plugin manager and registries.
+    """Build the plugin manager and registries with every plugin imported.
 
     :param entry_points: load plugins from the ``mesh.plugins`` entry-point group (tests that
         must not see ambient plugins pass ``False``).
@@ -272,37 +420,36 @@ def make_plugin_manager(*, entry_points: bool = True,
     :raises DuplicateRegistration: two entry points share a name, or two plugins register
         the same section, backend, work type, signer or control command.
     """
-    pm = pluggy.PluginManager("mesh")
-    pm.add_hookspecs(hookspecs)
+    import importlib.metadata
+
+    pm = _new_manager()
     infos: dict[str, PluginInfo] = {}
+    targets: dict[str, str] = {}
+    failed: dict[str, str] = {}
 
     for module_name in DEFAULT_PLUGINS:
         module = importlib.import_module(module_name)
         pm.register(module, name=module_name)
         infos[module_name] = PluginInfo(module_name, "mesh", __version__)
+        targets[module_name] = module_name
 
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if not _selected(ep):
-                continue
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
+            if not _selected(ep.name, ep.dist.name if ep.dist else None):
+                continue
             if ep.name in infos:
                 first = infos[ep.name]
                 raise DuplicateRegistration("plugin", ep.name,
                                             f"{first.distribution} {first.version}",
                                             f"{dist} {version}")
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # a broken third-party plugin must not stop the node
-                if _strict():
-                    raise PluginError(f"plugin {ep.name!r} ({dist} {version}) failed to load: "
-                                      f"{exc}") from exc
-                log.error("plugin_load_failed", plugin=ep.name, distribution=dist,
-                          version=version, error=str(exc))
+            plugin = _load_plugin(failed, ep.name, ep.value, dist, version)
+            if plugin is None:
                 continue
             _register(pm, plugin, ep.name, f"{dist} {version}")
             infos[ep.name] = PluginInfo(ep.name, dist, version)
+            targets[ep.name] = ep.value
 
     for name, plugin in extra or []:
         module = plugin if isinstance(plugin, ModuleType) else None
@@ -310,17 +457,77 @@ def make_plugin_manager(*, entry_points: bool = True,
         _register(pm, plugin, name, info.distribution)
         infos[name] = info
 
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        name = pm.get_name(exc.plugin) or repr(exc.plugin)
-        info = infos.get(name)
-        where = f" ({info.distribution} {info.version})" if info else ""
-        raise InvalidPlugin(exc.plugin, f"plugin {name!r}{where}: {exc}; mesh hooks are listed "
-                                        f"in mesh.hookspecs") from exc
-    if os.environ.get("MESH_TRACE_PLUGINS", "") not in ("", "0"):
-        _enable_tracing(pm)
+    _check_pending(pm, infos)
     for name, info in infos.items():
         plugin = pm.get_plugin(name)
         info.hooks = _hooks_of(pm, plugin) if plugin is not None else []
-    return PluginHost(pm, infos)
+    host = PluginHost(pm, infos)
+    host.failed = failed
+    host.targets = targets
+    return host
+
+
+def build_index(host: PluginHost) -> PluginIndex:
+    """The index of a host that has every plugin loaded (from :func:`make_plugin_manager`)."""
+    import click
+
+    if host.cli_group is None:
+        host.register_cli(click.Group("mesh"))
+    group = host.cli_group
+    index = PluginIndex()
+    for name, info in host.infos.items():
+        target = host.targets.get(name)
+        if target is None:
+            continue  # registered by a test, not installed
+        index.plugins[name] = IndexedPlugin(name, target, info.distribution, info.version,
+                                            list(info.hooks),
+                                            {k: list(v) for k, v in info.registered.items()})
+    for name, registered in host.sections.items():
+        if registered.spec is not None and registered.owner in index.plugins:
+            index.sections[name] = (registered.owner, registered.spec.plural_key)
+    for owner, plugin in index.plugins.items():
+        for command in plugin.registered.get("cli command", ()):
+            cmd = group.commands[command]
+            index.cli_commands[command] = CliCommandInfo(owner, cmd.help, cmd.short_help,
+                                                         cmd.hidden)
+    index.help = _root_help(group)
+    return index
+
+
+def _root_help(group: Any) -> str:
+    """``mesh --help``, 80 columns wide, with the subcommands of ``group``."""
+    import click
+
+    from mesh.cli_group import cli
+
+    root = click.Group(cli.name, params=cli.params, help=cli.help, commands=group.commands)
+    settings = {**cli.context_settings, "terminal_width": 78}  # what click gives 80 columns
+    with click.Context(root, info_name="mesh", **settings) as ctx:
+        return root.get_help(ctx) + "\n"
+
+
+def lazy_plugin_host(load: Iterable[str] = ()) -> PluginHost:
+    """A host that imports plugins when they are needed (:meth:`PluginHost.load`,
+    :meth:`PluginHost.load_for_node`, :meth:`PluginHost.load_cli_command`), starting with
+    ``load``.
+
+    Reads the plugin index; when it is missing or stale, imports every plugin once to rebuild
+    it (and stores it unless a plugin failed to import).  Either way the host starts with
+    only ``load`` registered, so what runs does not depend on the state of the cache.
+
+    :raises PluginError: as :func:`make_plugin_manager`, while the index is rebuilt.
+    """
+    index = read_index()
+    failed: dict[str, str] = {}
+    if index is None:
+        full = make_plugin_manager()
+        index = build_index(full)
+        failed = full.failed
+        if not failed:
+            write_index(index)
+    host = PluginHost(_new_manager(), {}, index)
+    host.failed = dict(failed)
+    host.load(load)
+    return host
+
+

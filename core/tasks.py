@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Iterable
 
 
@@ -16,3 +17,47 @@ async def cancel_and_wait(tasks: Iterable["asyncio.Task[object] | None"]) -> Non
             await task
         except (asyncio.CancelledError, Exception):
             pass
+
+
+class DueTimer:
+    """When something is next due: :meth:`request` can pull that time earlier, never later.
+
+    :meth:`wait` returns once the due time has passed (and forgets it); while nothing is
+    requested it sleeps with no timer at all, so an idle owner costs nothing.  Built on a bare
+    future and ``call_later`` (not ``wait_for``, whose cancellation races in Python 3.11 can
+    leave a task stuck while the node shuts down).
+    """
+
+    def __init__(self) -> None:
+        #: The ``time.monotonic()`` at which it is due, or None when nothing is requested.
+        self.at: float | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def request(self, delay: float) -> None:
+        """Be due in ``delay`` seconds, unless already due earlier."""
+        when = time.monotonic() + delay
+        if self.at is None or when < self.at:
+            self.at = when
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once the due time has passed (it may move earlier while we wait)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = None if self.at is None else self.at - time.monotonic()
+            if delay is not None and delay <= 0:
+                self.at = None
+                await asyncio.sleep(0)  # due already: still let the others run first
+                return
+            self._waiter = loop.create_future()
+            handle = loop.call_later(delay, self._wake) if delay is not None else None
+            try:
+                await self._waiter
+            finally:
+                if handle is not None:
+                    handle.cancel()
+                self._waiter = None

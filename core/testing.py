@@ -123,12 +123,15 @@ class NodeProcess:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the node has started: its control socket answers a command that a
+        starting node's early responder leaves for the node itself (``stats``)."""
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"node {self.name} exited with {self.proc.returncode}: "
                                    f"{self.log_tail()}")
-            with ControlSession(self.socket, timeout=5) as session:
-                return session.greeting.endswith(self.name)
+            with ControlSession(self.socket, timeout=timeout) as session:
+                return session.greeting.endswith(self.name) and \
+                    session.command("stats")["NodeID"] == self.name
 
         try:
             wait_until(ready, timeout=timeout, what=f"node {self.name} control socket")

@@ -15,7 +15,7 @@ group of its own, and keeps ``DIR/status`` current: ``Running: PID <child>`` (Ex
 ``exit status 0`` or Failed ``exit status N`` / ``signal: killed`` with ExtraData null.  It outlives the
 node (which may be killed and restarted meanwhile).
 
-Status writes hold an exclusive ``flock`` on ``DIR/status.lock`` (the kernel's ``filelock`` takes the same
+Status writes hold an exclusive ``flock`` on ``DIR/status.lock`` (the kernel's ``UnitLock`` takes the same
 lock), read-modify-write the JSON and replace the file atomically.  A status that is already final
 (Succeeded, Failed, Canceled) is never overwritten: finding one means someone else ended the unit, so the
 runner kills its command and exits.

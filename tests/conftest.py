@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -13,6 +15,11 @@ from mesh.testing import Mesh
 
 # Tests never see plugins installed in the environment beyond our own distribution.
 os.environ.setdefault("MESH_LOG_FORMAT", "json")
+# The plugin index of this run (and of the node processes it starts) lives in a scratch
+# directory, not in the user's ~/.cache: every run starts by building it.
+if "MESH_CACHE_DIR" not in os.environ:
+    os.environ["MESH_CACHE_DIR"] = tempfile.mkdtemp(prefix="mesh-cache-")
+    atexit.register(shutil.rmtree, os.environ["MESH_CACHE_DIR"], True)
 
 
 @pytest.fixture

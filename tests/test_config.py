@@ -613,7 +613,7 @@ def test_load_config_reads_files(tmp_path: Path) -> None:
     path = tmp_path / "receptor.yml"
     path.write_bytes(b"\xef\xbb\xbf" + V1_TEXT.encode())  # a UTF-8 BOM is fine
     cfg = load_config(path, SPECS)
-    assert cfg.path == path
+    assert cfg.path == str(path)
     assert cfg.one("node") == NodeConf(id="foo")
 
     path.write_text("- tcp-listener: {port: x}\n")

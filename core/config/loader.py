@@ -17,23 +17,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
-from pathlib import Path
-
-import yaml
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, ScalarNode
 
 from .errors import ConfigError, SchemaError, SectionValueError, quote
 from .schema import SectionSpec, SourceFloat, SourceInt, describe_value, normalize_key, normalize_section
 
-__all__ = ["ConfigEntry", "LoadedConfig", "load_config", "parse_config", "config_digest"]
-
-#: Upper bound on values in a parsed file (after YAML alias expansion) — guards against "billion laughs".
-MAX_VALUES = 100_000
-
+__all__ = ["ConfigEntry", "LoadedConfig", "RawConfig", "build_config", "config_digest", "load_config",
+           "parse_config", "read_config", "read_config_text"]
 
 @dataclass
 class ConfigEntry:
@@ -49,7 +42,8 @@ class ConfigEntry:
 class LoadedConfig:
     """A parsed config file: its entries in file order."""
 
-    path: Path | None
+    #: The file it was read from, as given (None for text).
+    path: str | None
     entries: list[ConfigEntry]
     specs: Mapping[str, SectionSpec] = field(default_factory=dict, repr=False, compare=False)
 
@@ -84,137 +78,6 @@ class LoadedConfig:
         if self.specs and self._spec(name) is None:
             raise KeyError(f"no config section {name!r} is registered")
         return name
-
-
-# --------------------------------------------------------------------------------------------------
-# YAML reading
-# --------------------------------------------------------------------------------------------------
-
-
-class _DuplicateKeyError(yaml.MarkedYAMLError):
-    """Two identical keys in one YAML mapping (PyYAML would silently keep the last)."""
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reports duplicate keys and keeps the source text of numbers.
-
-    Numbers keep their text so a string key written ``id: 0600`` stays ``"0600"``; YAML 1.1 sexagesimal
-    numbers (``1:30``) and timestamps stay strings, as most people expect from a config file.
-    """
-
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
-        seen: dict[object, ScalarNode] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node)
-            try:
-                first = seen.get(key)
-            except TypeError:
-                continue  # unhashable: SafeConstructor reports it
-            if first is not None:
-                raise _DuplicateKeyError(
-                    None,
-                    None,
-                    f"duplicate key {quote(key_node.value)} (first at line {first.start_mark.line + 1}); keep only one",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
-
-
-def _construct_int(loader: SafeConstructor, node: ScalarNode) -> object:
-    if ":" in node.value:
-        return node.value
-    try:
-        return SourceInt(loader.construct_yaml_int(node), node.value)
-    except ValueError:  # e.g. "0x_", which the YAML 1.1 resolver accepts but cannot convert
-        return node.value
-
-
-def _construct_float(loader: SafeConstructor, node: ScalarNode) -> object:
-    if ":" in node.value:
-        return node.value
-    try:
-        return SourceFloat(loader.construct_yaml_float(node), node.value)
-    except ValueError:
-        return node.value
-
-
-def _construct_text(loader: SafeConstructor, node: ScalarNode) -> object:
-    return loader.construct_scalar(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
-_Loader.add_constructor("tag:yaml.org,2002:value", _construct_text)
-
-
-def _read_yaml(text: str, source: str) -> object:
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except _DuplicateKeyError as exc:
-        mark = exc.problem_mark
-        raise ConfigError(str(exc.problem), file=source, line=mark.line + 1, column=mark.column + 1) from None
-    except yaml.MarkedYAMLError as exc:
-        raise _syntax_error(exc, source) from None
-    except yaml.reader.ReaderError as exc:
-        pos = exc.position
-        line = text.count("\n", 0, pos) + 1
-        column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
-        raise ConfigError(
-            f"YAML syntax error: character {char!r} is not allowed ({exc.reason}); remove it",
-            file=source,
-            line=line,
-            column=column,
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML syntax error: {exc}", file=source) from None
-    except RecursionError:
-        raise ConfigError("YAML nesting is too deep", file=source) from None
-    _check_tree(data, source)
-    return data
-
-
-def _syntax_error(exc: yaml.MarkedYAMLError, source: str) -> ConfigError:
-    mark = exc.problem_mark or exc.context_mark
-    problem = exc.problem or exc.context or "invalid YAML"
-    message = f"YAML syntax error: {problem}"
-    if exc.context and exc.problem:
-        ctx = exc.context
-        cm = exc.context_mark
-        if cm is not None and (mark is None or cm.line != mark.line or cm.column != mark.column):
-            ctx += f" that starts at line {cm.line + 1}, column {cm.column + 1}"
-        message += f" ({ctx})"
-    if "'\\t'" in message:
-        message += "; YAML does not allow tabs for indentation, use spaces"
-    if mark is None:
-        return ConfigError(message, file=source)
-    return ConfigError(message, file=source, line=mark.line + 1, column=mark.column + 1)
-
-
-def _check_tree(data: object, source: str) -> None:
-    """Reject recursive aliases (``&a [*a]``) and alias bombs before anything walks the tree."""
-    count = 0
-    on_path: set[int] = set()
-    stack: list[tuple[object, bool]] = [(data, False)]
-    while stack:
-        node, leaving = stack.pop()
-        if leaving:
-            on_path.discard(id(node))
-            continue
-        count += 1
-        if count > MAX_VALUES:
-            raise ConfigError(f"the file holds more than {MAX_VALUES} values once YAML aliases are expanded", file=source)
-        if isinstance(node, (list, tuple, dict, set, frozenset)):
-            if id(node) in on_path:
-                raise ConfigError("a YAML alias refers to a collection that contains it; remove the recursion", file=source)
-            on_path.add(id(node))
-            stack.append((node, True))
-            children = [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
-            stack.extend((child, False) for child in children)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,7 +149,7 @@ def _name_text(raw: object) -> str:
     return raw if isinstance(raw, str) else describe_value(raw)
 
 
-def _parse_v1(data: list, sections: _Sections, source: str) -> list[ConfigEntry]:
+def _parse_v1(data: list, sections: _Sections, source: str, partial: bool = False) -> list[ConfigEntry]:
     builder = _Builder(source)
     for i, item in enumerate(data, 1):
         if isinstance(item, dict):
@@ -314,12 +177,14 @@ def _parse_v1(data: list, sections: _Sections, source: str) -> list[ConfigEntry]
         name = _name_text(raw_name)
         spec = sections.singular.get(normalize_section(name))
         if spec is None:
+            if partial:
+                continue
             raise sections.unknown(name, source, v2=False)
         builder.add(spec, params, index=i, entry_index=i)
     return builder.entries
 
 
-def _parse_v2(data: dict, sections: _Sections, source: str) -> list[ConfigEntry]:
+def _parse_v2(data: dict, sections: _Sections, source: str, partial: bool = False) -> list[ConfigEntry]:
     version_keys = [k for k in data if isinstance(k, str) and normalize_key(k) == "version"]
     if not version_keys:
         raise ConfigError(
@@ -340,6 +205,8 @@ def _parse_v2(data: dict, sections: _Sections, source: str) -> list[ConfigEntry]
         norm = normalize_section(name)
         spec = sections.singular.get(norm) or sections.plural.get(norm)
         if spec is None:
+            if partial:
+                continue
             raise sections.unknown(name, source, v2=True)
         is_list_key = norm == normalize_section(spec.plural_key)
         if is_list_key and value is None:
@@ -359,35 +226,51 @@ def _parse_v2(data: dict, sections: _Sections, source: str) -> list[ConfigEntry]
 # --------------------------------------------------------------------------------------------------
 
 
-def parse_config(text: str, specs: Mapping[str, SectionSpec], *, source: str = "<string>") -> LoadedConfig:
-    """Parse config text (v1 list or v2 mapping) against ``specs``; ``source`` names it in errors.
+@dataclass
+class RawConfig:
+    """A config file read and parsed as YAML, before its sections are checked."""
 
-    Raises :class:`ConfigError` for every problem in the text.
+    data: object
+    source: str
+    path: str | None = None
+
+    def section_names(self) -> set[str]:
+        """The section names the file uses, normalised (version-2 keys may be plural)."""
+        if isinstance(self.data, list):
+            items = [next(iter(item)) if isinstance(item, dict) and len(item) == 1 else item
+                     for item in self.data]
+        elif isinstance(self.data, dict):
+            items = [k for k in self.data if not (isinstance(k, str) and normalize_key(k) == "version")]
+        else:
+            return set()
+        return {normalize_section(_name_text(item)) for item in items
+                if isinstance(item, (str, SourceInt, SourceFloat))}
+
+
+def read_config_text(text: str, *, source: str = "<string>") -> RawConfig:
+    """Parse config text as YAML; raises :class:`ConfigError` for YAML problems."""
+    from .yaml_reader import read_yaml  # PyYAML only when a file is really parsed
+
+    return RawConfig(read_yaml(text, source), source)
+
+
+def read_config(path: str | os.PathLike[str]) -> RawConfig:
+    """Read a config file and parse it as YAML; errors name the file as given.
+
+    A file unchanged since it was last parsed comes from the config cache
+    (:mod:`mesh.config.cache`), without PyYAML.
+
+    Raises :class:`ConfigError` when the file cannot be read or decoded, or is not valid YAML.
     """
-    sections = _Sections(specs)
-    data = _read_yaml(text, source)
-    if data is None:
-        entries: list[ConfigEntry] = []
-    elif isinstance(data, list):
-        entries = _parse_v1(data, sections, source)
-    elif isinstance(data, dict):
-        entries = _parse_v2(data, sections, source)
-    else:
-        raise ConfigError(
-            f"the top level must be a list of sections (or a mapping with `version: 2`), got {describe_value(data)}",
-            file=source,
-        )
-    return LoadedConfig(path=None, entries=entries, specs=specs)
+    from . import cache
 
-
-def load_config(path: Path | str, specs: Mapping[str, SectionSpec]) -> LoadedConfig:
-    """Read and parse a config file; errors name the file as given.
-
-    Raises :class:`ConfigError` when the file cannot be read or decoded, or its content is invalid.
-    """
     source = str(path)
+    cached = cache.lookup(source)
+    if cached.hit:
+        return RawConfig(cached.data, source, source)
     try:
-        data = Path(path).read_bytes()
+        with open(source, "rb") as file:
+            data = file.read()
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=source) from None
     try:
@@ -397,9 +280,50 @@ def load_config(path: Path | str, specs: Mapping[str, SectionSpec]) -> LoadedCon
             f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
             file=source,
         ) from None
-    loaded = parse_config(text, specs, source=source)
-    loaded.path = Path(path)
-    return loaded
+    raw = read_config_text(text, source=source)
+    raw.path = source
+    cached.store(raw.data)
+    return raw
+
+
+def build_config(raw: RawConfig, specs: Mapping[str, SectionSpec], *, partial: bool = False) -> LoadedConfig:
+    """Check the sections of ``raw`` against ``specs``.
+
+    With ``partial``, sections that ``specs`` does not know are skipped instead of refused (a
+    node's early start reads its ``node`` and ``control-service`` sections this way).
+
+    Raises :class:`ConfigError` for every problem in the sections it checks.
+    """
+    sections = _Sections(specs)
+    data, source = raw.data, raw.source
+    if data is None:
+        entries: list[ConfigEntry] = []
+    elif isinstance(data, list):
+        entries = _parse_v1(data, sections, source, partial)
+    elif isinstance(data, dict):
+        entries = _parse_v2(data, sections, source, partial)
+    else:
+        raise ConfigError(
+            f"the top level must be a list of sections (or a mapping with `version: 2`), got {describe_value(data)}",
+            file=source,
+        )
+    return LoadedConfig(path=raw.path, entries=entries, specs=specs)
+
+
+def parse_config(text: str, specs: Mapping[str, SectionSpec], *, source: str = "<string>") -> LoadedConfig:
+    """Parse config text (v1 list or v2 mapping) against ``specs``; ``source`` names it in errors.
+
+    Raises :class:`ConfigError` for every problem in the text.
+    """
+    return build_config(read_config_text(text, source=source), specs)
+
+
+def load_config(path: str | os.PathLike[str], specs: Mapping[str, SectionSpec]) -> LoadedConfig:
+    """Read and parse a config file; errors name the file as given.
+
+    Raises :class:`ConfigError` when the file cannot be read or decoded, or its content is invalid.
+    """
+    return build_config(read_config(path), specs)
 
 
 def config_digest(entry: ConfigEntry) -> str:

@@ -11,55 +11,30 @@ from typing import Any
 
 import structlog
 
-from mesh import __version__, hookimpl
+from mesh import hookimpl
 from mesh.config.duration import format_go_duration_ns as go_duration
-from mesh.control.protocol import CommandError, Request, go_number
+from mesh.control.protocol import CommandError, Request
 from mesh.control.server import STREAMED, CommandContext
+from mesh.control.status import answer_status, status_reply
 from mesh.net.messages import ad_to_status_dict
 from mesh.net.pipe import pipe
 from mesh.net.ping import PingResult, ping, traceroute
 
 log = structlog.get_logger(__name__)
 
-STATUS_FIELDS = ("Version", "SystemCPUCount", "SystemMemoryMiB", "NodeID", "Connections",
-                 "RoutingTable", "Advertisements", "KnownConnectionCosts")
-
-
-def _memory_mib() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
-    except (ValueError, OSError):
-        return 0
-
 
 def node_status(node: Any) -> dict[str, Any]:
-    """The full ``status`` reply of a node (the 8 keys Receptor returns)."""
+    """The full ``status`` reply of a running node (the 8 keys Receptor returns)."""
     net = node.netceptor
-    return {
-        "Version": __version__,
-        "SystemCPUCount": os.cpu_count() or 1,
-        "SystemMemoryMiB": _memory_mib(),
-        "NodeID": node.node_id,
-        "Connections": [{"NodeID": peer, "Cost": go_number(link.cost)}
-                        for peer, link in sorted(net.links.items())],
-        "RoutingTable": dict(sorted(net.router.table.items())),
-        "Advertisements": [ad_to_status_dict(ad) for ad in net.advertisements()],
-        "KnownConnectionCosts": {
-            node_id: {peer: go_number(cost) for peer, cost in sorted(edges.items())}
-            for node_id, edges in sorted(net.router.known.items())},
-    }
+    return status_reply(
+        node.node_id, links={peer: link.cost for peer, link in net.links.items()},
+        routing_table=net.router.table,
+        advertisements=[ad_to_status_dict(ad) for ad in net.advertisements()],
+        known=net.router.known)
 
 
 async def status_command(ctx: CommandContext, request: Request) -> Any:
-    if request.args.strip():
-        raise CommandError("status command does not take parameters")
-    status = node_status(ctx.node)
-    if "requested_fields" in request.params:
-        fields = request.params["requested_fields"]
-        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
-            raise CommandError("requested_fields must be a list of strings")
-        status = {key: value for key, value in status.items() if key in fields}
-    return status
+    return answer_status(node_status(ctx.node), request)
 
 
 def _target(request: Request, what: str) -> str:

@@ -37,15 +37,23 @@ class ControlClient:
                                              f"(is the node running? see --socket/MESH_SOCKET)")
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.sock.settimeout(timeout)
-                self.sock.connect(path)
+                try:
+                    self.sock.connect(path)
+                except OSError:
+                    self.sock.close()
+                    raise
         except OSError as exc:
             raise ControlClientError(f"cannot connect to {address}: {exc}") from None
         self.file = self.sock.makefile("rwb")
-        #: The greeting line, e.g. ``Receptor Control, node alpha``.
-        self.greeting = line = self.readline()
-        greeting = GREETING_PATTERN.fullmatch(line)
-        if greeting is None:
-            raise ControlClientError(f"{address} is not a mesh/Receptor control service")
+        try:
+            #: The greeting line, e.g. ``Receptor Control, node alpha``.
+            self.greeting = line = self.readline()
+            greeting = GREETING_PATTERN.fullmatch(line)
+            if greeting is None:
+                raise ControlClientError(f"{address} is not a mesh/Receptor control service")
+        except BaseException:  # a node too busy to greet in time: do not leak the socket
+            self.close()
+            raise
         self.node_id = greeting.group(1)
 
     def readline(self) -> str:

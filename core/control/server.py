@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import select
-import ssl
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from mesh.net.streams import StreamError
-from mesh.tasks import cancel_and_wait
 from mesh.control.protocol import (CommandError, Request, encode_error, encode_reply, greeting,
                                    parse_line)
+from mesh.control.unix_socket import BoundUnixSocket, bind_unix_socket
+from mesh.net.stream_errors import StreamError
+from mesh.tasks import cancel_and_wait
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mesh.control.early import ParkedSession
     from mesh.node import Node
 
 log = structlog.get_logger(__name__)
@@ -28,6 +29,17 @@ MAX_LINE = 16 * 1024 * 1024
 LINE_TIMEOUT = 300.0
 #: Concurrent control sessions per control service; more are refused with an ERROR line.
 MAX_SESSIONS = 256
+
+
+class _NoTLS(Exception):
+    """Stands for ``ssl.SSLError`` while ssl is not imported (no TLS in use, none raised)."""
+
+
+def _ssl_error() -> type[Exception]:
+    """``ssl.SSLError``, without importing ssl for nodes that use no TLS (see
+    :mod:`mesh.ssl_on_demand`)."""
+    ssl = sys.modules.get("ssl")
+    return ssl.SSLError if ssl is not None else _NoTLS
 
 
 class ControlConn(Protocol):
@@ -62,13 +74,13 @@ class StreamConn:
             return await self.reader.readline()
         except (ValueError, asyncio.LimitOverrunError):
             raise CommandError(f"request line longer than {MAX_LINE} bytes") from None
-        except (ssl.SSLError, ConnectionError):
+        except (_ssl_error(), ConnectionError):
             return b""  # ragged TLS EOF after a client's shutdown(SHUT_WR) is a normal EOF
 
     async def read(self, n: int = 65536) -> bytes:
         try:
             return await self.reader.read(n)
-        except ssl.SSLError:
+        except _ssl_error():
             return b""  # ragged TLS EOF: how receptorctl ends a payload over TLS
         except ConnectionError:
             self._reset = True
@@ -102,7 +114,7 @@ class StreamConn:
         self.writer.close()
         try:
             await self.writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
+        except (ConnectionError, _ssl_error()):
             pass
 
 
@@ -159,12 +171,14 @@ class _Streamed:
 STREAMED = _Streamed()
 
 
-async def serve_session(node: "Node", conn: ControlConn) -> None:
-    """Run one control session: greeting, then commands until EOF or a streaming command."""
+async def serve_session(node: "Node", conn: ControlConn, *, greeted: bool = False) -> None:
+    """Run one control session: greeting (unless the early responder sent it), then commands
+    until EOF or a streaming command."""
     log.debug("control_session_start", node_id=node.node_id, peer=conn.peer, kind=conn.kind)
     try:
-        conn.write(greeting(node.node_id))
-        await conn.drain()
+        if not greeted:
+            conn.write(greeting(node.node_id))
+            await conn.drain()
         while True:
             try:
                 raw = await asyncio.wait_for(conn.readline(), LINE_TIMEOUT)
@@ -204,7 +218,7 @@ async def serve_session(node: "Node", conn: ControlConn) -> None:
             await conn.drain()
             if at_eof:
                 return
-    except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, StreamError):
+    except (ConnectionError, asyncio.IncompleteReadError, _ssl_error(), StreamError):
         pass  # the client went away; nothing to answer
     finally:
         try:
@@ -231,31 +245,39 @@ async def _refuse(conn: ControlConn) -> None:
 
 
 async def dispatch(node: "Node", conn: ControlConn, request: Request) -> Any:
-    registered = node.plugins.control_commands.get(request.command)
+    registered = node.plugins.control_command(request.command)
     if registered is None:
         raise CommandError("Unknown command")
     return await registered.factory(CommandContext(node, conn), request)
 
 
 class ControlService:
-    """All listeners of one ``control-service`` section."""
+    """All listeners of one ``control-service`` section.
 
-    def __init__(self, node: "Node", config: Any) -> None:
+    ``adopted`` holds Unix sockets the early responder bound (by path) and ``parked`` the
+    sessions it greeted; the service takes those that are its own.
+    """
+
+    def __init__(self, node: "Node", config: Any,
+                 adopted: dict[str, BoundUnixSocket] | None = None,
+                 parked: list["ParkedSession"] | None = None) -> None:
         self.node = node
         self.config = config
+        self._adopted = adopted if adopted is not None else {}
+        self._parked = parked if parked is not None else []
         self.servers: list[asyncio.AbstractServer] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.sessions: set[asyncio.Task[None]] = set()
         self._lock_fd: int | None = None
         self.tcp_port: int | None = None
 
-    def _spawn(self, conn: ControlConn) -> None:
+    def _spawn(self, conn: ControlConn, *, greeted: bool = False) -> None:
         if len(self.sessions) >= MAX_SESSIONS:
             log.warning("control_session_refused", node_id=self.node.node_id, peer=conn.peer,
                         reason="too many control connections", limit=MAX_SESSIONS)
             task = asyncio.create_task(_refuse(conn))
         else:
-            task = asyncio.create_task(serve_session(self.node, conn))
+            task = asyncio.create_task(serve_session(self.node, conn, greeted=greeted))
         self.sessions.add(task)
         task.add_done_callback(self.sessions.discard)
 
@@ -272,25 +294,35 @@ class ControlService:
 
     async def _start_unix(self, filename: str, permissions: int) -> None:
         path = os.path.expanduser(filename)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RuntimeError(f"control socket {path} is in use by another node "
-                               f"(lock {path}.lock is held)") from None
-        self._lock_fd = fd
-        if os.path.exists(path):
-            os.unlink(path)
+        bound = self._adopted.pop(path, None) or bind_unix_socket(path, permissions)
+        self._lock_fd = bound.lock_fd
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._spawn(StreamConn(reader, writer, "unix"))
 
-        server = await asyncio.start_unix_server(handle, path, limit=MAX_LINE)
-        os.chmod(path, permissions)
+        bound.sock.setblocking(False)
+        server = await asyncio.start_unix_server(handle, sock=bound.sock, limit=MAX_LINE)
         self.servers.append(server)
         log.info("control_listening", node_id=self.node.node_id, socket=path)
+        for session in [p for p in self._parked if p.path == path]:
+            self._parked.remove(session)
+            await self._adopt(session)
+
+    async def _adopt(self, session: "ParkedSession") -> None:
+        """Serve a session the early responder greeted, starting with the bytes it read."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
+        if session.pending:
+            reader.feed_data(session.pending)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        session.conn.setblocking(False)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, session.conn)
+        except OSError:
+            session.conn.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        self._spawn(StreamConn(reader, writer, "unix"), greeted=True)
 
     async def _start_tcp(self, listen: str, tls_name: str | None) -> None:
         host, _, port = listen.rpartition(":")

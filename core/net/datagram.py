@@ -65,6 +65,10 @@ class DatagramQueue:
         """Next datagram as (payload, from_node, from_service)."""
         return await self._inbox.get()
 
+    async def wait_readable(self) -> None:
+        """Return once a datagram is waiting or the endpoint is closed (taking nothing)."""
+        await self._inbox.wait()
+
 
 #: ``max_datagram_for(node)``: the QUIC datagram size negotiated with a remote node
 #: (1200 for Go Receptor peers, up to ~60000 between nodes of this project).

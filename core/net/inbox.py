@@ -44,9 +44,18 @@ class Inbox(Generic[T]):
         self.closed = True
         self._wake()
 
+    async def wait(self) -> None:
+        """Return once an item is waiting or the inbox is closed (taking nothing)."""
+        while not self.items and not self.closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
     async def get(self) -> T:
         """The oldest item, waiting for one; raises ``closed_error()`` once closed and empty."""
-        while not self.items:
+        while not self.items:  # wait() inlined: this is every message's path
             if self.closed:
                 raise self.closed_error()
             self._waiter = asyncio.get_running_loop().create_future()

@@ -23,7 +23,7 @@ from mesh.net.endpoint import Endpoint, RouteError
 from mesh.net.firewall import Firewall, Verdict
 from mesh.net.highwayhash import node_hash
 from mesh.net.router import Router, UpdateVerdict
-from mesh.tasks import cancel_and_wait
+from mesh.tasks import DueTimer, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -43,11 +43,15 @@ GO_DATAGRAM = 1200
 OUR_DATAGRAM = 60000
 RESERVED_SERVICES = ("ping", "unreach")
 #: Between two mesh nodes (never to Go peers): a keepalive message type and its timing, so a
-#: silently dead neighbour (SIGSTOP, pulled cable) is noticed in seconds, not 21 s.
+#: silently dead neighbour (SIGSTOP, pulled cable) is noticed in seconds, not 21 s.  Traffic
+#: counts as liveness: a keepalive goes out only on a link we sent nothing on for a whole
+#: interval, so a silent neighbour is heard from at least every 2 intervals.
 MSG_KEEPALIVE = 0x04
 KEEPALIVE_MESSAGE = bytes([MSG_KEEPALIVE])
-KEEPALIVE_INTERVAL = 0.5
+KEEPALIVE_INTERVAL = 1.25
 MESH_LINK_TIMEOUT = 4.0
+#: How often unreachable nodes, stale adverts and old update IDs are forgotten.
+SWEEP_INTERVAL = 5.0
 
 _HASHES = struct.Struct(">QQ")
 _ALNUM = string.ascii_letters + string.digits
@@ -79,46 +83,19 @@ class Link:
     needs_ads: bool = True
     #: The neighbour is a mesh node (it sent MeshMaxDatagram): keepalives are on.
     mesh_peer: bool = False
+    #: We sent something on this link since the last keepalive tick.
+    sent: bool = False
+
+    def send(self, message: bytes | bytearray) -> None:
+        """Queue ``message`` for the neighbour (raises SessionClosed once closed)."""
+        self.session.send(message)
+        self.sent = True
 
 
 @dataclass
 class LocalAd:
     conn_type: int
     tags: dict[str, str] | None
-
-
-class _Schedule:
-    """A coalescing timer: the next run can be pulled earlier, never pushed later.
-
-    Built on a bare future and ``call_later`` (not ``wait_for``, whose cancellation races
-    in Python 3.11 can leave a task stuck while the node shuts down).
-    """
-
-    def __init__(self) -> None:
-        self.at: float | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    def request(self, delay: float) -> None:
-        when = time.monotonic() + delay
-        if self.at is None or when < self.at:
-            self.at = when
-            self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def sleep_until_due(self) -> None:
-        """Return once ``at`` has passed (it may move earlier while we wait)."""
-        loop = asyncio.get_running_loop()
-        while self.at is not None and (delay := self.at - time.monotonic()) > 0:
-            self._waiter = loop.create_future()
-            handle = loop.call_later(delay, self._wake)
-            try:
-                await self._waiter
-            finally:
-                handle.cancel()
-                self._waiter = None
 
 
 class Netceptor:
@@ -129,7 +106,8 @@ class Netceptor:
                  max_datagram: int = OUR_DATAGRAM,
                  on_link_up: Callable[[str, float], None] | None = None,
                  on_link_down: Callable[[str, str], None] | None = None,
-                 on_duplicate: Callable[[str], None] | None = None) -> None:
+                 on_duplicate: Callable[[str], None] | None = None,
+                 on_routes_changed: Callable[[], None] | None = None) -> None:
         self.node_id = node_id
         self.my_hash = node_hash(node_id)
         self.firewall = firewall or Firewall()
@@ -155,20 +133,25 @@ class Netceptor:
         self.on_link_up = on_link_up
         self.on_link_down = on_link_down
         self.on_duplicate = on_duplicate
+        #: Called after every recomputation of the routing table.
+        self.on_routes_changed = on_routes_changed
         self.counters = {"routing_updates_sent": 0, "routing_updates_received": 0,
                          "data_forwarded": 0, "data_dropped": 0}
-        self._flood = _Schedule()
-        self._recompute = _Schedule()
-        self._advertise = _Schedule()
+        self._flood = DueTimer()
+        self._recompute = DueTimer()
+        self._advertise = DueTimer()
+        #: The link maintenance timer (keepalives, idle timeouts, sweeps).
+        self._maintain = DueTimer()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the timers (flooding, recomputation, adverts, idle checks, expiry)."""
-        self._flood = _Schedule()
-        self._recompute = _Schedule()
-        self._advertise = _Schedule()
+        self._flood = DueTimer()
+        self._recompute = DueTimer()
+        self._advertise = DueTimer()
+        self._maintain = DueTimer()
         self._tasks = [
             asyncio.create_task(self._run_schedule(self._flood, ROUTE_UPDATE_INTERVAL,
                                                    self._flood_update), name="flood"),
@@ -186,35 +169,72 @@ class Netceptor:
         await cancel_and_wait(self._tasks)
         self._tasks = []
 
-    async def _run_schedule(self, schedule: _Schedule, period: float,
+    async def _run_schedule(self, schedule: DueTimer, period: float,
                             action: Callable[[], None]) -> None:
         schedule.request(period)
         while True:
-            await schedule.sleep_until_due()
-            schedule.at = None
+            await schedule.wait()
             try:
                 action()
             except Exception:  # a bug here must not stop the timer
                 log.exception("scheduled_action_failed", node_id=self.node_id)
             schedule.request(period)
 
+    def _timeout_of(self, link: Link) -> float:
+        return MESH_LINK_TIMEOUT if link.mesh_peer else self.idle_timeout
+
+    def _sweep_pending(self) -> bool:
+        return len(self.router.known) > 1 or bool(self.router.seen_updates or self.ads)
+
     async def _maintenance(self) -> None:
-        last_sweep = 0.0
+        """One timer for every link: a keepalive on each mesh link we have been silent on,
+        an idle timeout exactly when it falls due, and the sweep of forgotten nodes.
+
+        It sleeps until the next of those is due, and without a timer while there are no
+        links and nothing to forget.
+        """
+        next_tick: float | None = None
+        next_sweep: float | None = None
         while True:
-            await asyncio.sleep(KEEPALIVE_INTERVAL)
             now = time.monotonic()
+            due: list[float] = []
+            if self.links:
+                next_tick = next_tick or now + KEEPALIVE_INTERVAL
+                due.append(next_tick)
+                due.extend(link.last_recv + self._timeout_of(link)
+                           for link in self.links.values() if not link.close_reason)
+            else:
+                next_tick = None
+            if self._sweep_pending():
+                next_sweep = next_sweep or now + SWEEP_INTERVAL
+                if not self.links:  # else it runs at the first keepalive tick after it
+                    due.append(next_sweep)
+            else:
+                next_sweep = None
+            if due:
+                self._maintain.request(min(due) - now)
+            await self._maintain.wait()
+            now = time.monotonic()
+            tick = next_tick is not None and now >= next_tick
             for link in list(self.links.values()):
-                limit = MESH_LINK_TIMEOUT if link.mesh_peer else self.idle_timeout
-                if now - link.last_recv > limit:
+                if link.close_reason:
+                    continue  # closing already; its link task removes it
+                limit = self._timeout_of(link)
+                if now - link.last_recv >= limit:
                     link.close_reason = f"idle timeout ({limit:g}s without traffic)"
                     link.session.close()
-                elif link.mesh_peer:
+                    continue
+                if tick and link.mesh_peer and not link.sent:
                     try:
-                        link.session.send(KEEPALIVE_MESSAGE)
+                        link.send(KEEPALIVE_MESSAGE)
                     except SessionClosed:
                         pass
-            if now - last_sweep >= 5.0:
-                last_sweep = now
+                if tick:
+                    link.sent = False
+            if tick:
+                next_tick = now + KEEPALIVE_INTERVAL
+            if next_sweep is not None and now >= next_sweep:
+                next_sweep = None
                 self._sweep(now)
 
     def _sweep(self, now: float) -> None:
@@ -349,6 +369,7 @@ class Netceptor:
         self.router.add_link(peer, cost)
         log.info("connection_established", node_id=self.node_id, peer=peer, cost=cost,
                  address=session.label)
+        self._maintain.request(0.0)  # a node that had no links starts ticking again
         self._flood.request(0.1)
         self._recompute.request(0.1)
         self._advertise.request(0.5)
@@ -479,7 +500,7 @@ class Netceptor:
             if link is exclude:
                 continue
             try:
-                link.session.send(msg)
+                link.send(msg)
             except SessionClosed:
                 pass
 
@@ -504,6 +525,8 @@ class Netceptor:
                  for node, edges in sorted(self.router.known.items())}
         log.info("routing_table_recalculated", node_id=self.node_id,
                  known_connections=known, routing_table=dict(sorted(table.items())))
+        if self.on_routes_changed:
+            self.on_routes_changed()
 
     def _make_ad(self, service: str, ad: LocalAd, *, cancel: bool = False,
                  ) -> m.ServiceAdvertisement:
@@ -524,7 +547,7 @@ class Netceptor:
                 link.needs_ads = False
                 for raw in foreign:
                     try:
-                        link.session.send(raw)
+                        link.send(raw)
                     except SessionClosed:
                         break
 
@@ -636,6 +659,7 @@ class Netceptor:
         out[1] = hops - 1
         try:
             link.session.send(out)
+            link.sent = True
         except SessionClosed:
             if local:
                 raise RouteError("no connection to next hop") from None

@@ -24,12 +24,15 @@ import functools
 import hashlib
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from aioquic.quic.configuration import QuicConfiguration
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:  # pragma: no cover - aioquic loads with the first stream (mesh.net.streams)
+    from aioquic.quic.configuration import QuicConfiguration
 
 #: ALPN protocol Receptor negotiates for mesh streams.
 ALPN = "netceptor"

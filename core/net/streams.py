@@ -62,6 +62,15 @@ from aioquic.quic.stream import QuicStream
 from cryptography import x509
 
 from mesh.net.datagram import DatagramEndpoint, EndpointClosed, EndpointFactory, MaxDatagramFor
+from mesh.net.stream_errors import (
+    ERROR_FAILURE,
+    DialError,
+    DialTimeout,
+    ListenerClosed,
+    StreamAborted,
+    StreamClosedError,
+    StreamError,
+)
 from mesh.net.quic_tls import (
     ALPN,
     QuicTLSOptions,
@@ -80,7 +89,6 @@ KEEPALIVE_PERIOD = 15.0
 ACCEPT_TIMEOUT = 60.0
 #: Application error codes Receptor uses on mesh streams.
 ERROR_NORMAL = 0
-ERROR_FAILURE = 500
 NORMAL_CLOSE_REASON = "normal close"
 #: Every QUIC connection starts with this datagram size (mandatory for Initial packets).
 HANDSHAKE_DATAGRAM = SMALLEST_MAX_DATAGRAM_SIZE
@@ -94,37 +102,6 @@ LINE_LIMIT = 1 << 20
 #: aioquic writes 2-byte STREAM frame lengths, so frames above this need our override.
 _MAX_2BYTE_VARINT = 16383
 _TLS_BAD_CERTIFICATE = QuicErrorCode.CRYPTO_ERROR + 42
-
-
-# -- errors --------------------------------------------------------------------------------
-
-
-class StreamError(Exception):
-    """Base class of mesh stream failures."""
-
-
-class DialError(StreamError):
-    """A dial produced no stream; ``str()`` is the problem (e.g. "service unknown")."""
-
-
-class DialTimeout(DialError):
-    """The QUIC handshake did not finish within the dial timeout."""
-
-
-class StreamAborted(StreamError):
-    """The connection or stream ended abnormally; ``str()`` is the reason, ``code`` the error."""
-
-    def __init__(self, reason: str, code: int = ERROR_FAILURE) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-class StreamClosedError(StreamError):
-    """Data was written after ``write_eof()`` or ``close()``."""
-
-
-class ListenerClosed(StreamError):
-    """``accept()`` on a closed :class:`StreamListener`."""
 
 
 # -- tuning --------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _client(socket_path: str | None) -> ControlClient:
-    from mesh.node_sections import default_socket
+    from mesh.defaults import default_socket
 
     try:
         return ControlClient(socket_path or default_socket(), timeout=None)

@@ -13,7 +13,7 @@ from mesh import hookimpl
 from mesh.config.duration import DurationError, parse_go_duration
 from mesh.control.protocol import CommandError, Request, encode_error, encode_reply
 from mesh.control.server import STREAMED, CommandContext, ControlConn
-from mesh.net.streams import StreamError
+from mesh.net.stream_errors import StreamError
 from mesh.work.remote import split_params
 from mesh.work.unitstore import UnitStoreError
 from mesh.work.workceptor import CHUNK, PayloadRejected, Workceptor, redact

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from mesh.control.protocol import GREETING_PATTERN
-from mesh.net.streams import StreamError
+from mesh.net.stream_errors import StreamError
 from mesh.work.states import FINAL, UnitState
 from mesh.work.unitstore import UnitStatus, UnitStoreError, UnknownUnit
 from mesh.work.worktype import WorkError
@@ -211,6 +211,7 @@ class _SessionPool:
         idle = self._idle.setdefault((node, tls), [])
         if conn.usable and epoch is not None and len(idle) < POOL_MAX_IDLE:
             idle.append((conn, epoch, time.monotonic()))
+            self.remote.wc.wake_in(POOL_IDLE_TIME)  # to close it if it stays idle
         else:
             self.remote.wc.spawn(conn.close(), f"close-control-session-{node}",
                                      peer=node)
@@ -241,8 +242,9 @@ class _SessionPool:
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def sweep(self) -> None:
-        """Close sessions idle for POOL_IDLE_TIME (called every second by the work manager)."""
+    def sweep(self) -> float | None:
+        """Close sessions idle for POOL_IDLE_TIME (called by the work manager's watch);
+        returns the seconds until the next one will be, or None while none is idle."""
         now = time.monotonic()
         for key, idle in list(self._idle.items()):
             node = key[0]
@@ -259,6 +261,9 @@ class _SessionPool:
                 self._idle[key] = keep
             else:
                 del self._idle[key]
+        oldest = min((since for idle in self._idle.values() for _, _, since in idle),
+                     default=None)
+        return None if oldest is None else max(0.0, oldest + POOL_IDLE_TIME - now)
 
     def close(self) -> None:
         for idle in self._idle.values():

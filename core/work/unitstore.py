@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-import secrets
+import random
 import shutil
 import string
 import tempfile
@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from filelock import FileLock
 
 from mesh.work.states import FINAL, UnitState, check_transition
+from mesh.work.unit_lock import UnitLock
 
 UNIT_ID_ALPHABET = string.ascii_letters + string.digits
 UNIT_ID_LENGTH = 8
+#: Unit IDs come from the OS's random source (``secrets`` would load OpenSSL for hmac).
+_RANDOM = random.SystemRandom()
 #: Go reads StdoutSize into an int64.
 MAX_STDOUT_SIZE = 2 ** 63 - 1
 _STATES = frozenset(int(s) for s in UnitState)
@@ -44,7 +46,7 @@ class UnknownUnit(UnitStoreError):
 
 
 def new_unit_id() -> str:
-    return "".join(secrets.choice(UNIT_ID_ALPHABET) for _ in range(UNIT_ID_LENGTH))
+    return "".join(_RANDOM.choice(UNIT_ID_ALPHABET) for _ in range(UNIT_ID_LENGTH))
 
 
 def valid_unit_id(unit_id: object) -> bool:
@@ -132,16 +134,13 @@ class UnitStore:
             raise UnknownUnit(unit_id)
         return self.root / unit_id
 
-    def lock(self, unit_id: str) -> FileLock:
-        """The unit's file lock; UnknownUnit if the unit directory does not exist.
-
-        Checked here because filelock creates missing parent directories: locking a released
-        unit would leave a stray directory behind.
-        """
+    def lock(self, unit_id: str) -> UnitLock:
+        """The unit's file lock; UnknownUnit if the unit directory does not exist (so that
+        locking a released unit leaves no stray lock file behind)."""
         path = self.path(unit_id)
         if not path.is_dir():
             raise UnknownUnit(unit_id)
-        return FileLock(str(path / "status.lock"), timeout=30)
+        return UnitLock(str(path / "status.lock"), timeout=30)
 
     def create(self, work_type: str, extra_data: Any = None, *, detail: str = "Unit Created",
                ) -> str:

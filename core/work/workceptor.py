@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import structlog
 
-from mesh.tasks import cancel_and_wait
+from mesh.tasks import DueTimer, cancel_and_wait
 from mesh.work.states import FINAL, UnitState, state_name
 from mesh.work.unitstore import UnitStatus, UnitStore, UnitStoreError, UnknownUnit
 from mesh.work.worktype import UnitHandle, WorkError, WorkType
@@ -26,11 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = structlog.get_logger(__name__)
 
 REMOTE = "remote"
-#: How often the unit-lifecycle policies are applied.
-LIFECYCLE_POLL = 1.0
 #: How often followers re-check a unit when nobody notified them.
 FOLLOW_POLL = 0.25
-#: How often the manager looks for state changes to report through the lifecycle hook.
+#: While units are not final, how often the manager looks for state changes that nobody
+#: notified (to report them through the lifecycle hook).
 WATCH_POLL = 1.0
 CHUNK = 1024 * 1024
 
@@ -68,9 +67,12 @@ class Workceptor:
         self._known_states: dict[str, tuple[int, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch_task: asyncio.Task[None] | None = None
+        #: When the watch (:meth:`_watch`) next has something to do.
+        self._due = DueTimer()
         #: The node's ``unit-lifecycle`` section (retention, pendingttl), if any.
         self.lifecycle = node.config.one("unit-lifecycle")
-        self._last_lifecycle = 0.0
+        #: Wall-clock time at which a unit next falls under a lifecycle policy.
+        self._lifecycle_due = 0.0
         from mesh.work.remote import RemoteWork  # the remote work type lives beside us
 
         self.remote = RemoteWork(self)
@@ -96,7 +98,8 @@ class Workceptor:
 
     async def _reconcile(self, unit_id: str) -> None:
         status = self.store.read(unit_id)
-        self._known_states[unit_id] = (status.state, status.detail)
+        if status.state not in FINAL:
+            self.track(unit_id, status.state, status.detail)
         if status.work_type == REMOTE:
             self.remote.resume(unit_id, status)
             return
@@ -136,36 +139,76 @@ class Workceptor:
 
     def track(self, unit_id: str, state: int, detail: str) -> None:
         """Note a new unit's first state, so its changes are logged and reported through
-        ``mesh_unit_state_changed`` from the start."""
+        ``mesh_unit_state_changed`` from the start (until it is final)."""
         self._known_states[unit_id] = (state, detail)
+        self.wake_in(WATCH_POLL)
+        if state == UnitState.PENDING:
+            self._lifecycle_in(getattr(self.lifecycle, "pendingttl", None))
+
+    def wake_in(self, delay: float) -> None:
+        """Have the watch (:meth:`_watch`) run within ``delay`` seconds."""
+        self._due.request(delay)
+
+    def _lifecycle_in(self, delay: float | None) -> None:
+        """A unit falls under a lifecycle policy in ``delay`` seconds (None: never)."""
+        if delay is not None:
+            self._lifecycle_due = min(self._lifecycle_due, time.time() + delay)
+            self.wake_in(delay)
 
     async def _watch(self) -> None:
+        """The manager's upkeep, each part when it is due and nothing while none is: report
+        state changes of units that are not final and that nobody notified (every WATCH_POLL
+        while there are such units), close pooled control sessions left idle, and apply the
+        unit-lifecycle policies when a unit falls under them."""
+        if self.lifecycle is not None:
+            self.wake_in(0.0)
         while True:
-            await asyncio.sleep(WATCH_POLL)
+            await self._due.wait()
             try:
-                self.remote.sessions.sweep()
+                next_sweep = self.remote.sessions.sweep()
+                if next_sweep is not None:
+                    self.wake_in(next_sweep)
             except Exception:  # must not stop the state watch
                 log.exception("control_session_sweep_failed", node_id=self.node.node_id)
             for unit_id in list(self._known_states):
                 self._check_state(unit_id)
-            now = time.time()
-            if self.lifecycle is not None and now - self._last_lifecycle >= LIFECYCLE_POLL:
-                self._last_lifecycle = now
-                try:
-                    await self._apply_lifecycle(now)
-                except Exception:  # must not stop the state watch
-                    log.exception("unit_lifecycle_failed", node_id=self.node.node_id)
+            if self._known_states:
+                self.wake_in(WATCH_POLL)
+            if self.lifecycle is not None:
+                await self._lifecycle_upkeep()
 
-    async def _apply_lifecycle(self, now: float) -> None:
+    async def _lifecycle_upkeep(self) -> None:
+        """Apply the lifecycle policies if a unit falls under one now; wake for the next."""
+        now = time.time()
+        if now >= self._lifecycle_due:
+            # units that change during the scan pull _lifecycle_due earlier again
+            self._lifecycle_due = float("inf")
+            try:
+                next_due = await self._apply_lifecycle(now)
+            except Exception:  # must not stop the state watch
+                log.exception("unit_lifecycle_failed", node_id=self.node.node_id)
+                next_due = now + WATCH_POLL
+            self._lifecycle_due = min(self._lifecycle_due, next_due)
+        if self._lifecycle_due != float("inf"):  # (also when woken a little early)
+            self.wake_in(max(0.0, self._lifecycle_due - time.time()))
+
+    async def _apply_lifecycle(self, now: float) -> float:
         """Fail units Pending longer than ``pendingttl``; release finished units older than
-        ``retention`` (both measured from the status file's last change)."""
+        ``retention`` (both measured from the status file's last change).  Returns when the
+        next unit falls under a policy (wall clock; infinity for never)."""
         policy = self.lifecycle
+        next_due = float("inf")
         for unit_id in self.store.ids():
             try:
                 status = self.store.read(unit_id)
-                age = now - (self.store.path(unit_id) / "status").stat().st_mtime
+                changed = (self.store.path(unit_id) / "status").stat().st_mtime
             except (UnitStoreError, OSError):
                 continue
+            age = now - changed
+            limit = policy.retention if status.state in FINAL else (
+                policy.pendingttl if status.state == UnitState.PENDING else None)
+            if limit is not None and age < limit:
+                next_due = min(next_due, changed + limit)
             if status.state in FINAL and policy.retention is not None \
                     and age >= policy.retention:
                 log.info("unit_retention_release", node_id=self.node.node_id, unit_id=unit_id,
@@ -179,6 +222,7 @@ class Workceptor:
                     and age >= policy.pendingttl:
                 self.fail(unit_id, f"Expired: not started within {policy.pendingttl:g}s "
                                    f"(unit-lifecycle pendingttl)")
+        return next_due
 
     def _check_state(self, unit_id: str) -> None:
         try:
@@ -193,6 +237,9 @@ class Workceptor:
                      state=state_name(status.state), detail=status.detail)
             self.node.plugins.unit_state_changed(self.node, unit_id, status.state,
                                                  status.detail)
+        if status.state in FINAL:  # a final state never changes: stop watching it
+            self._known_states.pop(unit_id, None)
+            self._lifecycle_in(getattr(self.lifecycle, "retention", None))
 
     # -- notifications -----------------------------------------------------------------
 
