@@ -22,6 +22,10 @@ max beside it, and the target it is held to, marked ``met`` or ``MISSED``.  The 
 ``idle``
     CPU time (utime + stime) of all ten nodes of the Demo 04 mesh over ``--idle-window``
     seconds (default 30), 5 s after convergence; one window per run, all on the same mesh.
+``runner``
+    The per-unit command runner of the ``command`` work type (``python -I -S``, stdlib only):
+    wall and CPU time of one runner running ``true`` for a fresh unit until it exits with the
+    final status written, against ``true`` alone.
 ``mesh``
     For each of ``--mesh-sizes`` (default ``100,300``): the mesh of ``bench/mesh100_bench.py``
     from spawning the processes to all control sockets answering, from there to every node
@@ -34,7 +38,8 @@ The nodes of the rss, idle and mesh rows are started as ``python -m mesh`` by
 Usage::
 
     .venv/bin/python bench/startup_bench.py [--runs 7] [--idle-window 30]
-        [--mesh-sizes 100,300] [--mesh-timeout 600] [--only exec,cli,client,rss,idle,mesh]
+        [--mesh-sizes 100,300] [--mesh-timeout 600]
+        [--only exec,cli,client,rss,idle,runner,mesh]
 
 Run it with any checkout's venv python: ``mesh`` and ``receptorctl`` are the console scripts
 beside ``sys.executable`` and ``mesh.testing`` comes from the installed package.  Progress goes
@@ -49,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -452,6 +458,45 @@ def idle_rows(args: argparse.Namespace) -> list[Row]:
                 notes=f"utime+stime of all nodes, {args.runs} consecutive windows on one mesh")]
 
 
+def runner_once(store: Any) -> tuple[float, float]:
+    """Wall and CPU seconds of one command runner running ``true`` for a fresh unit, the way
+    the command work type starts it (``python -I -S``, stdlib only)."""
+    from mesh_builtin.command import RUNNER_BOOT
+
+    unit_dir = store.path(store.create("bench", None))
+    (unit_dir / "stdin").write_bytes(b"")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", RUNNER_BOOT, "--unitdir",
+                           str(unit_dir), "--", "true"], stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=COMMAND_TIMEOUT)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise FigureFailed(f"the runner exited with {done.returncode}: "
+                           f"{done.stderr.decode(errors='replace')[-300:]}")
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, cpu
+
+
+def runner_rows(args: argparse.Namespace) -> list[Row]:
+    from mesh.work.unitstore import UnitStore
+
+    scratch = scratch_dir("runner")
+    try:
+        store = UnitStore(scratch, "bench")
+        samples = repeat("runner", args.runs, partial(runner_once, store), warm_up=True)
+        bare = command_samples("`true` alone", ["true"], args.runs)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    why = "python -I -S with the stdlib-only runner, command `true`, to exit with status written"
+    return [Row("command runner start, per unit (wall)", [wall for wall, _ in samples],
+                notes=why),
+            Row("command runner start, per unit (CPU)", [cpu for _, cpu in samples],
+                unit="CPU-s", notes="user + system time of the runner and `true`"),
+            Row("`true` alone (wall)", bare, notes="reference: the command without a runner")]
+
+
 @contextmanager
 def watchdog(seconds: float, what: str) -> Iterator[None]:
     """Raise :class:`FigureFailed` in the block after ``seconds``, whatever it is blocked in.
@@ -511,6 +556,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "client": client_rows,
     "rss": rss_rows,
     "idle": idle_rows,
+    "runner": runner_rows,
     "mesh": mesh_rows,
 }
 

@@ -129,6 +129,9 @@ def _run_node(args: list[str], options: list[str], config: str | None) -> Any:
     before that would otherwise kill it mid-import)."""
     import signal
 
+    from mesh.node_process import pause_garbage_collection
+
+    pause_garbage_collection()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     early = None
     try:

@@ -6,7 +6,7 @@ import asyncio
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 import structlog
 
@@ -313,8 +313,9 @@ class Node:
             self.stop_reason = reason
             self._stopped.set()
 
-    async def run(self) -> None:
-        """Start, serve until a signal or :meth:`stop`, then shut down cleanly."""
+    async def run(self, *, on_started: Callable[[], None] | None = None) -> None:
+        """Start, serve until a signal or :meth:`stop`, then shut down cleanly;
+        ``on_started`` is called once the node has started."""
         loop = asyncio.get_running_loop()
         # Events of this task and of every task it starts carry node_id, and so do
         # exceptions that no task retrieved.
@@ -325,6 +326,8 @@ class Node:
         loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
         try:
             await self.start()
+            if on_started is not None:
+                on_started()
             await self._stopped.wait()
         finally:
             log.info("node_stopping", node_id=self.node_id, reason=self.stop_reason)

@@ -193,6 +193,30 @@ def read_index() -> PluginIndex | None:
         return None
 
 
+class BuildLock:
+    """``with BuildLock():`` while this environment's index is rebuilt: processes that find
+    it stale at the same moment (a hundred nodes starting at once after an upgrade) wait for
+    the first one's index instead of each importing every plugin.  Does nothing where the
+    cache directory cannot be written."""
+
+    def __enter__(self) -> BuildLock:
+        import fcntl
+
+        self._fd = -1
+        try:
+            os.makedirs(cache_dir(), mode=0o700, exist_ok=True)
+            self._fd = os.open(index_path() + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError:
+            self.__exit__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 def write_index(index: PluginIndex) -> None:
     """Store ``index`` for this environment (atomically; a failure to write is not an error)."""
     import tempfile
@@ -217,7 +241,8 @@ def write_index(index: PluginIndex) -> None:
 def _prune(directory: str) -> None:
     """Keep the :data:`KEEP_INDEXES` most recently written index files."""
     files = sorted((os.path.join(directory, name) for name in os.listdir(directory)
-                    if name.startswith("plugins-")), key=lambda p: _mtime(p) or 0, reverse=True)
+                    if name.startswith("plugins-") and name.endswith(".marshal")),
+                   key=lambda p: _mtime(p) or 0, reverse=True)
     for old in files[KEEP_INDEXES:]:
         try:
             os.unlink(old)

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import pluggy
 
 from mesh import __version__, hookspecs
-from mesh.plugin_index import CliCommandInfo, IndexedPlugin, PluginIndex, read_index, write_index
+from mesh.plugin_index import (BuildLock, CliCommandInfo, IndexedPlugin, PluginIndex, read_index,
+                               write_index)
 
 
 if TYPE_CHECKING:  # pragma: no cover - the CLI's client commands never load the schemas
@@ -248,7 +249,8 @@ class PluginHost:
             entry = self.index.plugins.get(name)
             if entry is None or name in self.infos or name in self.failed:
                 continue
-            plugin = _load_plugin(self.failed, name, entry.target, entry.distribution, entry.version)
+            plugin = _load_plugin(self.failed, name, entry.target, entry.distribution,
+                                  entry.version)
             if plugin is not None:
                 _register(self.pm, plugin, name, f"{entry.distribution} {entry.version}")
                 self.infos[name] = PluginInfo(name, entry.distribution, entry.version)
@@ -520,11 +522,14 @@ def lazy_plugin_host(load: Iterable[str] = ()) -> PluginHost:
     index = read_index()
     failed: dict[str, str] = {}
     if index is None:
-        full = make_plugin_manager()
-        index = build_index(full)
-        failed = full.failed
-        if not failed:
-            write_index(index)
+        with BuildLock():
+            index = read_index()  # another process may have just built it
+            if index is None:
+                full = make_plugin_manager()
+                index = build_index(full)
+                failed = full.failed
+                if not failed:
+                    write_index(index)
     host = PluginHost(_new_manager(), {}, index)
     host.failed = dict(failed)
     host.load(load)

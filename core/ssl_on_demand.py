@@ -29,7 +29,7 @@ def import_asyncio() -> None:
         return
     sys.modules["ssl"] = None  # type: ignore[assignment]  # `import ssl` raises ImportError
     try:
-        import asyncio  # noqa: F401
+        __import__("asyncio")
     finally:
         del sys.modules["ssl"]
     sys.meta_path.insert(0, _SslFinder())

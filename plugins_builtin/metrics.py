@@ -75,6 +75,9 @@ def render_metrics(node: Any) -> str:
            [("", net.counters["data_forwarded"])])
     metric("mesh_data_dropped_total", "counter", "Data messages dropped (no route, congestion).",
            [("", net.counters["data_dropped"])])
+    metric("mesh_keepalives_sent_total", "counter",
+           "Keepalives sent on mesh links that carried nothing else for an interval.",
+           [("", net.counters["keepalives_sent"])])
     counts = {state: 0 for state in UnitState}
     for unit in node.work.list().values():
         try:

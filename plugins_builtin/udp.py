@@ -72,6 +72,7 @@ class UdpSession(Session):
     #: Keep QUIC datagrams within a 1500-byte MTU (IP + UDP + mesh headers): one lost IP
     #: fragment would lose a whole larger datagram.
     preferred_datagram = UDP_DATAGRAM
+    reliable = False
 
     def __init__(self, label: str, transport: asyncio.DatagramTransport, addr: Any = None,
                  on_close: Callable[["UdpSession"], None] | None = None) -> None:

@@ -28,6 +28,7 @@ import pytest
 
 from mesh.net import messages as m
 from mesh.net.framing import FrameDecoder
+from mesh.net.netceptor import KEEPALIVE_INTERVAL, ROUTE_UPDATE_INTERVAL
 from mesh.net.highwayhash import node_hash
 from mesh.testing import Mesh, NodeProcess, wait_until
 
@@ -589,6 +590,34 @@ def test_second_link_reusing_a_peer_id_is_rejected(pair: Mesh, intruder: RawPeer
     assert_healthy(pair)
 
 
+@pytest.mark.slow
+def test_a_go_peer_hears_from_us_every_routing_interval(pair: Mesh, intruder: RawPeer) -> None:
+    """A Go peer knows no keepalives and closes a link that is silent for 21 s: a mesh node
+    sends it its routing update again after ROUTE_UPDATE_INTERVAL of silence, the copy it has
+    already seen, so that nothing is flooded because of it."""
+    arrivals: list[float] = []
+    update_ids: set[str] = set()
+    window = 2.5 * ROUTE_UPDATE_INTERVAL
+    started = next_own = time.monotonic()
+    while (now := time.monotonic()) < started + window:
+        if now >= next_own:  # what Go does: its own update every 10 s (here 8)
+            intruder.send(intruder.routing_update({"target": 1.0}))
+            next_own = now + 8.0
+        try:
+            message = intruder.next_message(lambda _: True, timeout=min(1.0, next_own - now))
+        except TimeoutError:
+            continue
+        arrivals.append(time.monotonic())
+        if message[:1] == b"\x01":
+            update = m.decode_routing_update(message[1:])
+            if update.node_id == "target":
+                update_ids.add(update.update_id)
+    gaps = [b - a for a, b in zip([started, *arrivals], arrivals)]
+    assert arrivals and max(gaps) < ROUTE_UPDATE_INTERVAL + 2 * KEEPALIVE_INTERVAL, gaps
+    assert len(update_ids) <= 2, "the target flooded fresh updates for a quiet link"
+    assert "intruder" in connected_peers(pair.nodes["target"])
+
+
 def test_silent_peer_is_dropped_after_handshake_limit(pair: Mesh) -> None:
     """A peer that connects but never handshakes is dropped after 11 sends (~10-11 s)."""
     started = time.monotonic()
@@ -653,10 +682,10 @@ def test_symmetric_peers_keep_one_link_without_redialing(mesh: Mesh) -> None:
     parked = wait_until(lambda: [n for n in (a, b) if n.log_events("link_redundant")],
                         timeout=30, what="one dialer parked on the existing link")
     assert len(parked) == 1
-    # a full routing refresh (10 s) is several redial periods of the old behaviour (1-5 s)
-    refreshes = a.control("stats")["RoutingUpdatesReceived"]
-    wait_until(lambda: a.control("stats")["RoutingUpdatesReceived"] > refreshes, timeout=30,
-               what="a routing refresh from b")
+    # six keepalive intervals (~7.5 s) are several redial periods of the old behaviour (1-5 s)
+    sent = a.control("stats")["KeepalivesSent"]
+    wait_until(lambda: a.control("stats")["KeepalivesSent"] >= sent + 6, timeout=60,
+               what="six keepalive intervals on a")
     assert len(parked[0].log_events("link_redundant")) == 1
     assert len(a.log_events("link_rejected")) + len(b.log_events("link_rejected")) <= 2
     assert not a.log_events("link_rejected_by_peer") and not b.log_events("link_rejected_by_peer")

@@ -44,9 +44,10 @@ def test_duplicate_node_id_newer_node_stops_with_exit_code_3(mesh: Mesh) -> None
 
     The second "dup" links to a different relay: a node refuses a second link from a node ID it
     is already linked to (see the next test), so the two would never learn about each other.
-    While it ran, the second "dup"'s update made relay2 drop relay's edge to "dup" (§2.3), so
-    relay2's route to the first "dup" only comes back with relay's next periodic update (<= 10 s),
-    as in Receptor.
+    While it ran, the second "dup"'s update made relay2 drop relay's edge to "dup" (§2.3).  In
+    Receptor the route comes back with relay's next periodic update (<= 10 s); here every node
+    that sees the first "dup" settle the conflict (its update with SuspectedDuplicate) floods
+    its own update again, relay's edge to "dup" included.
     """
     mesh.add("relay")
     mesh.add("relay2")

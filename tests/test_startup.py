@@ -324,7 +324,7 @@ def test_index_is_stored_in_the_cache_dir(scratch: Path) -> None:
     env = {"MESH_CACHE_DIR": str(scratch / "cache")}
     result, _ = mesh_command(scratch, "--help", env=env)
     assert result.returncode == 0, result.stderr
-    stored = list((scratch / "cache").glob("plugins-*"))
+    stored = list((scratch / "cache").glob("plugins-*.marshal"))
     assert len(stored) == 1
     index = marshal.loads(stored[0].read_bytes())["index"]
     assert index["cli_commands"]["status"][0] == "mesh.cli_commands"

@@ -15,13 +15,13 @@ import os
 import zlib
 
 from mesh import __version__
-from mesh.config.schema import SourceFloat, SourceInt
+from mesh.config.scalars import SourceFloat, SourceInt
 from mesh.defaults import cache_dir
 
 #: Bumped whenever the stored shape changes.
 CACHE_FORMAT = 1
 #: Cached config files kept (the most recently stored).
-KEEP_CONFIGS = 64
+KEEP_CONFIGS = 512
 _INT, _FLOAT = "\0mesh:int", "\0mesh:float"
 
 

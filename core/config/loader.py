@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from difflib import get_close_matches
 
 from .errors import ConfigError, SchemaError, SectionValueError, quote
-from .schema import SectionSpec, SourceFloat, SourceInt, describe_value, normalize_key, normalize_section
+from .raw import RawConfig, name_text, read_config, read_config_text
+from .schema import SectionSpec, describe_value, normalize_key, normalize_section
 
 __all__ = ["ConfigEntry", "LoadedConfig", "RawConfig", "build_config", "config_digest", "load_config",
            "parse_config", "read_config", "read_config_text"]
@@ -143,18 +144,12 @@ class _Builder:
         self.entries.append(ConfigEntry(spec.name, entry_index, values, params))
 
 
-def _name_text(raw: object) -> str:
-    if isinstance(raw, (SourceInt, SourceFloat)):
-        return raw.text
-    return raw if isinstance(raw, str) else describe_value(raw)
-
-
 def _parse_v1(data: list, sections: _Sections, source: str, partial: bool = False) -> list[ConfigEntry]:
     builder = _Builder(source)
     for i, item in enumerate(data, 1):
         if isinstance(item, dict):
             if len(item) != 1:
-                names = [_name_text(k) for k in item]
+                names = [name_text(k) for k in item]
                 if not names:
                     hint = "found an empty mapping; write '- section-name' or '- section-name: {key: value}'"
                 else:
@@ -174,7 +169,7 @@ def _parse_v1(data: list, sections: _Sections, source: str, partial: bool = Fals
                 file=source,
                 index=i,
             )
-        name = _name_text(raw_name)
+        name = name_text(raw_name)
         spec = sections.singular.get(normalize_section(name))
         if spec is None:
             if partial:
@@ -201,7 +196,7 @@ def _parse_v2(data: dict, sections: _Sections, source: str, partial: bool = Fals
     for raw_name, value in data.items():
         if raw_name in version_keys:
             continue
-        name = _name_text(raw_name)
+        name = name_text(raw_name)
         norm = normalize_section(name)
         spec = sections.singular.get(norm) or sections.plural.get(norm)
         if spec is None:
@@ -224,66 +219,6 @@ def _parse_v2(data: dict, sections: _Sections, source: str, partial: bool = Fals
 # --------------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RawConfig:
-    """A config file read and parsed as YAML, before its sections are checked."""
-
-    data: object
-    source: str
-    path: str | None = None
-
-    def section_names(self) -> set[str]:
-        """The section names the file uses, normalised (version-2 keys may be plural)."""
-        if isinstance(self.data, list):
-            items = [next(iter(item)) if isinstance(item, dict) and len(item) == 1 else item
-                     for item in self.data]
-        elif isinstance(self.data, dict):
-            items = [k for k in self.data if not (isinstance(k, str) and normalize_key(k) == "version")]
-        else:
-            return set()
-        return {normalize_section(_name_text(item)) for item in items
-                if isinstance(item, (str, SourceInt, SourceFloat))}
-
-
-def read_config_text(text: str, *, source: str = "<string>") -> RawConfig:
-    """Parse config text as YAML; raises :class:`ConfigError` for YAML problems."""
-    from .yaml_reader import read_yaml  # PyYAML only when a file is really parsed
-
-    return RawConfig(read_yaml(text, source), source)
-
-
-def read_config(path: str | os.PathLike[str]) -> RawConfig:
-    """Read a config file and parse it as YAML; errors name the file as given.
-
-    A file unchanged since it was last parsed comes from the config cache
-    (:mod:`mesh.config.cache`), without PyYAML.
-
-    Raises :class:`ConfigError` when the file cannot be read or decoded, or is not valid YAML.
-    """
-    from . import cache
-
-    source = str(path)
-    cached = cache.lookup(source)
-    if cached.hit:
-        return RawConfig(cached.data, source, source)
-    try:
-        with open(source, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=source) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
-            file=source,
-        ) from None
-    raw = read_config_text(text, source=source)
-    raw.path = source
-    cached.store(raw.data)
-    return raw
 
 
 def build_config(raw: RawConfig, specs: Mapping[str, SectionSpec], *, partial: bool = False) -> LoadedConfig:
@@ -335,7 +270,7 @@ def config_digest(entry: ConfigEntry) -> str:
     """
     raw = entry.raw
     if isinstance(raw, dict):
-        raw = {normalize_key(_name_text(k)): v for k, v in raw.items()}
+        raw = {normalize_key(name_text(k)): v for k, v in raw.items()}
     return json.dumps(
         {"section": entry.section, "params": _canonical(raw)}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
@@ -349,7 +284,7 @@ def _canonical(value: object) -> object:
     if isinstance(value, float):
         return float(value) if value == value and abs(value) != float("inf") else repr(float(value))
     if isinstance(value, dict):
-        return {_name_text(k): _canonical(v) for k, v in value.items()}
+        return {name_text(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     if isinstance(value, (set, frozenset)):

@@ -42,6 +42,7 @@ from typing import Any, NewType
 from .bytesize import SIZE_HELP, ByteSizeError, format_byte_size, parse_byte_size
 from .duration import UNITS_HELP, DurationError, format_go_duration, parse_go_duration
 from .errors import SchemaError, SectionValueError, quote
+from .scalars import SourceFloat, SourceInt, normalize_key, normalize_section
 
 __all__ = [
     "ByteSize",
@@ -69,41 +70,9 @@ _FALSE = frozenset({"0", "f", "F", "n", "N", "false", "FALSE", "False", "no", "N
 _MISSING: Any = dataclasses.MISSING
 
 
-def normalize_key(name: str) -> str:
-    """Canonical form of a key for matching: lowercase, with ``-`` and ``_`` removed (``Bind_Addr`` → ``bindaddr``)."""
-    return name.lower().replace("-", "").replace("_", "")
-
-
-def normalize_section(name: str) -> str:
-    """Canonical form of a section name for matching: lowercase, ``_`` read as ``-`` (``TCP_Listener`` → ``tcp-listener``)."""
-    return name.lower().replace("_", "-")
-
-
 # --------------------------------------------------------------------------------------------------
 # Scalars as read from YAML
 # --------------------------------------------------------------------------------------------------
-
-
-class SourceInt(int):
-    """An int read from YAML that remembers its source text (so ``id: 0600`` stays ``"0600"`` for a string key)."""
-
-    text: str
-
-    def __new__(cls, value: int, text: str) -> SourceInt:
-        obj = super().__new__(cls, value)
-        obj.text = text
-        return obj
-
-
-class SourceFloat(float):
-    """A float read from YAML that remembers its source text (so ``version: 1.10`` stays ``"1.10"``)."""
-
-    text: str
-
-    def __new__(cls, value: float, text: str) -> SourceFloat:
-        obj = super().__new__(cls, value)
-        obj.text = text
-        return obj
 
 
 def describe_value(value: object) -> str:

@@ -12,7 +12,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, ScalarNode
 
 from .errors import ConfigError, quote
-from .schema import SourceFloat, SourceInt
+from .scalars import SourceFloat, SourceInt
 
 #: Upper bound on values in a parsed file (after YAML alias expansion) — guards against "billion laughs".
 MAX_VALUES = 100_000

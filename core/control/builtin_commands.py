@@ -111,6 +111,7 @@ async def stats_command(ctx: CommandContext, request: Request) -> Any:
             "RoutingUpdatesReceived": net.counters["routing_updates_received"],
             "DataForwarded": net.counters["data_forwarded"],
             "DataDropped": net.counters["data_dropped"],
+            "KeepalivesSent": net.counters["keepalives_sent"],
             "Tasks": len(asyncio.all_tasks()), "OpenFiles": _open_files()}
 
 

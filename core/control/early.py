@@ -18,16 +18,19 @@ from __future__ import annotations
 import os
 import select
 import socket
+import sys
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from mesh.config.loader import RawConfig, build_config, read_config
+from mesh import TYPE_CHECKING
+from mesh.config.raw import RawConfig, name_text, read_config
+from mesh.config.scalars import SourceInt, normalize_key, normalize_section
 from mesh.control.protocol import CommandError, encode_error, encode_reply, greeting, parse_line
 from mesh.control.status import answer_status, status_reply
 from mesh.control.unix_socket import BoundUnixSocket, bind_unix_socket
-from mesh.node_config import KERNEL_SPECS, ControlServiceConfig, NodeConfig
+from mesh.defaults import default_node_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 #: Sessions the responder holds at once; more are refused, like the control service does.
 MAX_SESSIONS = 256
@@ -35,23 +38,25 @@ MAX_SESSIONS = 256
 MAX_BUFFER = 16 * 1024 * 1024
 #: How long :meth:`EarlyControl.handoff` waits for the thread to stop.
 STOP_TIMEOUT = 5.0
+#: The GIL switch interval while the responder runs beside the node's start-up: the thread
+#: gets the GIL within half a millisecond, not Python's default 5 ms per step of a reply.
+SWITCH_INTERVAL = 0.0005
 
 
-@dataclass
 class ParkedSession:
     """A client the responder greeted whose next request is for the real control service."""
 
-    path: str
-    conn: socket.socket
-    #: Bytes received and not answered yet (the parked request line and anything after it).
-    pending: bytes = b""
+    def __init__(self, path: str, conn: socket.socket, pending: bytes = b"") -> None:
+        #: The control socket it connected to.
+        self.path = path
+        self.conn = conn
+        #: Bytes received and not answered yet (the parked request line and anything after).
+        self.pending = pending
 
 
-@dataclass
 class _Session:
-    path: str
-    conn: socket.socket
-    buffer: bytearray = field(default_factory=bytearray)
+    def __init__(self, path: str, conn: socket.socket) -> None:
+        self.path, self.conn, self.buffer = path, conn, bytearray()
 
 
 class EarlyControl:
@@ -66,6 +71,8 @@ class EarlyControl:
         self._greeting = greeting(node_id)
         self._parked: list[ParkedSession] = []
         self._wake_r, self._wake_w = os.pipe()
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread = threading.Thread(target=self._serve, name="early-control", daemon=True)
         self._thread.start()
 
@@ -96,6 +103,7 @@ class EarlyControl:
         if self._thread.is_alive():
             os.write(self._wake_w, b"x")
             self._thread.join(STOP_TIMEOUT)
+            sys.setswitchinterval(self._switch_interval)
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -194,24 +202,82 @@ class EarlyControl:
 _Unparsed: Any = object()
 
 
-def start_early_control(config_path: str | Path) -> EarlyControl | None:
+def _sections(raw: RawConfig, name: str) -> list[object]:
+    """The params of every entry of section ``name`` in ``raw`` (list form, or version 2 with
+    the singular or the plural key), skipping what is not plainly written."""
+    entries: list[object] = []
+    if isinstance(raw.data, list):
+        for item in raw.data:
+            if isinstance(item, dict) and len(item) == 1:
+                key, params = next(iter(item.items()))
+                if normalize_section(name_text(key)) == name:
+                    entries.append(params)
+            elif isinstance(item, str) and normalize_section(item) == name:
+                entries.append(None)
+    elif isinstance(raw.data, dict):
+        for key, value in raw.data.items():
+            section = normalize_section(name_text(key))
+            if section == name:
+                entries.append(value)
+            elif section == name + "s" and isinstance(value, list):
+                entries.extend(value)
+    return entries
+
+
+def _key(params: object, key: str) -> object:
+    """``params[key]``, keys matched as the schemas match them; None when absent."""
+    if isinstance(params, dict):
+        for name, value in params.items():
+            if normalize_key(name_text(name)) == key:
+                return value
+    return None
+
+
+def early_settings(raw: RawConfig) -> tuple[str, list[tuple[str, int]]] | None:
+    """The node ID and the control services' Unix sockets ``(path, permissions)`` of a
+    config, read without the section schemas, or None when they are not plainly written (the
+    node's full start then binds the sockets, and reports any mistake)."""
+    nodes = _sections(raw, "node")
+    node = nodes[0] if nodes else None
+    node_id = node if not isinstance(node, dict) and node is not None else _key(node, "id")
+    if node_id is None:
+        node_id = default_node_id()
+    elif not isinstance(node_id, str):
+        node_id = node_id.text if isinstance(node_id, SourceInt) else None
+    if len(nodes) > 1 or not node_id:
+        return None
+    sockets = []
+    for service in _sections(raw, "control-service"):
+        if service is not None and not isinstance(service, dict):
+            return None
+        filename, permissions = _key(service, "filename"), _key(service, "permissions")
+        if permissions is None:
+            permissions = 0o600
+        if not isinstance(permissions, int) or isinstance(permissions, bool):
+            return None
+        if isinstance(filename, str) and filename:
+            sockets.append((filename, int(permissions)))
+        elif filename is not None:
+            return None
+    return node_id, sockets
+
+
+def start_early_control(config_path: str) -> EarlyControl | None:
     """Read the config and bind its control services' Unix sockets, answering ``status`` on
     them from a thread; None when there is nothing to bind or anything goes wrong (the normal
     start-up then binds, or reports the problem)."""
     bound: list[BoundUnixSocket] = []
     try:
         raw = read_config(config_path)
-        specs = {spec.name: spec for spec in KERNEL_SPECS}
-        config = build_config(raw, specs, partial=True)
-        node = config.one("node") or NodeConfig()
-        assert isinstance(node, NodeConfig)
-        for service in config.of("control-service"):
-            assert isinstance(service, ControlServiceConfig)
-            if service.filename:
-                bound.append(bind_unix_socket(service.filename, service.permissions))
+        settings = early_settings(raw)
+        if settings is None:
+            return None
+        node_id, sockets = settings
+        for filename, permissions in sockets:
+            bound.append(bind_unix_socket(filename, permissions))
         if not bound:
             return None
-        return EarlyControl(raw, node.id, bound)
+        return EarlyControl(raw, node_id, bound)
     except Exception:
         for socket_ in bound:
             socket_.close(unlink=True)

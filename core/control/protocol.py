@@ -4,26 +4,44 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any
+
+from mesh import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 
 class CommandError(Exception):
     """A command failed; the client sees ``ERROR: <message>`` and the session continues."""
 
 
-@dataclass
 class Request:
     """One parsed request line.
 
     ``params`` holds the JSON object for the JSON form (``{}`` for the text form); ``args`` is
     the verbatim remainder after the command word for the text form (``""`` for JSON).
+    (A plain class, not a dataclass: the early control responder parses requests before the
+    node has imported dataclasses.)
     """
 
-    command: str
-    params: dict[str, Any] = field(default_factory=dict)
-    args: str = ""
-    is_json: bool = False
+    __slots__ = ("command", "params", "args", "is_json")
+
+    def __init__(self, command: str, params: dict[str, Any] | None = None, args: str = "",
+                 is_json: bool = False) -> None:
+        self.command = command
+        self.params: dict[str, Any] = {} if params is None else params
+        self.args = args
+        self.is_json = is_json
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.command, self.params, self.args, self.is_json)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and self._key() == other._key()
+
+    def __repr__(self) -> str:
+        return (f"Request(command={self.command!r}, params={self.params!r}, "
+                f"args={self.args!r}, is_json={self.is_json!r})")
 
     def words(self) -> list[str]:
         """The text-form arguments split on single spaces, as Go's ``strings.Split`` does."""

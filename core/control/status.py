@@ -8,10 +8,12 @@ Standard library only: the early responder runs before the rest of the node is i
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
 
-from mesh import __version__
+from mesh import TYPE_CHECKING, __version__
 from mesh.control.protocol import CommandError, Request, go_number
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Mapping
 
 STATUS_FIELDS = ("Version", "SystemCPUCount", "SystemMemoryMiB", "NodeID", "Connections",
                  "RoutingTable", "Advertisements", "KnownConnectionCosts")

@@ -9,22 +9,21 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from dataclasses import dataclass
 
 
 class SocketInUse(RuntimeError):
     """Another node holds the socket's lock file."""
 
 
-@dataclass
 class BoundUnixSocket:
     """A listening Unix socket and the lock file that says it is ours."""
 
-    path: str
-    sock: socket.socket
-    lock_fd: int
-    #: The socket file's inode when we bound it (to unlink only our own file).
-    inode: int = 0
+    def __init__(self, path: str, sock: socket.socket, lock_fd: int, inode: int = 0) -> None:
+        self.path = path
+        self.sock = sock
+        self.lock_fd = lock_fd
+        #: The socket file's inode when we bound it (to unlink only our own file).
+        self.inode = inode
 
     def close(self, *, unlink: bool = False) -> None:
         """Close the socket and release the lock; with ``unlink``, remove the socket file

@@ -47,6 +47,9 @@ class Session(abc.ABC):
     #: QUIC datagram size this link prefers, if smaller than the node's (e.g. a UDP link on
     #: a 1500-byte MTU, where large datagrams would fragment); None for no preference.
     preferred_datagram: int | None = None
+    #: False for a transport that may lose messages (UDP): the node then repeats its
+    #: routing database on the link now and then, since it floods updates only on change.
+    reliable: bool = True
 
     @abc.abstractmethod
     def send(self, message: bytes) -> None:

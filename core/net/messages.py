@@ -490,6 +490,48 @@ def decode_routing_update(body: bytes | bytearray | memoryview) -> RoutingUpdate
     )
 
 
+_RU_START = b'{"NodeID":"'
+_RU_NEXT = b'","UpdateID":"'
+
+
+def peek_routing_update(body: bytes | bytearray) -> tuple[str, str] | None:
+    """``(NodeID, UpdateID)`` of a routing update body, read without decoding it.
+
+    Only for the shape Go and mesh write (compact, ``NodeID`` then ``UpdateID``, no escapes);
+    None for anything else, which must then be decoded.  A node drops the copies of an update
+    it has seen this way: each update reaches a node once per link, and decoding every copy
+    was most of an idle mesh's work.
+    """
+    if not body.startswith(_RU_START):
+        return None
+    node_end = body.find(b'"', len(_RU_START))
+    if node_end < 0 or body[node_end:node_end + len(_RU_NEXT)] != _RU_NEXT:
+        return None
+    uid_start = node_end + len(_RU_NEXT)
+    uid_end = body.find(b'"', uid_start)
+    node, uid = bytes(body[len(_RU_START):node_end]), bytes(body[uid_start:uid_end])
+    if uid_end < 0 or b"\\" in node or b"\\" in uid:
+        return None
+    return node.decode("utf-8", "replace"), uid.decode("utf-8", "replace")
+
+
+def reforward_routing_update(msg: bytes | bytearray, previous: str, node: str) -> bytes:
+    """A routing update message (type byte included) as ``node`` forwards it: its
+    ``ForwardingNode`` rewritten from ``previous``, every other byte kept (so fields this
+    version does not know travel on, unlike Go's re-marshalling).  Decodes and re-encodes
+    when the field is not written exactly once in the usual form.
+
+    Raises :class:`MessageError` when the message does not decode.
+    """
+    old = b'"ForwardingNode":' + _go_str(previous, "ForwardingNode").encode()
+    data = bytes(msg)
+    if data.count(old) == 1:
+        return data.replace(old, b'"ForwardingNode":' + _go_str(node, "ForwardingNode").encode())
+    update = decode_routing_update(data[1:])
+    update.forwarding_node = node
+    return encode_routing_update(update)
+
+
 # ------------------------------------------------------------------------------------------------
 # Go time.Time JSON form
 

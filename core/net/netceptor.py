@@ -8,6 +8,7 @@ services bind :class:`~mesh.net.endpoint.Endpoint` objects; the pure
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import string
 import struct
@@ -28,7 +29,17 @@ from mesh.tasks import DueTimer, cancel_and_wait
 log = structlog.get_logger(__name__)
 
 MAX_FORWARDING_HOPS = 30
+#: Receptor floods every node's routing update every 10 s; a link to a Go peer still hears
+#: from us that often (a link idle for 21 s is closed), but with the update it already has.
 ROUTE_UPDATE_INTERVAL = 10.0
+#: How often a mesh node floods a fresh routing update when nothing changed: changes are
+#: flooded at once, a new link gets every update we hold (the link-state database) and
+#: keepalives prove that links are alive, so this is only a safety net.  Every node's refresh
+#: reaches every node, so it is most of what a big mesh does at rest.
+MESH_ROUTE_REFRESH = 120.0
+#: A link that may lose messages (UDP) gets the database again this often, so an update it
+#: dropped is repaired without a refresh of the whole mesh.
+LOSSY_LINK_RESYNC = 30.0
 AD_INTERVAL = 60.0
 HANDSHAKE_RESEND = 1.0
 HANDSHAKE_SENDS = 11
@@ -85,6 +96,10 @@ class Link:
     mesh_peer: bool = False
     #: We sent something on this link since the last keepalive tick.
     sent: bool = False
+    #: When we last sent on it, as of the keepalive ticks (for the Go peers' liveness).
+    sent_at: float = 0.0
+    #: When it last got our routing database (see LOSSY_LINK_RESYNC).
+    synced_at: float = 0.0
 
     def send(self, message: bytes | bytearray) -> None:
         """Queue ``message`` for the neighbour (raises SessionClosed once closed)."""
@@ -119,6 +134,11 @@ class Netceptor:
         # clock keeps restarts ordered and stays comparable with Go's epochs.
         self.epoch = int(time.time() * (1 << 24))
         self.sequence = 0
+        #: Our latest flooded routing update.
+        self._own_update = b""
+        #: The latest routing update of every node we route to, as we forward it: the
+        #: link-state database a new neighbour gets at once.
+        self._updates: dict[str, bytes] = {}
         self.router = Router(node_id)
         self.links: dict[str, Link] = {}
         #: Set when the link to a neighbour ends (see :meth:`wait_link_down`).
@@ -136,7 +156,7 @@ class Netceptor:
         #: Called after every recomputation of the routing table.
         self.on_routes_changed = on_routes_changed
         self.counters = {"routing_updates_sent": 0, "routing_updates_received": 0,
-                         "data_forwarded": 0, "data_dropped": 0}
+                         "data_forwarded": 0, "data_dropped": 0, "keepalives_sent": 0}
         self._flood = DueTimer()
         self._recompute = DueTimer()
         self._advertise = DueTimer()
@@ -153,7 +173,7 @@ class Netceptor:
         self._advertise = DueTimer()
         self._maintain = DueTimer()
         self._tasks = [
-            asyncio.create_task(self._run_schedule(self._flood, ROUTE_UPDATE_INTERVAL,
+            asyncio.create_task(self._run_schedule(self._flood, MESH_ROUTE_REFRESH,
                                                    self._flood_update), name="flood"),
             asyncio.create_task(self._run_schedule(self._recompute, 24 * 3600.0,
                                                    self._recompute_routes), name="recompute"),
@@ -224,23 +244,48 @@ class Netceptor:
                     link.close_reason = f"idle timeout ({limit:g}s without traffic)"
                     link.session.close()
                     continue
-                if tick and link.mesh_peer and not link.sent:
-                    try:
-                        link.send(KEEPALIVE_MESSAGE)
-                    except SessionClosed:
-                        pass
                 if tick:
-                    link.sent = False
+                    self._keep_alive(link, now)
+                    if not link.session.reliable and now - link.synced_at >= LOSSY_LINK_RESYNC:
+                        self._send_database(link)
             if tick:
                 next_tick = now + KEEPALIVE_INTERVAL
             if next_sweep is not None and now >= next_sweep:
                 next_sweep = None
                 self._sweep(now)
 
+    def _send_database(self, link: Link) -> None:
+        """Send ``link`` every routing update we hold (those it has seen it drops unread)."""
+        link.synced_at = time.monotonic()
+        for raw in list(self._updates.values()):
+            try:
+                link.send(raw)
+            except SessionClosed:
+                break
+
+    def _keep_alive(self, link: Link, now: float) -> None:
+        """At a keepalive tick: make sure ``link`` hears from us.  A mesh peer gets a
+        keepalive if we sent it nothing since the last tick; a Go peer, which knows no
+        keepalives, gets our routing update again after ROUTE_UPDATE_INTERVAL of silence."""
+        if link.sent:
+            link.sent_at = now
+        try:
+            if link.mesh_peer and not link.sent:
+                link.send(KEEPALIVE_MESSAGE)
+                self.counters["keepalives_sent"] += 1
+            elif not link.mesh_peer and now - link.sent_at >= ROUTE_UPDATE_INTERVAL:
+                # one it has seen already: it proves the link, it floods nothing
+                link.send(self._own_update or self._routing_update())
+                link.sent_at = now
+        except SessionClosed:
+            pass
+        link.sent = False
+
     def _sweep(self, now: float) -> None:
         forgotten = self.router.sweep(now, self.node_expiry)
         for node in forgotten:
             log.info("node_expired", node_id=self.node_id, peer=node)
+            self._updates.pop(node, None)
         for key, (ad, received, _) in list(self.ads.items()):
             if key[0] in forgotten or now - received > AD_EXPIRY:
                 del self.ads[key]
@@ -366,10 +411,13 @@ class Netceptor:
         self._learn_name(peer)
         # a neighbour that reconnects may be a restarted process: accept its new epoch
         self.router.records.pop(peer, None)
+        self._updates.pop(peer, None)
         self.router.add_link(peer, cost)
         log.info("connection_established", node_id=self.node_id, peer=peer, cost=cost,
                  address=session.label)
         self._maintain.request(0.0)  # a node that had no links starts ticking again
+        link.sent_at = link.last_recv
+        self._send_database(link)  # what we know, at once (OSPF's database exchange)
         self._flood.request(0.1)
         self._recompute.request(0.1)
         self._advertise.request(0.5)
@@ -422,6 +470,11 @@ class Netceptor:
         link.session.close()
 
     def _handle_routing_update(self, link: Link, msg: bytes) -> None:
+        seen = m.peek_routing_update(msg[1:])
+        if seen is not None and seen[0] not in (link.peer, self.node_id) and \
+                seen[1] in self.router.seen_updates:
+            self.counters["routing_updates_received"] += 1
+            return  # another copy of a flood we took already (one arrives per link)
         try:
             update = m.decode_routing_update(msg[1:])
         except m.MessageError as exc:
@@ -469,12 +522,21 @@ class Netceptor:
             self._send_to_links(self._routing_update(result.conflict_epoch))
             return
         if result.new_node:
+            # (Receptor floods its own update here, so the new node hears from everyone; a
+            # mesh node gives every new neighbour its database instead, see _accept_link.)
             self._learn_name(update.node_id)
-            self._flood.request(0.1)
         if result.connections_changed:
             self._recompute.request(0.1)
-        update.forwarding_node = self.node_id
-        self._send_to_links(m.encode_routing_update(update), exclude=link)
+        if update.suspected_duplicate:
+            # a node ID conflict is being settled: what the impostor's updates made us (and
+            # others) forget about the real node comes back with everyone's fresh update
+            self._flood.request(0.1)
+        try:
+            out = m.reforward_routing_update(msg, link.peer, self.node_id)
+        except m.MessageError:
+            return
+        self._updates[update.node_id] = out
+        self._send_to_links(out, exclude=link)
 
     def _handle_ad(self, link: Link, msg: bytes) -> None:
         try:
@@ -509,22 +571,24 @@ class Netceptor:
     def _flood_update(self) -> None:
         if self.links:
             self.counters["routing_updates_sent"] += 1
-            self._send_to_links(self._routing_update())
+            self._own_update = self._routing_update()
+            self._send_to_links(self._own_update)
 
     def _recompute_routes(self) -> None:
         table = self.router.compute()
         for node in [n for n in self.router.records if n not in table]:
             # unreachable now: whatever epoch it comes back with is accepted
-            del self.router.records[node]
+            del self.router.records[node]  # (its update stays in the database until it expires)
         self.route_by_hash = {}
         for dest, hop in table.items():
             link = self.links.get(hop)
             if link is not None:
                 self.route_by_hash[node_hash(dest)] = link
-        known = {node: {peer: round(cost, 2) for peer, cost in sorted(edges.items())}
-                 for node, edges in sorted(self.router.known.items())}
-        log.info("routing_table_recalculated", node_id=self.node_id,
-                 known_connections=known, routing_table=dict(sorted(table.items())))
+        if log.is_enabled_for(logging.INFO):  # the whole topology: only worth it if shown
+            known = {node: {peer: round(cost, 2) for peer, cost in sorted(edges.items())}
+                     for node, edges in sorted(self.router.known.items())}
+            log.info("routing_table_recalculated", node_id=self.node_id,
+                     known_connections=known, routing_table=dict(sorted(table.items())))
         if self.on_routes_changed:
             self.on_routes_changed()
 
