@@ -7,16 +7,31 @@ import time
 from typing import Iterable
 
 
-async def cancel_and_wait(tasks: Iterable["asyncio.Task[object] | None"]) -> None:
-    """Cancel every task and wait until each has finished, ignoring how it ended."""
-    pending = [task for task in tasks if task is not None]
-    for task in pending:
-        task.cancel()
-    for task in pending:
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):
-            pass
+async def cancel_and_wait(tasks: Iterable["asyncio.Task[object] | None"], *,
+                          patience: float = 2.0, tries: int = 5) -> None:
+    """Cancel every task and wait until each has finished, ignoring how it ended.
+
+    A task that is still running ``patience`` seconds after a cancellation is cancelled
+    again (``tries`` times in all): code that swallowed one cancellation (``asyncio.wait_for``
+    in Python 3.11 can) must not keep a node from stopping.  What survives every try is left
+    running and logged.
+    """
+    pending = {task for task in tasks if task is not None}
+    for _ in range(tries):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        done, pending = await asyncio.wait(pending, timeout=patience)
+        for task in done:  # retrieved, so asyncio does not log them as never retrieved
+            if not task.cancelled():
+                task.exception()
+    if pending:
+        import structlog
+
+        structlog.get_logger("mesh.tasks").error(
+            "tasks_not_stopping", tasks=sorted(task.get_name() for task in pending),
+            detail=f"still running after {tries} cancellations")
 
 
 class DueTimer:

@@ -7,6 +7,7 @@ condition against a deadline; every process is tracked by pid and stopped in tea
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -32,11 +33,40 @@ T = TypeVar("T")
 MESH_BIN = [sys.executable, "-m", "mesh"]
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: :func:`free_port` hands out ports from PORT_BASE up, below the kernel's ephemeral range
+#: (32768-60999 by default), which a port-0 bind or an outgoing connection never gets; each
+#: pytest-xdist worker has its own block of PORT_BLOCK ports, so parallel workers never pick the
+#: same one between choosing it and binding it.
+PORT_BASE, PORT_BLOCK, PORT_BLOCKS = 12000, 1000, 20
+_port_counter = itertools.count((os.getpid() * 7919) % PORT_BLOCK)
+
+
+def _port_block_start() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # "gw3"
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    return PORT_BASE + (index % PORT_BLOCKS) * PORT_BLOCK
+
+
+def _bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(family, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on ``host`` a moment ago, from this test worker's
+    block (see PORT_BASE)."""
+    start = _port_block_start()
+    for _ in range(PORT_BLOCK):
+        port = start + next(_port_counter) % PORT_BLOCK
+        if _bindable(host, port):
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + PORT_BLOCK - 1} on {host}")
 
 
 def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05,
@@ -499,7 +529,8 @@ class WatchedUnit(UnitHandle):
                                    f"{what} (last status {status.to_dict()}; does the work type "
                                    f"call unit.notify() after each change?)")
             try:
-                await asyncio.wait_for(self.changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self.changed.wait()
             except asyncio.TimeoutError:
                 pass
 

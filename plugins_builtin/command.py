@@ -459,7 +459,8 @@ async def _wait_readable(fd: int, timeout: float) -> bool:
     readable = loop.create_future()
     loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
     try:
-        await asyncio.wait_for(readable, timeout)
+        async with asyncio.timeout(timeout):
+            await readable
         return True
     except TimeoutError:
         return False

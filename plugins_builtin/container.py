@@ -366,7 +366,8 @@ class ContainerWorkType(CommandWorkType):
                           f"{exc.strerror or exc}; install podman or set `podman` in the "
                           f"work-container section")
         try:
-            _, err = await asyncio.wait_for(proc.communicate(), PODMAN_TIMEOUT)
+            async with asyncio.timeout(PODMAN_TIMEOUT):
+                _, err = await proc.communicate()
         except asyncio.TimeoutError:
             _kill(proc.pid, signal.SIGKILL)
             await proc.wait()

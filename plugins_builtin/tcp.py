@@ -109,10 +109,10 @@ class TcpPeer(Backend):
         kwargs: dict[str, Any] = {}
         if self.ssl is not None:
             kwargs = {"ssl": self.ssl, "server_hostname": self.host}
-        _, session = await asyncio.wait_for(
-            loop.create_connection(lambda: FramedSession(label, tls_identity=self.tls_identity),
-                                   self.host, self.port,
-                                   **kwargs), DIAL_TIMEOUT)
+        async with asyncio.timeout(DIAL_TIMEOUT):
+            _, session = await loop.create_connection(
+                lambda: FramedSession(label, tls_identity=self.tls_identity),
+                self.host, self.port, **kwargs)
         return session
 
     async def run(self, host: LinkHost) -> None:

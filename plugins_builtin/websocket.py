@@ -164,7 +164,8 @@ class WsSession(Session):
     async def _close_connection(self) -> None:
         try:
             try:
-                await asyncio.wait_for(asyncio.shield(self._writer), FLUSH_TIMEOUT)
+                async with asyncio.timeout(FLUSH_TIMEOUT):
+                    await asyncio.shield(self._writer)
             except asyncio.TimeoutError:
                 pass
             self._writer.cancel()

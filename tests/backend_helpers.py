@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from mesh.testing import Mesh, NodeProcess
+from mesh.testing import Mesh, NodeProcess, free_port
 
 RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
 CAT = {"work-command": {"worktype": "cat", "command": "cat"}}
@@ -19,10 +18,7 @@ CAT = {"work-command": {"worktype": "cat", "command": "cat"}}
 
 def udp_port(host: str = "127.0.0.1") -> int:
     """A UDP port that was free a moment ago."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_port(host)
 
 
 def receptorctl(node: NodeProcess, *args: str, timeout: float = 120) -> bytes:

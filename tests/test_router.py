@@ -95,3 +95,26 @@ def test_paths_list_every_hop_to_the_destination():
     update(r, "c", {"b": 1.0, "d": 1.0}, seq=2)
     r.compute()
     assert r.paths == {"b": ["b"], "c": ["b", "c"], "d": ["b", "c", "d"]}
+
+
+def test_a_late_copy_of_an_older_update_never_replaces_a_newer_one_while_unreachable():
+    """Floods overtake each other while a mesh starts: c's update 2 arrives, then (by a slower
+    path) its update 1.  Even while c has no route, update 1 must not bring back c's old
+    connections: no later flood would correct them until c's next refresh (minutes)."""
+    r = Router("a")
+    update(r, "c", {"b": 1.0, "d": 1.0}, epoch=5, seq=2)
+    r.records["c"].reachable = False  # as Netceptor marks it after a route computation
+    assert update(r, "c", {"b": 1.0}, epoch=5, seq=1).verdict is UpdateVerdict.IGNORE
+    assert r.known["c"] == {"b": 1.0, "d": 1.0}
+
+
+def test_an_unreachable_node_restarted_with_a_smaller_epoch_is_accepted():
+    """Receptor drops a restarted node's updates for good when its new epoch is smaller (a
+    clock step, or the same second); here a node without a route takes any other epoch."""
+    r = Router("a")
+    update(r, "c", {"b": 1.0}, epoch=9, seq=4)
+    assert update(r, "c", {"b": 1.0}, epoch=8, seq=1).verdict is UpdateVerdict.IGNORE
+    r.records["c"].reachable = False
+    assert update(r, "c", {"d": 1.0}, epoch=8, seq=1, uid="again").verdict \
+        is UpdateVerdict.ACCEPT
+    assert r.known["c"] == {"d": 1.0} and r.records["c"].epoch == 8

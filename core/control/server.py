@@ -181,7 +181,8 @@ async def serve_session(node: "Node", conn: ControlConn, *, greeted: bool = Fals
             await conn.drain()
         while True:
             try:
-                raw = await asyncio.wait_for(conn.readline(), LINE_TIMEOUT)
+                async with asyncio.timeout(LINE_TIMEOUT):
+                    raw = await conn.readline()
             except asyncio.TimeoutError:
                 conn.write(encode_error(f"no command within {LINE_TIMEOUT:g}s; closing"))
                 await conn.drain()

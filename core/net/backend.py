@@ -138,6 +138,18 @@ class Backoff:
         return self.current * random.uniform(1 - self.jitter, 1 + self.jitter)
 
 
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that a dial swallowed.
+
+    A dial built on ``asyncio.wait_for`` (Python 3.11) that fails in the same loop turn as
+    the task is cancelled raises the dial's error and drops the cancellation: the loop would
+    redial for ever and the node would never finish stopping.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def redial_loop(dial: Callable[[], Awaitable[Session]], host: LinkHost,
                       options: LinkOptions, *, redial: bool, what: str,
                       backoff: Backoff | None = None, peer: str | None = None) -> None:
@@ -153,6 +165,7 @@ async def redial_loop(dial: Callable[[], Awaitable[Session]], host: LinkHost,
         try:
             session = await dial()
         except (OSError, asyncio.TimeoutError, SessionClosed) as exc:
+            _raise_if_cancelling()
             delay = backoff.next()
             log.warning("backend_dial_failed", node_id=host.node_id, peer=address, backend=what,
                         error=str(exc) or type(exc).__name__, retry_in=round(delay, 2))

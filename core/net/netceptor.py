@@ -28,6 +28,9 @@ from mesh.tasks import DueTimer, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
+#: At most this many node names per kind of change in a ``routing_table_recalculated`` event.
+ROUTE_LOG_NAMES = 10
+
 MAX_FORWARDING_HOPS = 30
 #: Receptor floods every node's routing update every 10 s; a link to a Go peer still hears
 #: from us that often (a link idle for 21 s is closed), but with the update it already has.
@@ -347,7 +350,8 @@ class Netceptor:
             deadline = loop.time() + HANDSHAKE_RESEND
             while (remaining := deadline - loop.time()) > 0:
                 try:
-                    msg = await asyncio.wait_for(session.recv(), remaining)
+                    async with asyncio.timeout(remaining):
+                        msg = await session.recv()
                 except asyncio.TimeoutError:
                     break
                 if not msg:
@@ -575,22 +579,42 @@ class Netceptor:
             self._send_to_links(self._own_update)
 
     def _recompute_routes(self) -> None:
+        previous = self.router.table
         table = self.router.compute()
-        for node in [n for n in self.router.records if n not in table]:
-            # unreachable now: whatever epoch it comes back with is accepted
-            del self.router.records[node]  # (its update stays in the database until it expires)
+        for node, record in self.router.records.items():
+            # unreachable: whatever epoch it comes back with is accepted, but not a late copy
+            # of an older update from the same process (floods overtake each other)
+            record.reachable = node in table
         self.route_by_hash = {}
         for dest, hop in table.items():
             link = self.links.get(hop)
             if link is not None:
                 self.route_by_hash[node_hash(dest)] = link
-        if log.is_enabled_for(logging.INFO):  # the whole topology: only worth it if shown
-            known = {node: {peer: round(cost, 2) for peer, cost in sorted(edges.items())}
-                     for node, edges in sorted(self.router.known.items())}
-            log.info("routing_table_recalculated", node_id=self.node_id,
-                     known_connections=known, routing_table=dict(sorted(table.items())))
+        if table != previous and log.is_enabled_for(logging.INFO):
+            self._log_route_changes(previous, table)
         if self.on_routes_changed:
             self.on_routes_changed()
+
+    def _log_route_changes(self, previous: dict[str, str], table: dict[str, str]) -> None:
+        """What a change of the routing table changed, at INFO; the whole topology only at
+        DEBUG (a 300-node mesh's is a 300-entry map, which every node would render at every
+        change while the mesh starts)."""
+        fields: dict[str, object] = {"routes": len(table), "known_nodes": len(self.router.known)}
+        changes = (("added", table.keys() - previous.keys()),
+                   ("removed", previous.keys() - table.keys()),
+                   ("rerouted", {d for d in table.keys() & previous.keys()
+                                 if table[d] != previous[d]}))
+        for name, nodes in changes:
+            if nodes:
+                shown = sorted(nodes)[:ROUTE_LOG_NAMES]
+                more = len(nodes) - len(shown)
+                fields[name] = shown + [f"and {more} more"] if more else shown
+        if log.is_enabled_for(logging.DEBUG):
+            fields["known_connections"] = {
+                node: {peer: round(cost, 2) for peer, cost in sorted(edges.items())}
+                for node, edges in sorted(self.router.known.items())}
+            fields["routing_table"] = dict(sorted(table.items()))
+        log.info("routing_table_recalculated", node_id=self.node_id, **fields)
 
     def _make_ad(self, service: str, ad: LocalAd, *, cancel: bool = False,
                  ) -> m.ServiceAdvertisement:

@@ -45,7 +45,8 @@ async def ping(netceptor: Netceptor, target: str, *, hops: int = MAX_FORWARDING_
         except RouteError as exc:
             return PingResult("", time.perf_counter_ns() - start, str(exc))
         try:
-            node, problem = await asyncio.wait_for(answer, timeout)
+            async with asyncio.timeout(timeout):
+                node, problem = await answer
         except asyncio.TimeoutError:
             return PingResult("", time.perf_counter_ns() - start, "timeout")
         return PingResult(node, time.perf_counter_ns() - start, problem)

@@ -31,6 +31,10 @@ class NodeRecord:
     sequence: int
     last_update: float
     max_datagram: int | None = None
+    #: False while the node has no route: an update with another epoch (a restarted process,
+    #: whose epoch may be smaller) replaces the record then, but one with the same epoch and
+    #: an older sequence never does (it is a late copy from the same process).
+    reachable: bool = True
 
 
 @dataclass
@@ -100,7 +104,7 @@ class Router:
             if record is not None and record.epoch == suspected_duplicate:
                 record.epoch, record.sequence = epoch, sequence
             return UpdateResult(UpdateVerdict.ACCEPT)
-        if record is not None and (epoch < record.epoch
+        if record is not None and ((epoch < record.epoch and record.reachable)
                                    or (epoch == record.epoch and sequence <= record.sequence)):
             return UpdateResult(UpdateVerdict.IGNORE)
         new_node = record is None

@@ -569,7 +569,8 @@ class MeshStream:
         self._closed = True
         if self._write_error is None:
             try:
-                await asyncio.wait_for(self._wait_backlog(0), linger)
+                async with asyncio.timeout(linger):
+                    await self._wait_backlog(0)
             except asyncio.TimeoutError:
                 pass
         self._conn.close()

@@ -206,7 +206,8 @@ async def _discard(conn: ControlConn) -> None:
         while await conn.read(CHUNK):
             pass
     try:
-        await asyncio.wait_for(drop(), DISCARD_TIMEOUT)
+        async with asyncio.timeout(DISCARD_TIMEOUT):
+            await drop()
     except (asyncio.TimeoutError, ConnectionError, OSError, StreamError):
         pass
 

@@ -81,7 +81,8 @@ class RemoteConn:
 
     async def readline(self, timeout: float = REPLY_TIMEOUT) -> str:
         try:
-            raw = await asyncio.wait_for(self.stream.readline(), timeout)
+            async with asyncio.timeout(timeout):
+                raw = await self.stream.readline()
         except asyncio.TimeoutError:
             raise RemoteUnavailable(f"no reply from {self.node} within {timeout:.0f}s") from None
         except STREAM_ERRORS as exc:

@@ -255,7 +255,8 @@ class Workceptor:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(unit_id, []).append(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            async with asyncio.timeout(timeout):
+                await waiter
         except asyncio.TimeoutError:
             pass
         finally:
