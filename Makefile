@@ -23,7 +23,8 @@ $(MODULE_LIST): FORCE
 $(STAMP): pyproject.toml $(CONTRIB) $(MODULE_LIST)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	rm -rf build $(addsuffix build,$(dir $(CONTRIB)))
+	rm -rf build *.egg-info $(addsuffix build,$(dir $(CONTRIB)))  # egg-info: a renamed dist's stays
+	$(BIN)/pip uninstall --quiet -y mesh 2>/dev/null || true  # this project's name before meshceptor
 	$(BIN)/pip install --quiet -e '.[test]' $(EDITABLE)
 	@for d in $(dir $(CONTRIB)); do echo "installing $$d"; $(BIN)/pip install --quiet -e $$d $(EDITABLE) || exit 1; done
 	touch $(STAMP)

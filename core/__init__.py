@@ -7,6 +7,8 @@ on first use, so ``mesh --version`` and the early start of a node do not pay for
 from __future__ import annotations
 
 __version__ = "0.1.0"
+#: The name to ``pip install`` ("mesh" on PyPI is an unrelated project): plugins depend on it.
+DISTRIBUTION = "meshceptor"
 
 TYPE_CHECKING = False  # not typing's: importing typing costs `mesh --version` a third of its time
 if TYPE_CHECKING:  # pragma: no cover
@@ -15,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     #: Marker for plugin hook implementations: ``from mesh import hookimpl``.
     hookimpl: pluggy.HookimplMarker
 
-__all__ = ["hookimpl", "__version__"]
+__all__ = ["DISTRIBUTION", "hookimpl", "__version__"]
 
 
 def __getattr__(name: str) -> object:

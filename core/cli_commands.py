@@ -149,7 +149,7 @@ def plugins_command(as_json: bool) -> None:
     except PluginError as exc:
         fail(str(exc))
     index = build_index(host)  # also records each plugin's CLI commands
-    if not host.failed:
+    if host.all_loaded():
         write_index(index)
     infos = [info.as_dict() for info in host.plugin_list()]
     if as_json:
@@ -159,7 +159,13 @@ def plugins_command(as_json: bool) -> None:
         click.echo(f"{info['name']}  ({info['distribution']} {info['version']})")
         click.echo(f"  hooks: {', '.join(info['hooks']) or '-'}")
         for kind, names in info["registered"].items():
-            click.echo(f"  {kind}: {', '.join(names)}")
+            if kind == "work type":  # what a config's `worktype: foo` is found under
+                click.echo(f"  work types: named by the worktype key of each "
+                           f"{' or '.join(names)} entry")
+            else:
+                click.echo(f"  {kind}: {', '.join(names)}")
+        if "problem" in info:
+            click.echo(f"  problem: {info['problem']}")
 
 
 @hookimpl

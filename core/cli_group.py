@@ -17,6 +17,10 @@ from mesh import __version__
 from mesh.defaults import LOG_FORMATS, LOG_LEVELS
 from mesh.plugins import PluginError, PluginHost, lazy_plugin_host
 
+#: Subcommands that report invalid plugins themselves: ``node`` refuses to start, ``plugins``
+#: lists them.  The others warn and go on without them.
+REPORTS_INVALID_PLUGINS = frozenset({"node", "plugins"})
+
 
 class PluginGroup(click.Group):
     """A group whose subcommands are added by plugins as they are needed."""
@@ -66,6 +70,10 @@ def cli(ctx: click.Context, log_format: str, log_level: str | None) -> None:
     """mesh: a Receptor-compatible overlay network."""
     ctx.ensure_object(dict)
     ctx.obj.update(log_format=log_format, log_level=log_level)
+    host = ctx.obj.get("plugins")
+    if host is not None and ctx.invoked_subcommand not in REPORTS_INVALID_PLUGINS:
+        for name in sorted(host.invalid):
+            click.echo(f"mesh: warning: {host.invalid[name].problem_line()} (skipped)", err=True)
 
 
 def run(args: list[str], *, early: Any = None) -> Any:

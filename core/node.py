@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from mesh.config.loader import LoadedConfig, build_config, config_digest, read_c
 from mesh.control.early import EarlyControl
 from mesh.control.server import ControlService
 from mesh.log import loop_exception_handler
+from mesh.net.backend import Backend, ListenError, os_error_reason
 from mesh.net.deferred_listener import DeferredStreamListener
 from mesh.net.endpoint import RouteError
 from mesh.net.firewall import Firewall, parse_rule
@@ -32,6 +34,9 @@ log = structlog.get_logger(__name__)
 UNREACHABLE_GRACE = 3.0
 #: Sections that ``reload`` may change without a restart.
 RELOADABLE_KINDS = ("backend",)
+#: How long the node waits for a listener to report that it listens (see
+#: :meth:`mesh.net.backend.Backend.wait_listening`) before it carries on without knowing.
+LISTEN_TIMEOUT = 10.0
 
 
 def _dump_tasks() -> None:
@@ -84,6 +89,7 @@ class Node:
         #: Timers that abort the connections to a node that lost its route (by node).
         self._unrouted: dict[str, asyncio.TimerHandle] = {}
         self.control_services: list[ControlService] = []
+        self._reloading = asyncio.Lock()
         self._stopped = asyncio.Event()
         self.stop_reason = ""
         #: Objects plugins attach to the node, by name (e.g. the tls provider).
@@ -244,12 +250,66 @@ class Node:
                 out.append((entry.section, config_digest(entry), entry.values))
         return out
 
-    def _start_backend(self, section: str, digest: str, values: Any) -> None:
-        factory = self.plugins.backends[section].factory
-        backend = factory(values, self)
-        task = asyncio.create_task(self._supervise("backend", section,
-                                                   backend.run(self.netceptor)))
-        self.backends.append(_RunningBackend(section, digest, backend, task))
+    def _start_backend(self, section: str, digest: str, values: Any) -> _RunningBackend:
+        """Make the backend of one config entry and run it; :meth:`_serving` then checks
+        that it started."""
+        backend = self.plugins.backends[section].factory(values, self)
+        task = asyncio.create_task(backend.run(self.netceptor), name=f"backend {section}")
+        running = _RunningBackend(section, digest, backend, task)
+        self.backends.append(running)
+        return running
+
+    async def _serving(self, started: list[_RunningBackend]) -> list[str]:
+        """Wait until every listener of ``started`` listens; stop and drop those that cannot.
+
+        Returns one message per listener that failed (``tcp-listener 0.0.0.0:2222: cannot
+        listen: address already in use``).  Any later failure of a backend is only logged.
+        """
+        errors = await asyncio.gather(*(self._start_error(running) for running in started))
+        for running, error in zip(started, errors):
+            if error is None:
+                running.task.add_done_callback(
+                    functools.partial(self._backend_ended, running.section))
+            else:
+                await self._stop_backend(running)
+        return [error for error in errors if error is not None]
+
+    async def _start_error(self, running: _RunningBackend) -> str | None:
+        """None once a listener listens (or at once for a backend that does not listen);
+        what went wrong if its ``run`` ended first."""
+        backend, task = running.backend, running.task
+        if not isinstance(backend, Backend) or not backend.listens:
+            return None
+        listening = asyncio.ensure_future(backend.wait_listening())
+        try:
+            done, _ = await asyncio.wait((listening, task), timeout=LISTEN_TIMEOUT,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            listening.cancel()
+        if listening in done:
+            return None
+        if task in done:
+            return self._failed_listener(running.section, task)
+        log.warning("backend_not_listening", node_id=self.node_id, section=running.section,
+                    waited=LISTEN_TIMEOUT)
+        return None
+
+    def _failed_listener(self, section: str, task: asyncio.Task[None]) -> str:
+        """The start-failure message of a listener whose ``run`` ended before it listened."""
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, ListenError):
+            return f"{section} {error}"
+        if isinstance(error, OSError):
+            return f"{section}: cannot listen: {os_error_reason(error)}"
+        if error is None:
+            return f"{section}: stopped before it was listening"
+        self._log_failure("backend", section, error)  # a bug: keep its traceback
+        return f"{section}: cannot start: {error}"
+
+    def _backend_ended(self, section: str, task: asyncio.Task[None]) -> None:
+        """Log how a backend that had started failed (it is not restarted)."""
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._log_failure("backend", section, error)
 
     def _start_services(self) -> None:
         """One task per entry of every plugin service section (proxies, ...)."""
@@ -263,15 +323,22 @@ class Node:
             self.service_tasks.append(task)
 
     async def _supervise(self, kind: str, section: str, run: Awaitable[None]) -> None:
-        """Run a backend's or service's ``run()``; log (never raise) how it failed."""
+        """Run a service's ``run()``; log (never raise) how it failed."""
         try:
             await run
         except asyncio.CancelledError:
             raise
-        except OSError as exc:
-            log.error(f"{kind}_failed", node_id=self.node_id, section=section, error=str(exc))
-        except Exception:
-            log.exception(f"{kind}_crashed", node_id=self.node_id, section=section)
+        except Exception as exc:
+            self._log_failure(kind, section, exc)
+
+    def _log_failure(self, kind: str, section: str, error: BaseException) -> None:
+        """``backend_failed`` for an I/O error, ``backend_crashed`` and the traceback for a
+        bug (``service_...`` for a service)."""
+        if isinstance(error, (OSError, ListenError)):
+            log.error(f"{kind}_failed", node_id=self.node_id, section=section, error=str(error))
+        else:
+            log.error(f"{kind}_crashed", node_id=self.node_id, section=section,
+                      exc_info=error)
 
     async def _stop_backend(self, running: _RunningBackend) -> None:
         await cancel_and_wait([running.task])
@@ -280,13 +347,18 @@ class Node:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start everything; returns once every listener listens.
+
+        :raises NodeStartError: a control socket or a listener could not be bound.
+        """
         self.netceptor.start()
         await self.work.start()
         await self._start_control_services()
-        for section, digest, values in self._backend_entries(self.config):
-            self._start_backend(section, digest, values)
+        errors = await self._serving([self._start_backend(*entry)
+                                      for entry in self._backend_entries(self.config)])
+        if errors:
+            raise NodeStartError("; ".join(errors))
         self._start_services()
-        await asyncio.sleep(0)  # let listeners bind so port errors surface in the log now
         log.info("node_started", node_id=self.node_id, backends=len(self.backends),
                  control_services=len(self.control_services))
         self.plugins.node_started(self)
@@ -299,8 +371,10 @@ class Node:
                 service = ControlService(self, cfg, adopted, parked)
                 try:
                     await service.start()
-                except (OSError, RuntimeError) as exc:
-                    raise NodeStartError(f"control-service: {exc}") from None
+                except (OSError, RuntimeError, ListenError) as exc:
+                    await service.stop()  # what it bound before it failed (its socket file)
+                    raise NodeStartError(f"control-service {exc}" if isinstance(exc, ListenError)
+                                         else f"control-service: {exc}") from None
                 self.control_services.append(service)
         finally:
             for session in parked:  # no control service serves that socket any more
@@ -329,6 +403,9 @@ class Node:
             if on_started is not None:
                 on_started()
             await self._stopped.wait()
+        except NodeStartError:
+            self.stop_reason = "start failed"
+            raise
         finally:
             log.info("node_stopping", node_id=self.node_id, reason=self.stop_reason)
             self.plugins.node_stopping(self)
@@ -348,11 +425,20 @@ class Node:
     # -- reload ------------------------------------------------------------------------
 
     async def reload(self) -> dict[str, Any]:
-        """Re-read the config file; restart only the backends whose entries changed."""
+        """Re-read the config file; restart only the backends whose entries changed.
+
+        A new listener that cannot listen does not stop the node: the reply is an error
+        (``ERRORCODE 4``, as Receptor's), the rest of the reload stays applied, and the next
+        ``reload`` tries that listener again.
+        """
         path = self.config.path
         if path is None:
             return {"Success": False, "Error": "node was started without a config file "
                                                "ERRORCODE 4"}
+        async with self._reloading:  # one reload at a time: each diffs the running backends
+            return await self._reload(path)
+
+    async def _reload(self, path: str) -> dict[str, Any]:
         try:
             raw = read_config(path)
             self.plugins.load_for_node(raw.section_names())  # a section added since start
@@ -374,11 +460,21 @@ class Node:
             else:
                 await self._stop_backend(running)
         running_digests = [r.digest for r in self.backends]
+        started: list[_RunningBackend] = []
+        errors: list[str] = []
         for section, digest, values in wanted:
             if digest in running_digests:
                 running_digests.remove(digest)
-            else:
-                self._start_backend(section, digest, values)
+                continue
+            try:
+                started.append(self._start_backend(section, digest, values))
+            except NodeStartError as exc:  # e.g. a tls section it names does not exist
+                errors.append(f"{section}: {exc}")
+        errors += await self._serving(started)
         self.config = new
+        if errors:
+            log.warning("reload_failed", node_id=self.node_id, error="; ".join(errors),
+                        backends=len(self.backends))
+            return {"Success": False, "Error": f"{'; '.join(errors)} ERRORCODE 4"}
         log.info("config_reloaded", node_id=self.node_id, backends=len(self.backends))
         return {"Success": True}

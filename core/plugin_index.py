@@ -12,9 +12,10 @@ and trusted while nothing it was built from has changed:
   removing a distribution adds or removes a ``*.dist-info`` directory there) and of every source
   file of the plugins' packages, the kernel's included (an edited plugin is re-indexed).
 
-An index is never written while a plugin fails to load, so a broken plugin is retried (and
-reported) on every start instead of being remembered as absent.  ``MESH_CACHE_DIR`` moves the
-cache; an unwritable cache directory only costs the rebuild on every start.
+An index is never written while a plugin fails to load or is invalid (an unknown hook), so a
+broken plugin is retried (and reported) on every start instead of being remembered as absent.
+``MESH_CACHE_DIR`` moves the cache; an unwritable cache directory only costs the rebuild on
+every start.
 
 This module imports only built-in modules (not even json or typing): reading the index is part
 of every command's start-up, ``mesh --help`` included.

@@ -10,7 +10,14 @@ Environment variables:
   when set, only those entry points load (an empty value loads none).
 * ``MESH_DISABLE_PLUGINS``: comma-separated block-list of entry-point or distribution names.
 * ``MESH_TRACE_PLUGINS=1``: log every hook call with its arguments and results.
-* ``MESH_STRICT_PLUGINS=1``: a plugin that fails to import aborts instead of being skipped.
+* ``MESH_STRICT_PLUGINS=1``: a plugin that fails to import, or implements a hook that does not
+  exist, aborts instead of being skipped.
+
+A broken plugin never stops a command that does not need it: one that fails to import is logged
+and skipped; one that implements an unknown hook (a misspelt name) or takes arguments its hook
+does not have is skipped too, listed with the fix by ``mesh plugins``, and refused by a node
+(:meth:`PluginHost.load_for_node`), which would otherwise run without what the plugin was
+meant to add.
 
 Two ways to get a :class:`PluginHost`: :func:`make_plugin_manager` imports every plugin at
 once (``mesh plugins``, the docs generator, tests); :func:`lazy_plugin_host` imports only what
@@ -29,12 +36,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import pluggy
 
-from mesh import __version__, hookspecs
+from mesh import DISTRIBUTION, __version__, hookspecs
 from mesh.plugin_index import (BuildLock, CliCommandInfo, IndexedPlugin, PluginIndex, read_index,
                                write_index)
 
 
 if TYPE_CHECKING:  # pragma: no cover - the CLI's client commands never load the schemas
+    from mesh.config.loader import SectionSpecs
     from mesh.config.schema import SectionSpec
 
 
@@ -105,15 +113,26 @@ class PluginInfo:
     version: str
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
+    #: Why the plugin is not loaded (it failed to import or is invalid), with the fix; None
+    #: for a loaded plugin.
+    problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The ``mesh plugins --json`` entry; ``problem`` only for a plugin that is not loaded."""
+        out: dict[str, Any] = {
             "name": self.name,
             "distribution": self.distribution,
             "version": self.version,
             "hooks": sorted(self.hooks),
             "registered": {k: sorted(v) for k, v in sorted(self.registered.items())},
         }
+        if self.problem is not None:
+            out["problem"] = self.problem
+        return out
+
+    def problem_line(self) -> str:
+        """``plugin 'typo' (mesh-plugin-typo 0.1): <problem>``: one line for stderr."""
+        return f"plugin {self.name!r} ({self.distribution} {self.version}): {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -146,8 +165,11 @@ class PluginHost:
         self.infos = infos
         #: What every installed plugin registers (None: everything is loaded already).
         self.index = index
-        #: Plugins that failed to import: name → error (they are skipped).
-        self.failed: dict[str, str] = {}
+        #: Plugins that failed to import (they are skipped), with their ``problem``.
+        self.failed: dict[str, PluginInfo] = {}
+        #: Plugins that implement an unknown hook or take arguments their hook does not have
+        #: (they are not registered; a node refuses to start), with their ``problem``.
+        self.invalid: dict[str, PluginInfo] = {}
         #: Where each entry-point or default plugin was imported from (its entry point value).
         self.targets: dict[str, str] = {}
         self.sections: dict[str, Registered] = {}
@@ -239,41 +261,47 @@ class PluginHost:
         """Import and register the named plugins that are not loaded yet, as the index
         describes them (names it does not know are ignored).
 
-        :raises PluginError: a plugin failed to import under ``MESH_STRICT_PLUGINS=1``
-            (otherwise it is logged and skipped).
+        :raises PluginError: a plugin failed to import or is invalid, under
+            ``MESH_STRICT_PLUGINS=1`` (otherwise it is skipped: see :attr:`failed`,
+            :attr:`invalid`).
         """
         if self.index is None:
             return
         new: set[str] = set()
         for name in names:
             entry = self.index.plugins.get(name)
-            if entry is None or name in self.infos or name in self.failed:
+            if entry is None or name in self.infos or name in self.failed or name in self.invalid:
                 continue
-            plugin = _load_plugin(self.failed, name, entry.target, entry.distribution,
-                                  entry.version)
-            if plugin is not None:
-                _register(self.pm, plugin, name, f"{entry.distribution} {entry.version}")
-                self.infos[name] = PluginInfo(name, entry.distribution, entry.version)
+            info = PluginInfo(name, entry.distribution, entry.version)
+            plugin = _load_plugin(self.failed, info, entry.target)
+            if plugin is not None and _register_valid(self.pm, plugin, info, self.invalid):
+                self.infos[name] = info
                 self.targets[name] = entry.target
                 new.add(name)
         if new:
-            _check_pending(self.pm, self.infos)
-            for name in new:
-                self.infos[name].hooks = _hooks_of(self.pm, self.pm.get_plugin(name))
             self._collect(new)
 
     def load_for_node(self, sections: Iterable[str]) -> set[str]:
         """Load what a node needs: the kernel's node plugins, the owners of ``sections`` (as
         written in the config, singular or version-2 plural) and the plugins without sections
         that implement more than registration hooks.  Returns the section names no plugin
-        owns."""
+        owns.
+
+        :raises InvalidPlugin: an installed plugin is invalid (a misspelt hook registers
+            nothing, so the node cannot know whether it needs the plugin); the message names
+            the plugin, the hook and the fix.
+        """
         if self.index is None:
-            return {name for name in sections if name not in self.sections}
-        owners, unknown = self.index.section_owners(sections)
-        observers = [plugin.name for plugin in self.index.plugins.values()
-                     if "config section" not in plugin.registered
-                     and set(plugin.hooks) - NAMED_REGISTRATION_HOOKS]
-        self.load([*NODE_PLUGINS, *sorted(owners), *observers])
+            unknown = {name for name in sections if name not in self.sections}
+        else:
+            owners, unknown = self.index.section_owners(sections)
+            observers = [plugin.name for plugin in self.index.plugins.values()
+                         if "config section" not in plugin.registered
+                         and set(plugin.hooks) - NAMED_REGISTRATION_HOOKS]
+            self.load([*NODE_PLUGINS, *sorted(owners), *observers])
+        if self.invalid:
+            first = self.invalid[min(self.invalid)]
+            raise InvalidPlugin(None, first.problem_line())
         return unknown
 
     def control_command(self, name: str) -> Registered | None:
@@ -288,9 +316,14 @@ class PluginHost:
 
     # -- façade used by the kernel -----------------------------------------------------
 
-    def section_specs(self) -> dict[str, SectionSpec]:
-        """Every registered config section, by lower-case name."""
-        return {name: reg.spec for name, reg in self.sections.items() if reg.spec}
+    def section_specs(self) -> SectionSpecs:
+        """Every registered config section, by lower-case name; a config that uses a section of
+        an installed plugin that ``MESH_DISABLE_PLUGINS`` or ``MESH_LOAD_PLUGINS`` left out is
+        told so (:func:`unselected_section_owner`)."""
+        from mesh.config.loader import SectionSpecs
+
+        return SectionSpecs({name: reg.spec for name, reg in self.sections.items() if reg.spec},
+                            explain=unselected_section_owner)
 
     def register_cli(self, cli: Any) -> None:
         """Let the loaded plugins add their subcommands to ``cli``, and plugins loaded later
@@ -332,20 +365,33 @@ class PluginHost:
                                              detail=detail)
 
     def plugin_list(self) -> list[PluginInfo]:
-        return [self.infos[name] for name in sorted(self.infos)]
+        """Every plugin by name: the loaded ones and those that failed or are invalid."""
+        every = {**self.failed, **self.invalid, **self.infos}
+        return [every[name] for name in sorted(every)]
+
+    def all_loaded(self) -> bool:
+        """No plugin failed to import or is invalid (only then is the index stored)."""
+        return not self.failed and not self.invalid
 
 
 def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
 
 
-def _selected(name: str, distribution: str | None) -> bool:
+def _left_out_by(name: str, distribution: str | None) -> str | None:
+    """The discovery variable that leaves entry point ``name`` out, or None if it loads."""
     names = {name} | ({distribution} if distribution else set())
+    if distribution == DISTRIBUTION:
+        names.add("mesh")  # the builtins by the name the project goes by
     allow = _env_list("MESH_LOAD_PLUGINS")
     if allow is not None and not names & set(allow):
-        return False
+        return "MESH_LOAD_PLUGINS"
     block = _env_list("MESH_DISABLE_PLUGINS") or []
-    return not names & set(block)
+    return "MESH_DISABLE_PLUGINS" if names & set(block) else None
+
+
+def _selected(name: str, distribution: str | None) -> bool:
+    return _left_out_by(name, distribution) is None
 
 
 def _enable_tracing(pm: pluggy.PluginManager) -> None:
@@ -361,43 +407,134 @@ def _enable_tracing(pm: pluggy.PluginManager) -> None:
     pm.add_hookcall_monitoring(before, after)
 
 
-def _register(pm: pluggy.PluginManager, plugin: object, name: str, where: str) -> None:
-    """Register one plugin; a hookimpl whose arguments its hookspec lacks names the plugin."""
+def _declared_hooks(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str, bool]]:
+    """The hooks ``plugin`` implements, by hook name, each with its ``optionalhook`` flag."""
+    hooks = []
+    for attribute in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attribute)
+        if opts is not None:
+            hooks.append((opts.get("specname") or attribute, bool(opts.get("optionalhook"))))
+    return sorted(hooks)
+
+
+def _unknown_hooks_problem(pm: pluggy.PluginManager, plugin: object, name: str) -> str | None:
+    """``unknown hook 'x', did you mean 'y'?`` and the fix, or None if every hook exists."""
+    specs = sorted(hook for hook, caller in vars(pm.hook).items()
+                   if isinstance(caller, pluggy.HookCaller) and caller.has_spec())
+    unknown = [hook for hook, optional in _declared_hooks(pm, plugin)
+               if not optional and hook not in specs]
+    if not unknown:
+        return None
+    import difflib  # only on this error path
+
+    guesses = []
+    for hook in unknown:
+        match = difflib.get_close_matches(hook, specs, n=1)
+        guesses.append(f"unknown hook {hook!r}"
+                       + (f", did you mean {match[0]!r}?" if match else ""))
+    where = getattr(plugin, "__name__", type(plugin).__name__)
+    text = "; ".join(guesses)
+    return (f"{text}{' ' if text.endswith('?') else '. '}Rename it in {where} (mesh hooks are "
+            f"listed in mesh.hookspecs), or disable the plugin with MESH_DISABLE_PLUGINS={name}")
+
+
+def _validated(pm: pluggy.PluginManager, plugin: object, name: str) -> str | None:
+    """Register ``plugin`` as ``name`` if it is valid; otherwise return what is wrong with it
+    (one line, with the fix) and leave ``pm`` as it was."""
+    problem = _unknown_hooks_problem(pm, plugin, name)
+    if problem is not None:
+        return problem
     try:
         pm.register(plugin, name=name)
-    except pluggy.PluginValidationError as exc:
-        raise InvalidPlugin(plugin, f"plugin {name!r} ({where}): {exc}") from exc
+    except pluggy.PluginValidationError as exc:  # a hookimpl argument its hookspec lacks
+        from mesh.config.errors import one_line
+
+        return (f"{one_line(str(exc))}; fix the arguments (mesh hooks are listed in "
+                f"mesh.hookspecs), or disable the plugin with MESH_DISABLE_PLUGINS={name}")
+    return None
 
 
-def _load_plugin(failed: dict[str, str], name: str, target: str, dist: str,
-                 version: str) -> Any:
-    """Import one plugin (``module`` or ``module:attribute``); a failure is logged, noted in
-    ``failed`` and the plugin skipped (None), or raised as PluginError in strict mode."""
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, where: str) -> None:
+    """Register one plugin or raise :class:`InvalidPlugin` naming it."""
+    problem = _validated(pm, plugin, name)
+    if problem is not None:
+        raise InvalidPlugin(plugin, f"plugin {name!r} ({where}): {problem}")
+
+
+def _register_valid(pm: pluggy.PluginManager, plugin: object, info: PluginInfo,
+                    invalid: dict[str, PluginInfo]) -> bool:
+    """Register an installed plugin; an invalid one is noted in ``invalid`` and skipped
+    (False), or raised as :class:`InvalidPlugin` in strict mode.  Fills ``info.hooks``."""
+    problem = _validated(pm, plugin, info.name)
+    if problem is None:
+        info.hooks = _hooks_of(pm, plugin)
+        return True
+    info.problem = problem
+    info.hooks = [hook for hook, _ in _declared_hooks(pm, plugin)]
+    if _strict():
+        raise InvalidPlugin(plugin, info.problem_line())
+    invalid[info.name] = info
+    return False
+
+
+def _import_target(target: str) -> Any:
+    """The object an entry point's value names (``module`` or ``module:attribute``)."""
     module_name, _, attribute = target.partition(":")
-    try:
-        plugin: Any = importlib.import_module(module_name.strip())
-        for part in filter(None, attribute.strip().split(".")):
-            plugin = getattr(plugin, part)
-    except Exception as exc:  # a broken third-party plugin must not stop the node
-        if _strict():
-            raise PluginError(f"plugin {name!r} ({dist} {version}) failed to load: "
-                              f"{exc}") from exc
-        _log().error("plugin_load_failed", plugin=name, distribution=dist, version=version,
-                  error=str(exc))
-        failed[name] = str(exc)
-        return None
+    plugin: Any = importlib.import_module(module_name.strip())
+    for part in filter(None, attribute.strip().split(".")):
+        plugin = getattr(plugin, part)
     return plugin
 
 
-def _check_pending(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+def _load_plugin(failed: dict[str, PluginInfo], info: PluginInfo, target: str) -> Any:
+    """Import one plugin; a failure is logged, noted in ``failed`` and the plugin skipped
+    (None), or raised as PluginError in strict mode."""
     try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        name = pm.get_name(exc.plugin) or repr(exc.plugin)
-        info = infos.get(name)
-        where = f" ({info.distribution} {info.version})" if info else ""
-        raise InvalidPlugin(exc.plugin, f"plugin {name!r}{where}: {exc}; mesh hooks are listed "
-                                        f"in mesh.hookspecs") from exc
+        return _import_target(target)
+    except Exception as exc:  # a broken third-party plugin must not stop the node
+        if _strict():
+            raise PluginError(f"plugin {info.name!r} ({info.distribution} {info.version}) "
+                              f"failed to load: {exc}") from exc
+        _log().error("plugin_load_failed", plugin=info.name, distribution=info.distribution,
+                     version=info.version, error=str(exc))
+        info.problem = f"failed to import: {exc}"
+        failed[info.name] = info
+        return None
+
+
+def unselected_section_owner(section: str) -> str | None:
+    """Why config section ``section`` (canonical name) is not registered, when an installed
+    plugin that ``MESH_DISABLE_PLUGINS`` or ``MESH_LOAD_PLUGINS`` leaves out owns it; else None.
+
+    Called only when a config names an unknown section: it imports the plugins left out (and
+    nothing when none is), so a node that starts pays nothing for it.
+    """
+    import importlib.metadata
+
+    from mesh.config.schema import normalize_section
+
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        variable = _left_out_by(ep.name, ep.dist.name if ep.dist else None)
+        if variable is None:
+            continue
+        try:
+            pm = _new_manager()
+            if _validated(pm, _import_target(ep.value), ep.name) is not None:
+                continue
+            sections = PluginHost(pm, {}).sections.values()
+        except Exception:  # a plugin left out may well be broken; it just goes unnamed
+            continue
+        if not any(section in (reg.name, normalize_section(reg.spec.plural_key))
+                   for reg in sections if reg.spec is not None):
+            continue
+        where = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
+        if variable == "MESH_LOAD_PLUGINS":
+            why, fix = "MESH_LOAD_PLUGINS does not list", "add it to MESH_LOAD_PLUGINS"
+        else:
+            why, fix = "is disabled (MESH_DISABLE_PLUGINS)", "take it out of MESH_DISABLE_PLUGINS"
+        return (f"section {section!r} belongs to plugin {ep.name!r} ({where}), which {why}; "
+                f"{fix}, or remove the section")
+    return None
 
 
 def _new_manager() -> pluggy.PluginManager:
@@ -416,9 +553,11 @@ def make_plugin_manager(*, entry_points: bool = True,
         must not see ambient plugins pass ``False``).
     :param extra: additional ``(name, plugin)`` pairs to register (used by tests).
     :raises PluginError: a plugin failed to import under ``MESH_STRICT_PLUGINS=1``
-        (otherwise it is logged and skipped).
-    :raises InvalidPlugin: a plugin implements an unknown hook or takes arguments its hook
-        does not have (found by ``check_pending()``); also a ``pluggy.PluginValidationError``.
+        (otherwise it is logged and skipped: :attr:`PluginHost.failed`).
+    :raises InvalidPlugin: a plugin of ``extra``, or an installed one under
+        ``MESH_STRICT_PLUGINS=1``, implements an unknown hook or takes arguments its hook
+        does not have (an installed one is otherwise skipped: :attr:`PluginHost.invalid`);
+        also a ``pluggy.PluginValidationError``.
     :raises DuplicateRegistration: two entry points share a name, or two plugins register
         the same section, backend, work type, signer or control command.
     """
@@ -427,12 +566,13 @@ def make_plugin_manager(*, entry_points: bool = True,
     pm = _new_manager()
     infos: dict[str, PluginInfo] = {}
     targets: dict[str, str] = {}
-    failed: dict[str, str] = {}
+    failed: dict[str, PluginInfo] = {}
+    invalid: dict[str, PluginInfo] = {}
 
     for module_name in DEFAULT_PLUGINS:
         module = importlib.import_module(module_name)
-        pm.register(module, name=module_name)
-        infos[module_name] = PluginInfo(module_name, "mesh", __version__)
+        _register(pm, module, module_name, f"{DISTRIBUTION} {__version__}")
+        infos[module_name] = PluginInfo(module_name, DISTRIBUTION, __version__)
         targets[module_name] = module_name
 
     if entry_points:
@@ -441,17 +581,16 @@ def make_plugin_manager(*, entry_points: bool = True,
             version = ep.dist.version if ep.dist else "?"
             if not _selected(ep.name, ep.dist.name if ep.dist else None):
                 continue
-            if ep.name in infos:
-                first = infos[ep.name]
+            first = infos.get(ep.name) or invalid.get(ep.name) or failed.get(ep.name)
+            if first is not None:
                 raise DuplicateRegistration("plugin", ep.name,
                                             f"{first.distribution} {first.version}",
                                             f"{dist} {version}")
-            plugin = _load_plugin(failed, ep.name, ep.value, dist, version)
-            if plugin is None:
-                continue
-            _register(pm, plugin, ep.name, f"{dist} {version}")
-            infos[ep.name] = PluginInfo(ep.name, dist, version)
-            targets[ep.name] = ep.value
+            info = PluginInfo(ep.name, dist, version)
+            plugin = _load_plugin(failed, info, ep.value)
+            if plugin is not None and _register_valid(pm, plugin, info, invalid):
+                infos[ep.name] = info
+                targets[ep.name] = ep.value
 
     for name, plugin in extra or []:
         module = plugin if isinstance(plugin, ModuleType) else None
@@ -459,12 +598,12 @@ def make_plugin_manager(*, entry_points: bool = True,
         _register(pm, plugin, name, info.distribution)
         infos[name] = info
 
-    _check_pending(pm, infos)
     for name, info in infos.items():
         plugin = pm.get_plugin(name)
         info.hooks = _hooks_of(pm, plugin) if plugin is not None else []
     host = PluginHost(pm, infos)
     host.failed = failed
+    host.invalid = invalid
     host.targets = targets
     return host
 
@@ -514,24 +653,26 @@ def lazy_plugin_host(load: Iterable[str] = ()) -> PluginHost:
     ``load``.
 
     Reads the plugin index; when it is missing or stale, imports every plugin once to rebuild
-    it (and stores it unless a plugin failed to import).  Either way the host starts with
-    only ``load`` registered, so what runs does not depend on the state of the cache.
+    it (and stores it unless a plugin failed to import or is invalid: the host then knows
+    them, in :attr:`PluginHost.failed` and :attr:`PluginHost.invalid`).  Either way the host
+    starts with only ``load`` registered, so what runs does not depend on the state of the
+    cache.
 
     :raises PluginError: as :func:`make_plugin_manager`, while the index is rebuilt.
     """
     index = read_index()
-    failed: dict[str, str] = {}
+    full: PluginHost | None = None
     if index is None:
         with BuildLock():
             index = read_index()  # another process may have just built it
             if index is None:
                 full = make_plugin_manager()
                 index = build_index(full)
-                failed = full.failed
-                if not failed:
+                if full.all_loaded():
                     write_index(index)
     host = PluginHost(_new_manager(), {}, index)
-    host.failed = dict(failed)
+    if full is not None:
+        host.failed, host.invalid = dict(full.failed), dict(full.invalid)
     host.load(load)
     return host
 

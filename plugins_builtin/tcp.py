@@ -10,7 +10,7 @@ import structlog
 
 from mesh import hookimpl
 from mesh.config.schema import SectionSpec
-from mesh.net.backend import Backend, LinkHost, LinkOptions, redial_loop
+from mesh.net.backend import Backend, LinkHost, LinkOptions, join_host_port, redial_loop
 from mesh.net.stream_session import FramedSession
 from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listener,
                                       check_peer_address, listener_allowedpeers_field,
@@ -57,6 +57,8 @@ def link_tls(node: Any, kind: str, name: str | None) -> tuple[Any, Any]:
 
 
 class TcpListener(Backend):
+    listens = True
+
     def __init__(self, config: TcpListenerConfig, node: Any) -> None:
         self.config = config
         self.ssl, self.tls_identity = link_tls(node, "server", config.tls)
@@ -83,11 +85,13 @@ class TcpListener(Backend):
             return session
 
         bind = self.config.bindaddr or None
-        server = await loop.create_server(factory, bind, self.config.port, ssl=self.ssl,
-                                          reuse_address=True)
+        server = await self.listen(
+            join_host_port(bind or "0.0.0.0", self.config.port),
+            loop.create_server(factory, bind, self.config.port, ssl=self.ssl,
+                               reuse_address=True))
         self.bound_port = server.sockets[0].getsockname()[1]
         log.info("listening", node_id=host.node_id, backend="tcp-listener",
-                 address=f"{self.config.bindaddr}:{self.bound_port}")
+                 address=join_host_port(bind or "0.0.0.0", self.bound_port))
         try:
             await asyncio.Future()
         finally:

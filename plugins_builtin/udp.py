@@ -18,7 +18,7 @@ from mesh import hookimpl
 from mesh.config.schema import SectionSpec
 from mesh.net import messages as m
 from mesh.net.backend import (Backend, Backoff, LinkHost, LinkOptions, Session, SessionClosed,
-                              redial_loop)
+                              join_host_port, redial_loop)
 from mesh.net.inbox import Inbox
 from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listener,
                                       check_peer_address, listener_allowedpeers_field,
@@ -49,8 +49,7 @@ def _address_key(addr: Any) -> tuple[str, int]:
 
 
 def _format_address(addr: Any) -> str:
-    host, port = _address_key(addr)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(*_address_key(addr))
 
 
 def _grow_buffers(sock: socket.socket | None) -> None:
@@ -243,6 +242,8 @@ class _ListenerProtocol(asyncio.DatagramProtocol):
 
 
 class UdpListener(Backend):
+    listens = True
+
     def __init__(self, config: UdpListenerConfig, node: Any) -> None:
         self.config = config
         self.options = LinkOptions(config.cost, dict(config.nodecost), tuple(config.allowedpeers))
@@ -252,8 +253,9 @@ class UdpListener(Backend):
         loop = asyncio.get_running_loop()
         bind = self.config.bindaddr or "0.0.0.0"
         protocol = _ListenerProtocol(self, host)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: protocol, local_addr=(bind, self.config.port))
+        transport, _ = await self.listen(
+            _format_address((bind, self.config.port)),
+            loop.create_datagram_endpoint(lambda: protocol, local_addr=(bind, self.config.port)))
         self.bound_port = transport.get_extra_info("sockname")[1]
         log.info("listening", node_id=host.node_id, backend="udp-listener",
                  address=_format_address((bind, self.bound_port)))

@@ -26,7 +26,8 @@ from websockets.uri import parse_uri
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
-from mesh.net.backend import Backend, LinkHost, LinkOptions, Session, SessionClosed, redial_loop
+from mesh.net.backend import (Backend, LinkHost, LinkOptions, Session, SessionClosed,
+                              join_host_port, redial_loop)
 from mesh.net.inbox import Inbox
 from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listener,
                                       listener_allowedpeers_field, listener_cost_field,
@@ -284,6 +285,8 @@ class WsPeerConfig:
 
 
 class WsListener(Backend):
+    listens = True
+
     def __init__(self, config: WsListenerConfig, node: Any) -> None:
         self.config = config
         self.ssl, self.tls_identity = link_tls(node, "server", config.tls)
@@ -322,16 +325,18 @@ class WsListener(Backend):
                 await session.wait_closed()
 
         bind = self.config.bindaddr or None
-        server = await serve(handler, bind, self.config.port, ssl=self.ssl,
-                             process_request=self._check_request, compression=None,
-                             open_timeout=SERVER_OPEN_TIMEOUT, ping_interval=PING_INTERVAL,
-                             ping_timeout=PING_TIMEOUT, max_size=MAX_SIZE,
-                             write_limit=WRITE_LIMIT, reuse_address=True)
+        server = await self.listen(
+            join_host_port(bind or "0.0.0.0", self.config.port),
+            serve(handler, bind, self.config.port, ssl=self.ssl,
+                  process_request=self._check_request, compression=None,
+                  open_timeout=SERVER_OPEN_TIMEOUT, ping_interval=PING_INTERVAL,
+                  ping_timeout=PING_TIMEOUT, max_size=MAX_SIZE, write_limit=WRITE_LIMIT,
+                  reuse_address=True))
         self.bound_port = next(iter(server.sockets)).getsockname()[1]
         scheme = "wss" if self.ssl is not None else "ws"
-        shown = f"[{bind}]" if bind and ":" in bind else bind or "0.0.0.0"
         log.info("listening", node_id=host.node_id, backend="ws-listener",
-                 address=f"{scheme}://{shown}:{self.bound_port}{self.config.path}")
+                 address=f"{scheme}://{join_host_port(bind or '0.0.0.0', self.bound_port)}"
+                         f"{self.config.path}")
         try:
             await asyncio.Future()
         finally:

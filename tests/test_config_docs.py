@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 
+import mesh
 from mesh.plugins import make_plugin_manager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ def test_generation_ignores_discovery_env(gen: ModuleType, monkeypatch: pytest.M
 def test_reference_covers_kernel_and_builtin_sections(gen: ModuleType) -> None:
     host = make_plugin_manager()
     ours = {name for name, spec in host.section_specs().items()
-            if host.infos[spec.owner].distribution == "mesh"}
+            if host.infos[spec.owner].distribution == mesh.DISTRIBUTION}
     assert {"node", "log-level", "local-only", "control-service", "tcp-listener",
             "tcp-peer"} <= ours
     block = gen.current_block(CONFIG_MD.read_text(encoding="utf-8")) or ""

@@ -44,7 +44,7 @@ def plugin_entries(site: Path) -> set[str]:
     owned: set[str] = set()
     for dist in importlib.metadata.distributions(path=[str(site)]):
         name = (dist.metadata["Name"] or "").lower()
-        if name == "mesh" or not any(ep.group == "mesh.plugins" for ep in dist.entry_points):
+        if name == "meshceptor" or not any(ep.group == "mesh.plugins" for ep in dist.entry_points):
             continue
         for file in dist.files or []:
             top = file.parts[0]
@@ -159,11 +159,11 @@ def test_install_then_uninstall_echo(venv: Venv, tmp_path: Path, node_dir: Path,
     before = main_venv_has_echo()
     # The throwaway venv starts with mesh and its builtins, and no plugin distribution.
     plugins = venv.plugins()
-    assert plugins["tcp"]["distribution"] == "mesh"
+    assert plugins["tcp"]["distribution"] == "meshceptor"
     assert "echo" not in plugins
     assert venv.dist_path("mesh-plugin-echo") is None
 
-    # pip install, offline: mesh (the only dependency) is there already
+    # pip install, offline: meshceptor (the only dependency) is there already
     wheel = build_wheel(ECHO_SRC, tmp_path)
     venv.pip("install", "--quiet", "--no-index", "--no-deps", str(wheel))
     installed = venv.dist_path("mesh-plugin-echo")

@@ -64,6 +64,7 @@ def test_duplicate_node_id_newer_node_stops_with_exit_code_3(mesh: Mesh) -> None
     assert second.proc is not None
     code = second.proc.wait(timeout=60)
     assert code == 3, f"exit code {code}: {second.log_tail()}"
+    assert not second.socket.exists(), "a node stopped as a duplicate removes its control socket"
 
     stopped = matching(second, "duplicate_node_id")
     assert stopped, second.log_tail()

@@ -26,6 +26,7 @@ import mesh
 import mesh_builtin.tcp
 from mesh import hookimpl
 from mesh.config.schema import SectionSpec
+from mesh.testing import Mesh
 from mesh.plugins import (
     DEFAULT_PLUGINS,
     ENTRY_POINT_GROUP,
@@ -146,7 +147,7 @@ def hello_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
 def test_tcp_is_declared_in_the_entry_point_group() -> None:
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     assert eps["tcp"].value == "mesh_builtin.tcp"
-    assert eps["tcp"].dist is not None and eps["tcp"].dist.name == "mesh"
+    assert eps["tcp"].dist is not None and eps["tcp"].dist.name == mesh.DISTRIBUTION
 
 
 def test_default_manager_loads_kernel_and_tcp() -> None:
@@ -154,7 +155,7 @@ def test_default_manager_loads_kernel_and_tcp() -> None:
 
     assert host.pm.get_plugin("tcp") is mesh_builtin.tcp
     tcp = host.infos["tcp"]
-    assert (tcp.distribution, tcp.version) == ("mesh", mesh.__version__)
+    assert (tcp.distribution, tcp.version) == (mesh.DISTRIBUTION, mesh.__version__)
     assert tcp.hooks == ["mesh_register_backends"]
 
     assert TCP_SECTIONS <= set(host.backends)
@@ -188,7 +189,7 @@ def test_disable_by_distribution_name(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "tcp" not in host.infos
     # kernel defaults cannot be disabled; plugins of other installed distributions (contrib/)
     # stay loaded
-    ours = {name for name, info in host.infos.items() if info.distribution == "mesh"}
+    ours = {name for name, info in host.infos.items() if info.distribution == mesh.DISTRIBUTION}
     assert ours == set(DEFAULT_PLUGINS)
 
 
@@ -201,7 +202,7 @@ def test_empty_allow_list_loads_no_entry_points(monkeypatch: pytest.MonkeyPatch)
     assert not host.backends
 
 
-@pytest.mark.parametrize("allow", ["tcp", "mesh", " tcp ,unrelated"])
+@pytest.mark.parametrize("allow", ["tcp", "mesh", "meshceptor", " tcp ,unrelated"])
 def test_allow_list_loads_named_plugins(monkeypatch: pytest.MonkeyPatch, allow: str) -> None:
     monkeypatch.setenv("MESH_LOAD_PLUGINS", allow)
     host = make_plugin_manager()
@@ -289,7 +290,7 @@ def test_backend_section_clashes_with_plain_section() -> None:
 def test_duplicate_of_kernel_section_names_kernel_plugin() -> None:
     with pytest.raises(DuplicateRegistration) as err:
         make_plugin_manager(entry_points=False, extra=[("my-node", WidgetSections("node"))])
-    assert "mesh.node_sections (mesh " in str(err.value)
+    assert "mesh.node_sections (meshceptor " in str(err.value)
     assert "my-node" in str(err.value)
 
 
@@ -459,7 +460,7 @@ def test_plugins_json(tmp_path: Path) -> None:
     assert set(DEFAULT_PLUGINS) | {"tcp"} <= set(by_name)
 
     tcp = by_name["tcp"]
-    assert tcp["distribution"] == "mesh"
+    assert tcp["distribution"] == mesh.DISTRIBUTION
     assert tcp["version"] == mesh.__version__
     assert tcp["hooks"] == ["mesh_register_backends"]
     assert tcp["registered"]["backend"] == ["tcp-listener", "tcp-peer"]
@@ -474,10 +475,21 @@ def test_plugins_json(tmp_path: Path) -> None:
 def test_plugins_human(tmp_path: Path) -> None:
     result = run_mesh("plugins", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert f"tcp  (mesh {mesh.__version__})" in result.stdout
+    assert f"tcp  ({mesh.DISTRIBUTION} {mesh.__version__})" in result.stdout
     assert "  hooks: mesh_register_backends" in result.stdout
     assert "  backend: tcp-listener, tcp-peer" in result.stdout
     assert "mesh.node_sections  (mesh" in result.stdout
+
+
+def test_plugins_human_says_which_section_names_work_types(tmp_path: Path) -> None:
+    result = run_mesh("plugins", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # a config's `worktype: foo` is the key of an entry of the work-type plugin's section
+    for section in ("work-command", "work-container"):
+        assert (f"  config section: {section}\n"
+                f"  work types: named by the worktype key of each {section} entry\n"
+                in result.stdout)
+    assert "  work type: work-command" not in result.stdout
 
 
 def test_plugins_json_honours_disable(tmp_path: Path) -> None:
@@ -508,16 +520,167 @@ def test_cli_strict_mode_reports_broken_plugin(tmp_path: Path, broken_dist: Fake
     assert result.stdout == ""
 
 
-def test_cli_rejects_invalid_plugin_without_traceback(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def typo_dist(tmp_path: Path) -> FakeDist:
+    """An installed plugin whose hook name is misspelt (the hook is mesh_register_work_types)."""
     module = unique("mesh_plugin_typo")
-    dist = make_dist(tmp_path / "site", "mesh-plugin-typo", "0.1", {"typo": module}, {
-        module: "from mesh import hookimpl\n\n\n@hookimpl\ndef mesh_register_backend(register):\n"
-                "    pass\n"})
-    result = run_mesh("plugins", cwd=tmp_path, pythonpath=dist.root)
-    assert result.returncode == 1
-    assert "mesh_register_backend" in result.stderr and "'typo'" in result.stderr
+    return make_dist(tmp_path / "site", "mesh-plugin-typo", "0.1", {"typo": module},
+                     {module: TYPO_SOURCE})
+
+
+TYPO_SOURCE = """
+from mesh import hookimpl
+
+
+@hookimpl
+def mesh_register_worktypes(register):
+    pass
+"""
+
+
+def node_config(directory: Path, *sections: str) -> Path:
+    """A node config (list form) with a control socket in ``directory`` and ``sections``."""
+    config = directory / "node.yml"
+    config.write_text(f"- node:\n    id: plug\n    datadir: {directory / 'data'}\n"
+                      f"- control-service:\n    filename: {directory / 'node.sock'}\n"
+                      + "".join(sections))
+    return config
+
+
+def test_plugins_lists_invalid_plugin_with_the_hook_it_meant(tmp_path: Path,
+                                                           typo_dist: FakeDist) -> None:
+    result = run_mesh("plugins", cwd=tmp_path, pythonpath=typo_dist.root)
+    assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+    listed = result.stdout.split("typo  (mesh-plugin-typo 0.1)\n")[1].split("\n")
+    assert listed[0] == "  hooks: mesh_register_worktypes"
+    assert listed[1].startswith("  problem: unknown hook 'mesh_register_worktypes', "
+                                "did you mean 'mesh_register_work_types'? ")
+    assert "MESH_DISABLE_PLUGINS=typo" in listed[1]
+    assert "tcp  (" in result.stdout  # the other plugins are still listed
+
+    as_json = run_mesh("plugins", "--json", cwd=tmp_path, pythonpath=typo_dist.root)
+    assert as_json.returncode == 0, as_json.stderr
+    typo = {entry["name"]: entry for entry in json.loads(as_json.stdout)}["typo"]
+    assert typo["hooks"] == ["mesh_register_worktypes"]
+    assert "did you mean 'mesh_register_work_types'?" in typo["problem"]
+
+
+def test_plugins_lists_plugin_with_an_argument_its_hook_lacks(tmp_path: Path) -> None:
+    module = unique("mesh_plugin_colourful")
+    dist = make_dist(tmp_path / "site", "mesh-plugin-colourful", "0.2", {"colourful": module}, {
+        module: "from mesh import hookimpl\n\n\n@hookimpl\ndef mesh_link_up(peer, colour):\n"
+                "    pass\n"})
+    result = run_mesh("plugins", "--json", cwd=tmp_path, pythonpath=dist.root)
+    assert result.returncode == 0, result.stderr
+    colourful = {entry["name"]: entry for entry in json.loads(result.stdout)}["colourful"]
+    assert "colour" in colourful["problem"] and "\n" not in colourful["problem"]
+    assert colourful["problem"].endswith("MESH_DISABLE_PLUGINS=colourful")
+
+
+def test_plugins_does_not_store_the_index_with_an_invalid_plugin(tmp_path: Path,
+                                                                 typo_dist: FakeDist) -> None:
+    cache = tmp_path / "cache"
+    result = run_mesh("plugins", cwd=tmp_path, pythonpath=typo_dist.root,
+                      env={"MESH_CACHE_DIR": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert not list(cache.glob("plugins-*.marshal"))  # retried (and reported) next time
+
+
+def test_strict_mode_refuses_invalid_plugin_without_traceback(tmp_path: Path,
+                                                              typo_dist: FakeDist) -> None:
+    result = run_mesh("plugins", cwd=tmp_path, pythonpath=typo_dist.root,
+                      env={"MESH_STRICT_PLUGINS": "1"})
+    assert result.returncode == 1
+    assert result.stderr.startswith("mesh: plugin 'typo' (mesh-plugin-typo 0.1): unknown hook "
+                                    "'mesh_register_worktypes'")
+    assert "Traceback" not in result.stderr
+
+
+def test_node_refuses_invalid_plugin_in_one_line(mesh: Mesh, typo_dist: FakeDist) -> None:
+    mesh_dir = mesh.workdir  # short (a socket path) and removed afterwards
+    config = node_config(mesh_dir)
+    result = run_mesh("node", "-c", str(config), cwd=mesh_dir, pythonpath=typo_dist.root)
+    assert result.returncode == 1  # EXIT_START
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    line = result.stderr.strip()
+    assert line.startswith("mesh: plugin 'typo' (mesh-plugin-typo 0.1): unknown hook "
+                           "'mesh_register_worktypes', did you mean 'mesh_register_work_types'?")
+    assert "MESH_DISABLE_PLUGINS=typo" in line
+    assert not (mesh_dir / "node.sock").exists()
+
+
+def test_commands_that_do_not_need_an_invalid_plugin_still_work(mesh: Mesh, tmp_path: Path,
+                                                                typo_dist: FakeDist) -> None:
+    # the fix the node's message names: disabling the plugin lets the node start
+    node = mesh.add("steady", listen=False, env={
+        "PYTHONPATH": str(typo_dist.root), "MESH_DISABLE_PLUGINS": "typo"})
+    mesh.start()
+    status = run_mesh("status", "--socket", str(node.socket), cwd=tmp_path,
+                      pythonpath=typo_dist.root)
+    assert status.returncode == 0, status.stderr
+    assert "steady" in status.stdout
+    assert status.stderr.startswith("mesh: warning: plugin 'typo' (mesh-plugin-typo 0.1): ")
+    assert "Traceback" not in status.stderr
+
+    usage = run_mesh("--help", cwd=tmp_path, pythonpath=typo_dist.root)
+    assert usage.returncode == 0, usage.stderr
+    assert "status" in usage.stdout and "plugins" in usage.stdout
+
+
+SHA256_SOURCE = """
+from dataclasses import dataclass, field
+
+from mesh import hookimpl
+from mesh.config.schema import SectionSpec
+
+
+@dataclass
+class Sha256Config:
+    worktype: str = field(metadata={"doc": "Work type name."})
+
+
+@hookimpl
+def mesh_register_config_sections(register):
+    register(SectionSpec("work-sha256", Sha256Config, doc="Hash the payload."))
+"""
+
+
+@pytest.mark.parametrize("env, why", [
+    ({"MESH_DISABLE_PLUGINS": "sha256"}, "which is disabled (MESH_DISABLE_PLUGINS); take it "
+                                         "out of MESH_DISABLE_PLUGINS"),
+    ({"MESH_DISABLE_PLUGINS": "mesh-plugin-sha256"}, "which is disabled (MESH_DISABLE_PLUGINS)"),
+    ({"MESH_LOAD_PLUGINS": "tcp"}, "which MESH_LOAD_PLUGINS does not list; add it to "
+                                   "MESH_LOAD_PLUGINS"),
+])
+@pytest.mark.parametrize("form", ["list", "version 2"])
+def test_section_of_a_disabled_plugin_names_the_plugin(mesh: Mesh, env: dict[str, str],
+                                                       why: str, form: str) -> None:
+    mesh_dir = mesh.workdir
+    module = unique("mesh_plugin_sha256")
+    dist = make_dist(mesh_dir / "site", "mesh-plugin-sha256", "1.0", {"sha256": module},
+                     {module: SHA256_SOURCE})
+    if form == "list":
+        config, name = node_config(mesh_dir, "- work-sha256:\n    worktype: hash\n"), "work-sha256"
+    else:
+        config, name = mesh_dir / "v2.yml", "work-sha256s"
+        config.write_text("version: 2\nnode:\n  id: plug\nwork-sha256s:\n  - worktype: hash\n")
+    result = run_mesh("node", "-c", str(config), cwd=mesh_dir, pythonpath=dist.root, env=env)
+    assert result.returncode == 2, result.stderr  # EXIT_CONFIG
+    line = result.stderr.strip()
+    assert line.startswith(f"mesh: {config}: section '{name}' belongs to plugin 'sha256' "
+                           f"(mesh-plugin-sha256 1.0), {why}"), line
+    assert line.endswith(", or remove the section")
+    assert "did you mean" not in line
+
+
+def test_a_misspelt_section_still_gets_a_suggestion(mesh: Mesh) -> None:
+    mesh_dir = mesh.workdir
+    config = node_config(mesh_dir, "- work-comand:\n    worktype: x\n    command: 'true'\n")
+    result = run_mesh("node", "-c", str(config), cwd=mesh_dir,
+                      env={"MESH_DISABLE_PLUGINS": "container"})
+    assert result.returncode == 2
+    assert "unknown section 'work-comand'; did you mean 'work-command'?" in result.stderr
 
 
 def test_plugins_json_stdout_stays_json_with_broken_plugin(tmp_path: Path,
@@ -525,5 +688,6 @@ def test_plugins_json_stdout_stays_json_with_broken_plugin(tmp_path: Path,
     result = run_mesh("plugins", "--json", cwd=tmp_path, pythonpath=broken_dist.root,
                       env={"MESH_TRACE_PLUGINS": "1"})
     assert result.returncode == 0, result.stderr
-    json.loads(result.stdout)
+    broken = {entry["name"]: entry for entry in json.loads(result.stdout)}["broken"]
+    assert broken["problem"] == "failed to import: mesh_plugin_broken needs libfoo"
     assert "plugin_load_failed" in result.stderr

@@ -68,7 +68,8 @@ class StubWork:
 def run_work_command(request: Request) -> tuple[CommandError, StubWork]:
     """Run ``work`` on ``request``; it must raise CommandError and nothing else."""
     work = StubWork()
-    node = SimpleNamespace(node_id="stub", work=work, signer=None, verifier=None)
+    node = SimpleNamespace(node_id="stub", work=work, signer=None, verifier=None,
+                           netceptor=SimpleNamespace(advertisements=lambda: []))
     ctx = CommandContext(node, SimpleNamespace(kind="unix", peer="test"))
     with pytest.raises(CommandError) as info:
         asyncio.run(work_command(ctx, request))

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from mesh.testing import Mesh, wait_until
-from work_helpers import (MESH, cleanup, json_out, make_line, mesh_cli, pid_alive, remote_id,
-                          run, status, submitted_unit, unit_dir, wait_state, work_types)
+from work_helpers import (MESH, cleanup, json_out, make_line, mesh_cli, pid_alive, receptorctl,
+                          remote_id, run, status, submitted_unit, unit_dir, wait_state,
+                          work_types)
 
 HOSTNAME = socket.gethostname()
 
@@ -85,6 +90,11 @@ def test_usage_errors(ctl) -> None:
           "--payload-literal", "x"), 2, "give exactly one of --payload"),
         (("submit", "echo-reply", "--node", "executor01", "--no-payload", "--rm"), 2,
          "--rm needs --follow"),
+        (("submit", "echo-reply", "--node", "executor01", "--no-payload", "--timeout", "1m"),
+         2, "--timeout needs --follow"),
+        (("submit", "echo-reply", "--node", "executor01", "--no-payload", "--follow",
+          "--timeout", "5"), 2, "missing unit"),
+        (("results", "NoSuch12", "--timeout", "0s"), 2, "not a positive duration"),
         (("submit", "echo-reply", "--node", "executor01", "--no-payload", "--param", "novalue"),
          1, "must be key=value"),
         (("submit", "echo-reply", "--node", "executor01", "--no-payload", "--param",
@@ -119,6 +129,96 @@ def test_failed_unit_with_follow(ctl) -> None:
     assert out.returncode == 1
     assert out.stdout == b"about to fail\n"
     assert b"Remote unit failed: exit status 3" in out.stderr
+
+
+NO_ROUTE = "Waiting to submit: cannot reach nosuchnode: no route to node"
+FOLLOW_AGAIN = re.compile(r"follow it again with `([^`]+)`")
+
+
+def test_follow_shows_why_the_unit_waits_and_gives_up_at_the_timeout(ctl) -> None:
+    out = work(ctl, "submit", "echo-reply", "--node", "nosuchnode", "--no-payload",
+               "--follow", "--timeout", "3s", check=False)
+    err = out.stderr.decode()
+    assert out.returncode == 124, (out.returncode, err)
+    assert out.stdout == b""
+    match = re.search(rf"^mesh: ([0-9A-Za-z]{{8}}): {NO_ROUTE}$", err, re.M)
+    assert match, err
+    unit_id = match.group(1)
+    assert f"stopped following unit {unit_id} after 3s (--timeout); it is Pending" in err
+    assert FOLLOW_AGAIN.search(err).group(1) == f"mesh work results {unit_id}", err
+    assert "Traceback" not in err
+    # the unit is left as it was
+    assert status(ctl, unit_id)["State"] == 0
+    assert status(ctl, unit_id)["Detail"] == NO_ROUTE
+    # following it again says the same, and gives up the same way; a --socket given on the
+    # command line is part of the command that follows it again
+    sock = str(ctl.socket)
+    out = work(ctl, "results", "--socket", sock, unit_id, "--timeout", "1s", check=False)
+    err = out.stderr.decode()
+    assert out.returncode == 124
+    assert f"mesh: {unit_id}: {NO_ROUTE}\n" in err
+    assert FOLLOW_AGAIN.search(err).group(1) == shlex.join(
+        ["mesh", "work", "results", "--socket", sock, unit_id]), err
+    assert status(ctl, unit_id)["State"] == 0
+    work(ctl, "release", unit_id)
+
+
+def test_ctrl_c_stops_following_without_a_timeout(ctl, tmp_path: Path) -> None:
+    out = work(ctl, "submit", "echo-reply", "--node", "nosuchnode", "--no-payload")
+    unit_id = re.fullmatch(r"Result: Job Submitted\nUnit ID: (\w{8})\n", out.stdout.decode())[1]
+    errfile = tmp_path / "stderr"
+    with open(errfile, "wb") as err:
+        proc = subprocess.Popen([*MESH, "work", "results", unit_id], stderr=err,
+                                stdout=subprocess.DEVNULL,
+                                env={**os.environ, "MESH_SOCKET": str(ctl.socket)})
+    try:
+        # without --timeout the Detail is shown all the same
+        wait_until(lambda: f"mesh: {unit_id}: {NO_ROUTE}\n" in errfile.read_text(),
+                   timeout=30, what="the Detail on stderr")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+    err = errfile.read_text()
+    assert f"stopped following unit {unit_id} on Ctrl-C; it is Pending ({NO_ROUTE})" in err
+    assert FOLLOW_AGAIN.search(err).group(1) == f"mesh work results {unit_id}", err
+    assert "Traceback" not in err
+    assert status(ctl, unit_id)["State"] == 0
+    work(ctl, "release", unit_id)
+
+
+def test_follow_again_after_the_timeout(ctl) -> None:
+    out = work(ctl, "submit", "echo-sleep", "--node", "executor01", "--no-payload",
+               "--follow", "--timeout", "1s", "--rm", check=False)
+    err = out.stderr.decode()
+    assert out.returncode == 124, (out.returncode, err)
+    assert "not released (--rm)" in err and "released)" not in err, err
+    again = shlex.split(FOLLOW_AGAIN.search(err).group(1))
+    assert again[:3] == ["mesh", "work", "results"], again
+    unit_id = again[-1]
+    # the command the message gives picks the unit up and follows it to its end
+    out = run([*MESH, *again[1:]], env={"MESH_SOCKET": str(ctl.socket)})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert [line.split()[0] for line in lines] == [str(i) for i in range(1, 13)]
+    assert status(ctl, unit_id)["State"] == 2
+    work(ctl, "release", unit_id)
+
+
+def test_submit_of_a_work_type_only_another_node_has(ctl) -> None:
+    hint = ("unknown work type gather-hostname on controller01; node executor01 advertises "
+            "it: submit with --node executor01")
+    out = work(ctl, "submit", "gather-hostname", "--no-payload", check=False)
+    assert out.returncode == 101
+    assert f"mesh: failed to start work unit: {hint}\n" == out.stderr.decode()
+    # the hint is in the control reply, so receptorctl shows it too
+    out = receptorctl(ctl, "work", "submit", "gather-hostname", "--no-payload", check=False)
+    assert out.returncode == 101
+    assert hint in out.stderr.decode()
+    # a work type no node has keeps Receptor's text
+    out = work(ctl, "submit", "nosuch", "--no-payload", check=False)
+    assert out.stderr == b"mesh: failed to start work unit: unknown work type nosuch\n"
 
 
 def test_local_node_is_the_default(line: Mesh) -> None:

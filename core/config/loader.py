@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 
@@ -26,8 +26,8 @@ from .errors import ConfigError, SchemaError, SectionValueError, quote
 from .raw import RawConfig, name_text, read_config, read_config_text
 from .schema import SectionSpec, describe_value, normalize_key, normalize_section
 
-__all__ = ["ConfigEntry", "LoadedConfig", "RawConfig", "build_config", "config_digest", "load_config",
-           "parse_config", "read_config", "read_config_text"]
+__all__ = ["ConfigEntry", "LoadedConfig", "RawConfig", "SectionSpecs", "build_config", "config_digest",
+           "load_config", "parse_config", "read_config", "read_config_text"]
 
 @dataclass
 class ConfigEntry:
@@ -86,10 +86,28 @@ class LoadedConfig:
 # --------------------------------------------------------------------------------------------------
 
 
+class SectionSpecs(dict[str, SectionSpec]):
+    """Section specs by name, which can also say why a name is not among them.
+
+    :meth:`mesh.plugins.PluginHost.section_specs` returns one: a section of an installed plugin that
+    ``MESH_DISABLE_PLUGINS`` leaves out is reported as that, not as a misspelling.
+    """
+
+    def __init__(self, specs: Mapping[str, SectionSpec] | None = None, *,
+                 explain: Callable[[str], str | None] | None = None) -> None:
+        super().__init__(specs or {})
+        self._explain = explain
+
+    def explain_missing(self, name: str) -> str | None:
+        """Why section ``name`` (canonical) is missing, as a whole error message, or None."""
+        return self._explain(name) if self._explain is not None else None
+
+
 class _Sections:
     """Section lookup by singular and plural names."""
 
     def __init__(self, specs: Mapping[str, SectionSpec]) -> None:
+        self.explain = specs.explain_missing if isinstance(specs, SectionSpecs) else None
         self.singular: dict[str, SectionSpec] = {}
         self.plural: dict[str, SectionSpec] = {}
         for spec in specs.values():
@@ -103,6 +121,9 @@ class _Sections:
             self.plural.setdefault(normalize_section(spec.plural_key), spec)
 
     def unknown(self, name: str, source: str, *, v2: bool) -> ConfigError:
+        reason = self.explain(normalize_section(name)) if self.explain is not None else None
+        if reason is not None:
+            return ConfigError(reason, file=source)
         candidates = set(self.singular) | (set(self.plural) if v2 else set())
         match = get_close_matches(normalize_section(name), sorted(candidates), n=1)
         if match:

@@ -14,6 +14,7 @@ import structlog
 from mesh.control.protocol import (CommandError, Request, encode_error, encode_reply, greeting,
                                    parse_line)
 from mesh.control.unix_socket import BoundUnixSocket, bind_unix_socket
+from mesh.net.backend import ListenError, join_host_port, os_error_reason
 from mesh.net.stream_errors import StreamError
 from mesh.tasks import cancel_and_wait
 
@@ -269,7 +270,8 @@ class ControlService:
         self.servers: list[asyncio.AbstractServer] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.sessions: set[asyncio.Task[None]] = set()
-        self._lock_fd: int | None = None
+        #: Our Unix sockets: their files are removed (and locks released) by :meth:`stop`.
+        self._unix: list[BoundUnixSocket] = []
         self.tcp_port: int | None = None
 
     def _spawn(self, conn: ControlConn, *, greeted: bool = False) -> None:
@@ -296,7 +298,7 @@ class ControlService:
     async def _start_unix(self, filename: str, permissions: int) -> None:
         path = os.path.expanduser(filename)
         bound = self._adopted.pop(path, None) or bind_unix_socket(path, permissions)
-        self._lock_fd = bound.lock_fd
+        self._unix.append(bound)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._spawn(StreamConn(reader, writer, "unix"))
@@ -338,9 +340,12 @@ class ControlService:
                 return
             self._spawn(StreamConn(reader, writer, kind))
 
-        server = await asyncio.start_server(handle, host, int(port), ssl=context,
-                                            limit=MAX_LINE, reuse_address=True,
-                                            ssl_handshake_timeout=10 if context else None)
+        try:
+            server = await asyncio.start_server(handle, host, int(port), ssl=context,
+                                                limit=MAX_LINE, reuse_address=True,
+                                                ssl_handshake_timeout=10 if context else None)
+        except OSError as exc:
+            raise ListenError(join_host_port(host, int(port)), os_error_reason(exc)) from None
         self.tcp_port = server.sockets[0].getsockname()[1]
         self.servers.append(server)
         log.info("control_listening", node_id=self.node.node_id, tcp=f"{host}:{self.tcp_port}",
@@ -355,12 +360,14 @@ class ControlService:
             listener.close()
 
     async def stop(self) -> None:
+        """Stop serving; remove the Unix socket files, so that a client finds no socket
+        rather than one that refuses connections."""
         for server in self.servers:
             server.close()
+        for bound in self._unix:  # the file goes while we hold its lock: never another's
+            bound.close(unlink=True)
+        self._unix = []
         await cancel_and_wait(self.tasks + list(self.sessions))
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
 
 def _client_cert_accepted(tls: Any, writer: asyncio.StreamWriter) -> bool:

@@ -2,16 +2,19 @@
 
 A backend produces *sessions*: message-oriented pipes to one neighbour.  It hands each
 session to :meth:`LinkHost.run_session`, which runs the link protocol on it and returns
-when the link ends.  Peers (dialers) redial with :func:`redial_loop`.
+when the link ends.  Peers (dialers) redial with :func:`redial_loop`.  Listeners bind through
+:meth:`Backend.listen`, which tells the node whether they are listening: a node whose
+listener cannot bind does not start (and a ``reload`` that adds one replies with an error).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import os
 import random
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Protocol, TypeVar
 
 import structlog
 
@@ -20,9 +23,34 @@ log = structlog.get_logger(__name__)
 #: Bump when the Session/Backend contract changes incompatibly.
 BACKEND_ABI = 1
 
+T = TypeVar("T")
+
 
 class SessionClosed(Exception):
     """The session ended (peer closed, transport error, or local close)."""
+
+
+class ListenError(Exception):
+    """A listener could not bind its address; the message names the address and the reason,
+    e.g. ``0.0.0.0:2222: cannot listen: address already in use``."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"{address}: cannot listen: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+def os_error_reason(exc: OSError) -> str:
+    """Why a socket call failed, as the C library says it (``address already in use``):
+    asyncio's own text repeats the errno and the address."""
+    if isinstance(exc.errno, int) and exc.errno > 0:  # resolver errors are negative
+        return os.strerror(exc.errno).lower()
+    return str(exc.strerror or exc).lower()
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets (Go's ``net.JoinHostPort``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Session(abc.ABC):
@@ -107,13 +135,57 @@ class LinkHost(Protocol):
 
 
 class Backend(abc.ABC):
-    """One configured listener or peer.  ``run`` serves until cancelled."""
+    """One configured listener or peer.  ``run`` serves until cancelled.
+
+    A listener sets :attr:`listens` and binds with :meth:`listen`: the node waits (up to a
+    deadline) until it is listening before it reports itself started, and a listener whose
+    ``run`` fails before that is a start failure.  A peer (dialer) leaves :attr:`listens`
+    False: a neighbour it cannot reach is no failure, it redials.
+    """
 
     abi = BACKEND_ABI
+    #: True for a backend that binds a local address: the node then waits for
+    #: :meth:`wait_listening` before it declares itself started or answers ``reload``.
+    listens: bool = False
+    #: Resolved with the address once :meth:`listening` was called (made on first use).
+    _listening: asyncio.Future[str] | None = None
 
     @abc.abstractmethod
     async def run(self, host: LinkHost) -> None:
         """Accept or dial sessions and hand each to ``host.run_session``."""
+
+    async def listen(self, address: str, binding: Awaitable[T]) -> T:
+        """Await ``binding``, the call that binds this listener (``loop.create_server(...)``),
+        then report the backend listening on ``address``.
+
+        :raises ListenError: the bind failed (an :class:`OSError`); the message names
+            ``address`` and the reason.
+        """
+        try:
+            bound = await binding
+        except OSError as exc:
+            raise ListenError(address, os_error_reason(exc)) from None
+        self.listening(address)
+        return bound
+
+    def listening(self, address: str) -> None:
+        """Report, from ``run``, that this backend is bound to ``address`` and accepting
+        (:meth:`listen` calls it; a backend that binds some other way calls it itself)."""
+        future = self._listening_future()
+        if not future.done():
+            future.set_result(address)
+
+    async def wait_listening(self) -> str | None:
+        """Return once ``run`` reported the backend listening (the address it gave), or at
+        once with None for a backend that does not listen."""
+        if not self.listens:
+            return None
+        return await asyncio.shield(self._listening_future())
+
+    def _listening_future(self) -> asyncio.Future[str]:
+        if self._listening is None:
+            self._listening = asyncio.get_running_loop().create_future()
+        return self._listening
 
 
 @dataclass

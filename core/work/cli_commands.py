@@ -8,19 +8,32 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
+import socket
 import sys
+import threading
+import time
 from typing import IO, Any
 
 import click
 
 from mesh import hookimpl
 from mesh.control.client import ControlClient, ControlClientError
+from mesh.work.states import FINAL, UnitState
 
 CREATED = re.compile(r"Work unit created with ID (.+)\. Send stdin data and EOF\.")
 RESERVED_PARAMS = ("command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork")
 PROGRESS_MIN = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
+#: Seconds between two ``work status`` polls while a unit is followed.
+FOLLOW_POLL = 1.0
+#: A Running unit's Detail is shown once its output has paused this long (seconds).
+QUIET_TIME = 5.0
+#: How long one ``work status`` poll may take before the watch stops polling (seconds).
+STATUS_TIMEOUT = 30.0
+#: Exit codes of a follow that stopped before the unit ended (as GNU timeout and shells).
+EXIT_TIMEOUT, EXIT_INTERRUPTED = 124, 130
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -28,11 +41,15 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def _client(socket_path: str | None) -> ControlClient:
+def _address(socket_path: str | None) -> str:
     from mesh.defaults import default_socket
 
+    return socket_path or default_socket()
+
+
+def _client(socket_path: str | None) -> ControlClient:
     try:
-        return ControlClient(socket_path or default_socket(), timeout=None)
+        return ControlClient(_address(socket_path), timeout=None)
     except ControlClientError as exc:
         _fail(str(exc))
         raise
@@ -96,23 +113,191 @@ def _send_payload(client: ControlClient, source: IO[bytes] | bytes | None,
     client.shutdown_write()
 
 
-def stream_results(socket_path: str | None, unit_id: str, out: IO[bytes]) -> None:
-    """Copy a unit's stdout to ``out`` until the node closes the stream."""
+class Duration(click.ParamType):
+    """A positive Go duration (``30s``, ``10m``, ``1h30m``), as in the node's configuration;
+    converted to seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        from mesh.config.duration import DurationError, parse_go_duration
+
+        try:
+            seconds = parse_go_duration(value)
+        except DurationError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} is not a positive duration; give e.g. 30s or 10m", param, ctx)
+        return seconds
+
+
+class FollowStopped(Exception):
+    """Following ended before the unit did: at ``--timeout`` or on Ctrl-C."""
+
+    def __init__(self, why: str, code: int, status: dict[str, Any]) -> None:
+        super().__init__(why)
+        #: What stopped it, e.g. ``after 3s (--timeout)``.
+        self.why = why
+        #: The exit code the CLI ends with.
+        self.code = code
+        #: The unit's last ``work status`` reply ({} if none came).
+        self.status = status
+
+
+class DetailWatch(threading.Thread):
+    """Watches a unit while its results stream: shows its Detail on stderr, and ends the
+    stream at the deadline.
+
+    It polls ``work status`` on a control session of its own.  A Detail is shown when it
+    changes while nothing else shows progress: the unit is Pending (e.g. ``Waiting to
+    submit: …``), or it is Running and its output paused for :data:`QUIET_TIME` (routine
+    details of a unit whose output flows, such as ``Receiving results (…)``, stay hidden).
+    """
+
+    def __init__(self, address: str, unit_id: str, stream: ControlClient,
+                 timeout: float | None) -> None:
+        super().__init__(name=f"watch-{unit_id}", daemon=True)
+        self.address, self.unit_id, self.stream = address, unit_id, stream
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        #: When the stream last delivered output (monotonic clock).
+        self.last_output = time.monotonic()
+        #: The last ``work status`` reply.
+        self.status: dict[str, Any] = {}
+        #: True once the deadline ended the stream.
+        self.timed_out = False
+        self._shown = ""
+        self._done = threading.Event()
+        self._lock = threading.Lock()  # orders finish() against printing and the shutdown
+
+    def output(self) -> None:
+        """The stream delivered output (called by the streaming thread)."""
+        self.last_output = time.monotonic()
+
+    def finish(self) -> None:
+        """Stop watching; nothing is printed and the stream is not touched after this."""
+        with self._lock:
+            self._done.set()
+
+    def run(self) -> None:
+        client: ControlClient | None = None
+        try:
+            client = ControlClient(self.address, timeout=STATUS_TIMEOUT)
+        except (ControlClientError, OSError):
+            pass  # the stream reports an unreachable node; the deadline still holds
+        try:
+            while not self._done.is_set():
+                if client is not None:
+                    try:
+                        self._show(client.command(f"work status {self.unit_id}"))
+                    except (ControlClientError, OSError, ValueError):
+                        client.close()  # e.g. the unit was released: its stream ends too
+                        client = None
+                wait = FOLLOW_POLL if client is not None else None
+                if self.deadline is not None:
+                    left = self.deadline - time.monotonic()
+                    if left <= 0:
+                        self._expire()
+                        return
+                    wait = left if wait is None else min(wait, left)
+                self._done.wait(wait)
+        finally:
+            if client is not None:
+                client.close()
+
+    def _show(self, status: Any) -> None:
+        if not isinstance(status, dict):
+            return
+        self.status = status
+        state, detail = status.get("State"), str(status.get("Detail", ""))
+        if state in FINAL or not detail or detail == self._shown:
+            return
+        if state != UnitState.PENDING and time.monotonic() - self.last_output < QUIET_TIME:
+            return
+        with self._lock:
+            if not self._done.is_set():
+                self._shown = detail
+                click.echo(f"mesh: {self.unit_id}: {detail}", err=True)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return  # the stream ended first
+            self.timed_out = True
+            self._done.set()
+            try:  # wakes the streaming thread's read with EOF
+                self.stream.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def stream_results(socket_path: str | None, unit_id: str, out: IO[bytes],
+                   timeout: float | None = None) -> None:
+    """Copy a unit's stdout to ``out`` until the node closes the stream, showing the
+    unit's Detail on stderr meanwhile (see :class:`DetailWatch`).
+
+    Raises :class:`FollowStopped` after ``timeout`` seconds or on Ctrl-C; the unit is not
+    touched then.
+    """
     client = _client(socket_path)
+    watch: DetailWatch | None = None
     try:
         client.send_line(f"work results {unit_id} 0")
         line = client.readline()
         if line != f"Streaming results for work unit {unit_id}":
             _fail(f"failed to get results: {line.removeprefix('ERROR: ')}")
         client.shutdown_write()
+        watch = DetailWatch(_address(socket_path), unit_id, client, timeout)
+        watch.start()
         progress = Progress("results", None)
         while chunk := client.file.read1(CHUNK):
             out.write(chunk)
+            watch.output()
             progress.add(len(chunk))
         out.flush()
         progress.finish()
+    except KeyboardInterrupt:
+        raise FollowStopped("on Ctrl-C", EXIT_INTERRUPTED,
+                            watch.status if watch else {}) from None
     finally:
+        if watch is not None:
+            watch.finish()
         client.close()
+    if watch is not None and watch.timed_out:
+        from mesh.config.duration import format_go_duration
+
+        raise FollowStopped(f"after {format_go_duration(timeout or 0)} (--timeout)",
+                            EXIT_TIMEOUT, watch.status)
+
+
+def _follow_command(unit_id: str) -> str:
+    """The command line that follows ``unit_id`` again (with this command's --socket)."""
+    words = ["mesh", "work", "results"]
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("socket_path") \
+            == click.core.ParameterSource.COMMANDLINE:
+        words += ["--socket", ctx.params["socket_path"]]
+    return shlex.join([*words, unit_id])
+
+
+def _stopped(unit_id: str, stop: FollowStopped, *, kept: bool = False) -> None:
+    """Exit after a follow that stopped early, saying how to pick the unit up again."""
+    status = stop.status
+    state = status.get("StateName", status.get("State")) if status else "in an unknown state"
+    detail = f" ({status['Detail']})" if status.get("Detail") else ""
+    click.echo(f"mesh: stopped following unit {unit_id} {stop.why}; it is {state}{detail}",
+               err=True)
+    not_released = " and not released (--rm)" if kept else ""
+    _fail(f"the unit is left as it is{not_released}: follow it again with "
+          f"`{_follow_command(unit_id)}`, or cancel and remove it with "
+          f"`mesh work release {unit_id}`", stop.code)
+
+
+def _check_failed(status: dict[str, Any]) -> None:
+    if status.get("State") == UnitState.FAILED:
+        _fail(f"Remote unit failed: {status.get('Detail')}", 1)
 
 
 def _simple(socket_path: str | None, line: str) -> Any:
@@ -125,6 +310,9 @@ def _simple(socket_path: str | None, line: str) -> Any:
         client.close()
 
 
+FOLLOW_TIMEOUT_HELP = ("Stop following after DURATION (30s, 10m, 1h30m), leave the unit as "
+                       "it is and exit 124. Default: follow until the unit ends, however long "
+                       "(Ctrl-C stops following with exit 130; the unit keeps going).")
 socket_option = click.option("--socket", "socket_path", envvar="MESH_SOCKET", default=None,
                              metavar="ADDRESS", help="Control socket (default: $MESH_SOCKET).")
 
@@ -145,12 +333,16 @@ def work_group() -> None:
 @click.option("--param", "-a", "params", multiple=True, metavar="KEY=VALUE",
               help="Work parameter (value @file reads a file).")
 @click.option("--ttl", default="", help="Remote only: fail if not started within this time.")
-@click.option("--follow", "-f", is_flag=True, help="Stream the results after submitting.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Stream the results after submitting; while the unit waits, its Detail "
+                   "(e.g. why it is not started yet) is shown on stderr.")
+@click.option("--timeout", type=Duration(), default=None, metavar="DURATION",
+              help=FOLLOW_TIMEOUT_HELP + " Needs --follow.")
 @click.option("--rm", "remove", is_flag=True,
               help="Release the unit when done (needs --follow; confirmed on stderr).")
 def submit_command(socket_path: str | None, worktype: str, node: str, payload_file: Any,
                    payload_literal: str | None, no_payload: bool, params: tuple[str, ...],
-                   ttl: str, follow: bool, remove: bool) -> None:
+                   ttl: str, follow: bool, timeout: float | None, remove: bool) -> None:
     """Submit a work unit of WORKTYPE."""
     chosen = sum(x is not None and x is not False
                  for x in (payload_file, payload_literal, no_payload or None))
@@ -159,6 +351,8 @@ def submit_command(socket_path: str | None, worktype: str, node: str, payload_fi
               "--no-payload", 2)
     if remove and not follow:
         _fail("--rm needs --follow (without it the results would never be seen)", 2)
+    if timeout is not None and not follow:
+        _fail("--timeout needs --follow (it limits how long the results are followed)", 2)
     request: dict[str, str] = {"command": "work", "subcommand": "submit", "node": node,
                                "worktype": worktype, **_params(params)}
     if ttl:
@@ -191,17 +385,21 @@ def submit_command(socket_path: str | None, worktype: str, node: str, payload_fi
         click.echo(f"Result: {reply['result']}")
         click.echo(f"Unit ID: {unit_id}")
         return
+    stopped: FollowStopped | None = None
     try:
-        stream_results(socket_path, unit_id, sys.stdout.buffer)
+        stream_results(socket_path, unit_id, sys.stdout.buffer, timeout)
         status = _simple(socket_path, f"work status {unit_id}")
+    except FollowStopped as exc:
+        stopped = exc  # the unit may still run: it stays, --rm or not
     finally:
-        if remove:
+        if remove and stopped is None:
             # stdout carries only the unit's output (it is often piped on, e.g. to
             # `ansible-runner process`), so the release confirmation goes to stderr
             for key, value in _simple(socket_path, f"work release {unit_id}").items():
                 click.echo(f"({value}, {key})", err=True)
-    if status.get("State") == 3:
-        _fail(f"Remote unit failed: {status.get('Detail')}", 1)
+    if stopped is not None:
+        _stopped(unit_id, stopped, kept=remove)
+    _check_failed(status)
 
 
 @work_group.command("list")
@@ -221,12 +419,15 @@ def list_command(socket_path: str | None, unit_id: str | None, quiet: bool) -> N
 @work_group.command("results")
 @socket_option
 @click.argument("unit_id")
-def results_command(socket_path: str | None, unit_id: str) -> None:
-    """Stream a unit's stdout until it finishes."""
-    stream_results(socket_path, unit_id, sys.stdout.buffer)
-    status = _simple(socket_path, f"work status {unit_id}")
-    if status.get("State") == 3:
-        _fail(f"Remote unit failed: {status.get('Detail')}", 1)
+@click.option("--timeout", type=Duration(), default=None, metavar="DURATION",
+              help=FOLLOW_TIMEOUT_HELP)
+def results_command(socket_path: str | None, unit_id: str, timeout: float | None) -> None:
+    """Stream a unit's stdout until it finishes (its Detail on stderr while it waits)."""
+    try:
+        stream_results(socket_path, unit_id, sys.stdout.buffer, timeout)
+    except FollowStopped as stop:
+        _stopped(unit_id, stop)
+    _check_failed(_simple(socket_path, f"work status {unit_id}"))
 
 
 def _each(socket_path: str | None, verb: str, unit_ids: list[str]) -> None:

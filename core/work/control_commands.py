@@ -108,6 +108,26 @@ def check_signature(ctx: CommandContext, work_type_name: str, request: Request) 
         raise CommandError(f"could not verify signature: {exc}") from None
 
 
+def _unknown_work_type(ctx: CommandContext, work_type: str) -> str:
+    """The error for a local submit of a work type this node lacks.
+
+    Receptor's text (``unknown work type X``), plus, when other nodes advertise the work
+    type, which ones and that ``--node`` (receptorctl's and mesh's option; ``node`` in the
+    JSON request) sends the unit there.
+    """
+    message = f"unknown work type {work_type}"
+    nodes = sorted({ad.node_id for ad in ctx.node.netceptor.advertisements()
+                    if ad.node_id != ctx.node.node_id
+                    and any(cmd.work_type == work_type for cmd in ad.work_commands or ())})
+    if not nodes:
+        return message
+    if len(nodes) == 1:
+        return (f"{message} on {ctx.node.node_id}; node {nodes[0]} advertises it: "
+                f"submit with --node {nodes[0]}")
+    return (f"{message} on {ctx.node.node_id}; nodes {', '.join(nodes)} advertise it: "
+            f"submit with --node and one of them")
+
+
 def _submit_params(request: Request, words: list[str]) -> dict[str, str]:
     if request.is_json:
         params = dict(request.params)
@@ -143,6 +163,8 @@ async def _submit(ctx: CommandContext, request: Request, words: list[str]) -> An
         if signwork:
             raise CommandError("signwork is intended for remote work only")
         check_signature(ctx, work_type, request)
+        if work_type not in wc.work_types:
+            raise CommandError(_unknown_work_type(ctx, work_type))
         unit_id = wc.create_local(work_type, work_params)
     else:
         tlsclient = params.get("tlsclient", "")
