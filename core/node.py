@@ -23,7 +23,7 @@ from mesh.net.firewall import Firewall, parse_rule
 from mesh.net.netceptor import DEFAULT_IDLE_TIMEOUT, Netceptor
 from mesh.node_config import SAFE_NAME_RE, NodeConfig
 from mesh.plugins import PluginHost
-from mesh.tasks import cancel_and_wait
+from mesh.tasks import cancel_and_wait, stop_other_tasks
 from mesh.work.unitstore import UnitStore
 from mesh.work.workceptor import Workceptor
 from mesh.work.worktype import WorkType
@@ -354,8 +354,9 @@ class Node:
         self.netceptor.start()
         await self.work.start()
         await self._start_control_services()
-        errors = await self._serving([self._start_backend(*entry)
-                                      for entry in self._backend_entries(self.config)])
+        async with self._reloading:  # a reload sent while the listeners bind waits for them
+            errors = await self._serving([self._start_backend(*entry)
+                                          for entry in self._backend_entries(self.config)])
         if errors:
             raise NodeStartError("; ".join(errors))
         self._start_services()
@@ -387,9 +388,12 @@ class Node:
             self.stop_reason = reason
             self._stopped.set()
 
-    async def run(self, *, on_started: Callable[[], None] | None = None) -> None:
+    async def run(self, *, on_started: Callable[[], None] | None = None,
+                  on_stuck: Callable[[], None] | None = None) -> None:
         """Start, serve until a signal or :meth:`stop`, then shut down cleanly;
-        ``on_started`` is called once the node has started."""
+        ``on_started`` is called once the node has started, ``on_stuck`` after the shutdown if
+        a task would not stop (a plugin's that ignores cancellation), which would keep
+        ``asyncio.run`` waiting for ever."""
         loop = asyncio.get_running_loop()
         # Events of this task and of every task it starts carry node_id, and so do
         # exceptions that no task retrieved.
@@ -410,6 +414,8 @@ class Node:
             log.info("node_stopping", node_id=self.node_id, reason=self.stop_reason)
             self.plugins.node_stopping(self)
             await self.shutdown()
+            if await stop_other_tasks() and on_stuck is not None:
+                on_stuck()
 
     async def shutdown(self) -> None:
         for service in self.control_services:

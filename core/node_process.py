@@ -16,6 +16,7 @@ from mesh.defaults import default_node_id, default_socket
 
 if TYPE_CHECKING:  # pragma: no cover
     from mesh.control.early import EarlyControl
+    from mesh.node import Node
     from mesh.plugins import PluginHost
 
 #: Exit codes: a bad config, a node that could not start, a duplicate node ID.
@@ -105,11 +106,25 @@ def _run(config_path: str | None, early: EarlyControl | None, host: PluginHost |
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks
     try:
         node = Node(config, host, early)
-        asyncio.run(node.run(on_started=_collect_garbage_again))
+        asyncio.run(node.run(on_started=_collect_garbage_again,
+                             on_stuck=lambda: _exit_now(_exit_status(node))))
     except ConfigError as exc:  # found while wiring the node (e.g. duplicate work types)
         return _failed(str(exc), EXIT_CONFIG)
     except NodeStartError as exc:
         return _failed(str(exc), EXIT_START)
     except KeyboardInterrupt:
         return 0
+    return _exit_status(node)
+
+
+def _exit_status(node: Node) -> int:
     return EXIT_DUPLICATE if node.stop_reason == "duplicate node ID" else 0
+
+
+def _exit_now(status: int) -> None:
+    """End the process at once (a task would not stop; see :meth:`mesh.node.Node.run`)."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -522,7 +522,7 @@ def unselected_section_owner(section: str) -> str | None:
             if _validated(pm, _import_target(ep.value), ep.name) is not None:
                 continue
             sections = PluginHost(pm, {}).sections.values()
-        except Exception:  # a plugin left out may well be broken; it just goes unnamed
+        except (Exception, SystemExit):  # a plugin left out may well be broken: unnamed then
             continue
         if not any(section in (reg.name, normalize_section(reg.spec.plural_key))
                    for reg in sections if reg.spec is not None):

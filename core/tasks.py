@@ -8,18 +8,18 @@ from typing import Iterable
 
 
 async def cancel_and_wait(tasks: Iterable["asyncio.Task[object] | None"], *,
-                          patience: float = 2.0, tries: int = 5) -> None:
+                          patience: float = 2.0, tries: int = 5) -> "set[asyncio.Task[object]]":
     """Cancel every task and wait until each has finished, ignoring how it ended.
 
     A task that is still running ``patience`` seconds after a cancellation is cancelled
     again (``tries`` times in all): code that swallowed one cancellation (``asyncio.wait_for``
     in Python 3.11 can) must not keep a node from stopping.  What survives every try is left
-    running and logged.
+    running and logged, and returned.
     """
     pending = {task for task in tasks if task is not None}
     for _ in range(tries):
         if not pending:
-            return
+            return pending
         for task in pending:
             task.cancel()
         done, pending = await asyncio.wait(pending, timeout=patience)
@@ -27,11 +27,21 @@ async def cancel_and_wait(tasks: Iterable["asyncio.Task[object] | None"], *,
             if not task.cancelled():
                 task.exception()
     if pending:
-        import structlog
+        import structlog  # only here: this module is imported before logging is set up
 
         structlog.get_logger("mesh.tasks").error(
             "tasks_not_stopping", tasks=sorted(task.get_name() for task in pending),
             detail=f"still running after {tries} cancellations")
+    return pending
+
+
+async def stop_other_tasks(*, patience: float = 1.0, tries: int = 2) -> "set[asyncio.Task[object]]":
+    """Cancel every other task of the running loop and wait for them; returns those that
+    would not stop.  ``asyncio.run`` cancels what is left once more and then waits for it
+    without a limit, so a process with such a task left must end some other way."""
+    current = asyncio.current_task()
+    return await cancel_and_wait([task for task in asyncio.all_tasks() if task is not current],
+                                 patience=patience, tries=tries)
 
 
 class DueTimer:

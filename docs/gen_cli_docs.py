@@ -37,7 +37,7 @@ def end(name: str) -> str:
     return f"<!-- END GENERATED {name} -->"
 
 
-def _root() -> click.Group:
+def root() -> click.Group:
     """The ``mesh`` group with every command of mesh's own plugins attached."""
     from mesh.cli_group import cli
     from mesh.plugins import make_plugin_manager
@@ -146,10 +146,10 @@ def plugins_block() -> str:
 
 
 def generate() -> dict[str, str]:
-    root = _root()
+    group = root()
     makers: dict[str, Callable[[], str]] = {
-        "commands": lambda: commands_block(root),
-        "reference": lambda: reference_block(root),
+        "commands": lambda: commands_block(group),
+        "reference": lambda: reference_block(group),
         "plugins": plugins_block,
     }
     return {name: makers[name]() for name in BLOCKS}

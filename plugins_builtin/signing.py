@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +56,13 @@ _NEW_KEY_PAIR = ("create an RSA pair with: ssh-keygen -t rsa -b 4096 -N '' -f FI
 _WANT_PRIVATE = ("this file holds a public key: privatekey needs the private half (ssh-keygen's "
                  "file without .pub)")
 #: (config key, marker in the file, what to tell the user) for files that are the wrong thing;
-#: ``{path}`` is the file.
+#: ``{path}`` is the file, quoted for a shell.
 _HINTS = (
     ("privatekey", b"PUBLIC KEY", _WANT_PRIVATE),
     ("privatekey", b"ssh-", _WANT_PRIVATE),
     ("publickey", b"PRIVATE KEY-----", "this file holds a private key: publickey needs the public "
      "half, the .pub file ssh-keygen wrote (write it again with: ssh-keygen -y -f {path} > "
-     "{path}.pub)"),
+     "{path_pub})"),
     ("publickey", b"BEGIN SSH2 PUBLIC KEY", "this is an RFC 4716 public key: convert it to an "
      "OpenSSH line with: ssh-keygen -i -f {path}"),
     ("publickey", b"BEGIN CERTIFICATE", "this is a certificate: extract its public key with: "
@@ -94,7 +95,8 @@ def _unloadable(config_key: str, path: str, data: bytes, exc: Exception, formats
     # a file that is plainly the wrong thing gets the fix, not the parser's complaint
     hint = next((text for key, marker, text in _HINTS if key == config_key and marker in data),
                 None)
-    reason = hint.format(path=path) if hint else str(exc)
+    reason = (hint.format(path=shlex.quote(str(path)), path_pub=shlex.quote(f"{path}.pub"))
+              if hint else str(exc))
     return SectionValueError(config_key, f"cannot load {path}: {reason}; expected an RSA key in "
                                          f"{formats}")
 
@@ -116,7 +118,7 @@ def _load_private(path: str) -> rsa.RSAPrivateKey:
     except TypeError:  # cryptography's way of saying "encrypted, and no password given"
         raise SectionValueError("privatekey", f"{path} is protected by a passphrase ({fmt} "
                                 f"format), which a node cannot ask for; remove it with: "
-                                f"ssh-keygen -p -N '' -f {path}") from None
+                                f"ssh-keygen -p -N '' -f {shlex.quote(str(path))}") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise _unloadable("privatekey", path, data, exc, PRIVATE_KEY_FORMATS) from None
     if not isinstance(key, rsa.RSAPrivateKey):

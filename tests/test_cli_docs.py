@@ -33,7 +33,7 @@ def test_cli_md_is_up_to_date(gen: ModuleType) -> None:
 
 
 def test_every_command_is_in_the_table_and_the_reference(gen: ModuleType) -> None:
-    root = gen._root()
+    root = gen.root()
     paths = [" ".join(path) for path, _ in gen.walk(root)]
     assert {"mesh work submit", "mesh cert init", "mesh node", "mesh plugins"} <= set(paths)
     text = CLI_MD.read_text(encoding="utf-8")

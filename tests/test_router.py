@@ -1,5 +1,6 @@
 """The pure routing state: update acceptance rules, Dijkstra, expiry."""
 
+from mesh.net.netceptor import Netceptor
 from mesh.net.router import Router, UpdateVerdict
 
 
@@ -99,11 +100,14 @@ def test_paths_list_every_hop_to_the_destination():
 
 def test_a_late_copy_of_an_older_update_never_replaces_a_newer_one_while_unreachable():
     """Floods overtake each other while a mesh starts: c's update 2 arrives, then (by a slower
-    path) its update 1.  Even while c has no route, update 1 must not bring back c's old
-    connections: no later flood would correct them until c's next refresh (minutes)."""
-    r = Router("a")
+    path) its update 1.  A route computation in between finds c unreachable (nothing confirms
+    its edges yet); update 1 must still not bring back c's old connections, since no later
+    flood would correct them until c's next refresh (minutes)."""
+    netceptor = Netceptor("a")
+    r = netceptor.router
     update(r, "c", {"b": 1.0, "d": 1.0}, epoch=5, seq=2)
-    r.records["c"].reachable = False  # as Netceptor marks it after a route computation
+    netceptor._recompute_routes()  # no link: c is unreachable
+    assert "c" not in r.table
     assert update(r, "c", {"b": 1.0}, epoch=5, seq=1).verdict is UpdateVerdict.IGNORE
     assert r.known["c"] == {"b": 1.0, "d": 1.0}
 

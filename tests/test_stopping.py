@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mesh.net.backend import Backoff, redial_loop
-from mesh.tasks import cancel_and_wait
+from mesh.tasks import cancel_and_wait, stop_other_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,6 +102,28 @@ def test_cancel_and_wait_gives_up_on_a_task_that_never_stops() -> None:
             await cancel_and_wait([task], patience=0.02, tries=3)
         assert not task.done()
         task.get_coro().close()  # type: ignore[union-attr]
+
+    asyncio.run(main())
+
+
+def test_stop_other_tasks_names_what_would_keep_asyncio_run_waiting() -> None:
+    """Node.run ends the process itself when this finds a task (asyncio.run would wait for it
+    for ever after cancelling it once more)."""
+    async def immortal() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+
+    async def main() -> None:
+        stubborn = asyncio.create_task(immortal(), name="immortal")
+        polite = asyncio.create_task(asyncio.sleep(3600), name="polite")
+        await asyncio.sleep(0)
+        async with asyncio.timeout(10):
+            left = await stop_other_tasks(patience=0.02, tries=2)
+        assert left == {stubborn} and polite.cancelled()
+        stubborn.get_coro().close()  # type: ignore[union-attr]
 
     asyncio.run(main())
 

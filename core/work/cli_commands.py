@@ -256,6 +256,7 @@ def stream_results(socket_path: str | None, unit_id: str, out: IO[bytes],
             out.write(chunk)
             watch.output()
             progress.add(len(chunk))
+        watch.finish()  # at once: a deadline passing now must not call a finished unit stopped
         out.flush()
         progress.finish()
     except KeyboardInterrupt:
