@@ -31,6 +31,15 @@ async def swallow_one_cancellation() -> None:
         pass
 
 
+async def immortal() -> None:
+    """A task that ignores every cancellation (a plugin bug)."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+
 class RefusedHost:
     """The part of a node that :func:`redial_loop` uses while every dial fails."""
 
@@ -88,13 +97,6 @@ def test_cancel_and_wait_cancels_again_what_swallowed_a_cancellation() -> None:
 
 
 def test_cancel_and_wait_gives_up_on_a_task_that_never_stops() -> None:
-    async def immortal() -> None:
-        while True:
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                pass
-
     async def main() -> None:
         task = asyncio.create_task(immortal())
         await asyncio.sleep(0)
@@ -109,13 +111,6 @@ def test_cancel_and_wait_gives_up_on_a_task_that_never_stops() -> None:
 def test_stop_other_tasks_names_what_would_keep_asyncio_run_waiting() -> None:
     """Node.run ends the process itself when this finds a task (asyncio.run would wait for it
     for ever after cancelling it once more)."""
-    async def immortal() -> None:
-        while True:
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                pass
-
     async def main() -> None:
         stubborn = asyncio.create_task(immortal(), name="immortal")
         polite = asyncio.create_task(asyncio.sleep(3600), name="polite")
