@@ -27,6 +27,7 @@ def mesh_dir() -> Iterator[Path]:
     # Short paths: Unix socket paths are limited to 108 bytes.
     path = Path(tempfile.mkdtemp(prefix="mesh-"))
     yield path
+    shutil.rmtree(path, ignore_errors=True)  # the tests that start nodes stopped them already
 
 
 @pytest.fixture
