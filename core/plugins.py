@@ -417,16 +417,23 @@ def _declared_hooks(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str,
     return sorted(hooks)
 
 
-def _unknown_hooks_problem(pm: pluggy.PluginManager, plugin: object, name: str) -> str | None:
-    """``unknown hook 'x', did you mean 'y'?`` and the fix, or None if every hook exists."""
-    specs = sorted(hook for hook, caller in vars(pm.hook).items()
-                   if isinstance(caller, pluggy.HookCaller) and caller.has_spec())
-    unknown = [hook for hook, optional in _declared_hooks(pm, plugin)
-               if not optional and hook not in specs]
-    if not unknown:
-        return None
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """The hooks that registered ``plugin`` implements and mesh does not have (``optionalhook``
+    ones aside): what pluggy's ``check_pending`` would reject, found from the hook callers
+    that registering made, without another pass over the plugin's attributes."""
+    return sorted(caller.name for caller in pm.get_hookcallers(plugin) or []
+                  if not caller.has_spec()
+                  and any(impl.plugin is plugin and not impl.optionalhook
+                          for impl in caller.get_hookimpls()))
+
+
+def _unknown_hooks_problem(pm: pluggy.PluginManager, plugin: object, name: str,
+                           unknown: list[str]) -> str:
+    """``unknown hook 'x', did you mean 'y'?`` for each of ``unknown``, and the fix."""
     import difflib  # only on this error path
 
+    specs = sorted(hook for hook, caller in vars(pm.hook).items()
+                   if isinstance(caller, pluggy.HookCaller) and caller.has_spec())
     guesses = []
     for hook in unknown:
         match = difflib.get_close_matches(hook, specs, n=1)
@@ -440,10 +447,7 @@ def _unknown_hooks_problem(pm: pluggy.PluginManager, plugin: object, name: str) 
 
 def _validated(pm: pluggy.PluginManager, plugin: object, name: str) -> str | None:
     """Register ``plugin`` as ``name`` if it is valid; otherwise return what is wrong with it
-    (one line, with the fix) and leave ``pm`` as it was."""
-    problem = _unknown_hooks_problem(pm, plugin, name)
-    if problem is not None:
-        return problem
+    (one line, with the fix) and leave it unregistered."""
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:  # a hookimpl argument its hookspec lacks
@@ -451,6 +455,10 @@ def _validated(pm: pluggy.PluginManager, plugin: object, name: str) -> str | Non
 
         return (f"{one_line(str(exc))}; fix the arguments (mesh hooks are listed in "
                 f"mesh.hookspecs), or disable the plugin with MESH_DISABLE_PLUGINS={name}")
+    unknown = _unknown_hooks(pm, plugin)
+    if unknown:
+        pm.unregister(plugin)
+        return _unknown_hooks_problem(pm, plugin, name, unknown)
     return None
 
 

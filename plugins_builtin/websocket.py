@@ -350,8 +350,7 @@ def _peer(connection: Any) -> str:
     address = connection.remote_address
     if not address:
         return "?"
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(address[0], address[1])
 
 
 # -- peer --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import structlog
 from mesh.control.protocol import (CommandError, Request, encode_error, encode_reply, greeting,
                                    parse_line)
 from mesh.control.unix_socket import BoundUnixSocket, bind_unix_socket
-from mesh.net.backend import ListenError, join_host_port, os_error_reason
+from mesh.net.backend import bind, join_host_port
 from mesh.net.stream_errors import StreamError
 from mesh.tasks import cancel_and_wait
 
@@ -340,12 +340,9 @@ class ControlService:
                 return
             self._spawn(StreamConn(reader, writer, kind))
 
-        try:
-            server = await asyncio.start_server(handle, host, int(port), ssl=context,
-                                                limit=MAX_LINE, reuse_address=True,
-                                                ssl_handshake_timeout=10 if context else None)
-        except OSError as exc:
-            raise ListenError(join_host_port(host, int(port)), os_error_reason(exc)) from None
+        server = await bind(join_host_port(host, int(port)), asyncio.start_server(
+            handle, host, int(port), ssl=context, limit=MAX_LINE, reuse_address=True,
+            ssl_handshake_timeout=10 if context else None))
         self.tcp_port = server.sockets[0].getsockname()[1]
         self.servers.append(server)
         log.info("control_listening", node_id=self.node.node_id, tcp=f"{host}:{self.tcp_port}",

@@ -48,6 +48,18 @@ def os_error_reason(exc: OSError) -> str:
     return str(exc.strerror or exc).lower()
 
 
+async def bind(address: str, binding: Awaitable[T]) -> T:
+    """Await ``binding``, a call that binds ``address`` (``loop.create_server(...)``).
+
+    :raises ListenError: the bind failed (an :class:`OSError`); the message names
+        ``address`` and the reason.
+    """
+    try:
+        return await binding
+    except OSError as exc:
+        raise ListenError(address, os_error_reason(exc)) from None
+
+
 def join_host_port(host: str, port: int) -> str:
     """``host:port``, with an IPv6 host in brackets (Go's ``net.JoinHostPort``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -161,10 +173,7 @@ class Backend(abc.ABC):
         :raises ListenError: the bind failed (an :class:`OSError`); the message names
             ``address`` and the reason.
         """
-        try:
-            bound = await binding
-        except OSError as exc:
-            raise ListenError(address, os_error_reason(exc)) from None
+        bound = await bind(address, binding)
         self.listening(address)
         return bound
 
