@@ -1,22 +1,32 @@
-"""Work-unit throughput and latency on the line controller01 - relayer01 - executor01.
+"""Work-unit latency and throughput on the line controller01 - relayer01 - executor01.
 
 Starts three real ``mesh node`` processes on loopback and drives controller01's control
-socket with a raw in-process client (the same protocol receptorctl and ``mesh work`` speak),
-so Python CLI start-up (~0.4 s for ``mesh``, ~0.15 s for receptorctl) is not measured.
-Prints one table:
+socket from outside, by default with receptorctl's Python library called the way AWX calls
+it (``--client raw``: a plain control-socket client in this process instead; neither pays
+a CLI's start-up).  Beside the mesh it runs the raw-TCP reference of ``raw_chain.py``: an
+endpoint process on the executor's side and two asyncio relay processes, so bytes cross two
+relay processes between the executor side and the client in both.
 
-* result throughput: a remote unit writes N MB to stdout; time from submit to the last byte
-  of ``work results`` on the controller (a local unit on executor01 is shown as baseline);
-* payload throughput: N MB of stdin to a remote ``wc -c``; time from the first payload byte
-  to the ``Job Started`` reply (the controller stores the payload, then forwards it);
-* latency of sequential small jobs done like ``work submit --rm --follow``: submit, stream
-  the results, read the status, release (p50/p95, with the median of each step);
-* wall time of N such jobs run concurrently (one thread each).
+Every round measures each figure once, the reference right before the mesh; the table shows
+the median of the rounds, min-max, the target (issue 14) and met/missed:
+
+* a small job done like ``receptorctl work submit --rm --follow`` (submit, stream the
+  results to EOF, status, release) through one relay: p50 and p95 of ``--jobs`` sequential
+  jobs, the median of each step, the CPU each node spends per job;
+* ``--concurrent`` such jobs at once (one thread each): wall time until all are back;
+* result stream: a unit on executor01 writes N MB to stdout; time from submit to the last
+  byte of its results at the client, against ``get N`` through the raw chain (a local unit
+  on executor01 is shown as baseline); the ratio mesh MB/s / raw MB/s;
+* payload: N MB of stdin to a remote ``wc -c``; time from the first payload byte to the
+  ``Job Started`` reply (the controller stores the payload, then forwards it to executor01,
+  which stores it and answers), against ``put`` through the raw chain in the other
+  direction (first byte to the endpoint's count); the ratio.
 
 Usage::
 
-    .venv/bin/python bench/work_bench.py [--result-mb 200] [--payload-mb 100] [--jobs 100]
-        [--concurrent 50] [--log-level info] [--profile controller01|relayer01|executor01]
+    .venv/bin/python bench/work_bench.py [--rounds 3] [--client receptorctl|raw]
+        [--result-mb 100] [--payload-mb 50] [--jobs 50] [--concurrent 50]
+        [--log-level info] [--profile controller01|relayer01|executor01]
 
 ``--profile NODE`` runs that node under cProfile and prints its top functions at the end.
 """
@@ -24,7 +34,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pstats
 import shutil
@@ -36,10 +45,14 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from mesh.testing import MESH_BIN, Mesh, NodeProcess, wait_until
+from control_clients import CLIENTS, JobClient, small_job
+from figures import Figure, Target, render
+from raw_chain import BLOCK, PayloadClock, RawChain, fetch, push
+
+from mesh.testing import MESH_BIN, Mesh, NodeProcess
 
 BIGOUT = ("import sys; n = int(sys.argv[1]); b = bytes(range(256)) * 4096; "
           "w = sys.stdout.buffer.write\n"
@@ -51,7 +64,10 @@ WORK_TYPES = [
     {"work-command": {"worktype": "sink", "command": "wc", "params": "-c"}},
     {"work-command": {"worktype": "gather-hostname", "command": "hostname"}},
 ]
+NODES = ("controller01", "relayer01", "executor01")
 MB = 1000 * 1000
+#: receptorctl sets no timeouts: a node that stops answering fails the bench, not hangs it.
+CLIENT_TIMEOUT = 120.0
 
 
 # -- nodes -----------------------------------------------------------------------------------
@@ -65,28 +81,21 @@ def start_line(workdir: Path, log_level: str, profile: str | None) -> Mesh:
     cluster.link("relayer01", "controller01")
     cluster.link("executor01", "relayer01")
     for node in cluster.nodes.values():
-        _patch(node, log_level, profile == node.name)
-    cluster.start()
-    cluster.wait_converged()
-    wait_until(lambda: any(ad["NodeID"] == "executor01" and ad["Service"] == "control"
-                           for ad in cluster.nodes["controller01"].status()["Advertisements"]),
-               timeout=30, what="executor01 control advertisement")
+        node.log_level = log_level
+        if profile == node.name:
+            _profiled(node)
+    try:
+        cluster.start()
+        cluster.wait_converged()
+        cluster.wait_until_work_types("controller01", "executor01", ["bigout", "sink"])
+    except BaseException:
+        cluster.cleanup()
+        raise
     return cluster
 
 
-def _patch(node: NodeProcess, log_level: str, profiled: bool) -> None:
-    """Set the node's log level; optionally start it under cProfile."""
-    write_config = node.write_config
-
-    def write() -> None:
-        write_config()
-        text = node.config_path.read_text().replace("log-level: debug",
-                                                    f"log-level: {log_level}")
-        node.config_path.write_text(text)
-
-    node.write_config = write  # type: ignore[method-assign]
-    if not profiled:
-        return
+def _profiled(node: NodeProcess) -> None:
+    """Start ``node`` under cProfile (profile.out in its workdir)."""
 
     def start(*, wait: bool = True) -> NodeProcess:
         node.workdir.mkdir(parents=True, exist_ok=True)
@@ -105,128 +114,96 @@ def _patch(node: NodeProcess, log_level: str, profiled: bool) -> None:
     node.start = start  # type: ignore[method-assign]
 
 
-# -- a raw control client --------------------------------------------------------------------
+# -- figures ---------------------------------------------------------------------------------
 
 
-class Session:
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(str(path))
-        self.reader = self.sock.makefile("rb")
-        greeting = self.reader.readline()
-        assert greeting.startswith(b"Receptor Control, node "), greeting
+@dataclass
+class Figures:
+    """Every row of the table, in the order printed."""
 
-    def send(self, line: str) -> None:
-        self.sock.sendall(line.encode() + b"\n")
+    args: argparse.Namespace
+    errors: list[BaseException] = field(default_factory=list)
 
-    def line(self) -> bytes:
-        return self.reader.readline()
+    def __post_init__(self) -> None:
+        a = self.args
+        self.first = Figure("first small job after start (warm-up, once)", "ms",
+                            note="each end node imports the QUIC stack on its first stream")
+        self.p50 = Figure(f"small --rm --follow job through one relay, p50 of {a.jobs}", "ms",
+                          Target("<=", 30))
+        self.p95 = Figure("  p95", "ms")
+        self.steps = [Figure(f"  {step} step, median", "ms")
+                      for step in ("submit", "results", "status + release")]
+        self.cpu = [Figure(f"  CPU per job, {name}", "ms",
+                           note="with its command runners" if name == "executor01" else "")
+                    for name in NODES]
+        self.concurrent = Figure(f"{a.concurrent} concurrent small jobs, all results back",
+                                 "s", Target("<=", 0.5))
+        self.result = Figure(f"result {a.result_mb} MB through one relay", "MB/s",
+                             note="executor01 -> relayer01 -> controller01 -> client; "
+                                  "submit to last byte")
+        self.result_raw = Figure("  raw chain", "MB/s",
+                                 note="endpoint -> relay -> relay -> client; connect to "
+                                      "last byte")
+        self.result_ratio = Figure("  ratio mesh / raw", "x", Target(">=", 0.7))
+        self.local = Figure(f"  local unit on executor01 ({a.result_mb} MB, baseline)", "MB/s")
+        self.payload = Figure(f"payload {a.payload_mb} MB in", "MB/s",
+                              note="client -> controller01 -> relayer01 -> executor01; first "
+                                   "byte to Job Started")
+        self.payload_raw = Figure("  raw chain", "MB/s",
+                                  note="client -> relay -> relay -> endpoint; first byte to "
+                                       "its count")
+        self.payload_ratio = Figure("  ratio mesh / raw", "x", Target(">=", 0.7))
 
-    def command(self, line: str) -> Any:
-        self.send(line)
-        reply = self.line()
-        if reply.startswith(b"ERROR"):
-            raise RuntimeError(reply.decode().strip())
-        return json.loads(reply)
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
-
-
-def submit(path: Path, node: str, worktype: str, payload: Any = b"",
-           **params: str) -> tuple[str, float, float]:
-    """Submit; returns (unit ID, seconds until the payload was handed over, seconds until the
-    ``Job Started`` reply).  ``payload`` is bytes or a file object."""
-    session = Session(path)
-    try:
-        session.send(json.dumps({"command": "work", "subcommand": "submit", "node": node,
-                                 "worktype": worktype, **params}))
-        created = session.line()
-        assert created.startswith(b"Work unit created"), created
-        start = time.perf_counter()
-        if isinstance(payload, bytes):
-            session.sock.sendall(payload)
-        else:
-            session.sock.sendfile(payload)
-        sent = time.perf_counter() - start
-        session.sock.shutdown(socket.SHUT_WR)
-        reply = session.line()
-        started = time.perf_counter() - start
-        result = json.loads(reply)
-        assert result["result"] == "Job Started", reply
-        return result["unitid"], sent, started
-    finally:
-        session.close()
-
-
-def results(path: Path, unit_id: str) -> int:
-    """Stream a unit's results to nowhere; returns the byte count."""
-    session = Session(path)
-    try:
-        session.send(f"work results {unit_id} 0")
-        banner = session.line()
-        assert banner == f"Streaming results for work unit {unit_id}\n".encode(), banner
-        session.sock.shutdown(socket.SHUT_WR)
-        total = 0
-        while chunk := session.reader.read1(1 << 20):
-            total += len(chunk)
-        return total
-    finally:
-        session.close()
-
-
-def status_and_release(path: Path, unit_id: str) -> dict[str, Any]:
-    session = Session(path)
-    try:
-        status = session.command(f"work status {unit_id}")
-        session.command(f"work release {unit_id}")
-        return status
-    finally:
-        session.close()
-
-
-def small_job(path: Path) -> tuple[float, float, float]:
-    """One ``--rm --follow`` job: (submit, results, status+release) seconds."""
-    t0 = time.perf_counter()
-    unit_id, _, _ = submit(path, "executor01", "gather-hostname")
-    t1 = time.perf_counter()
-    size = results(path, unit_id)
-    t2 = time.perf_counter()
-    status = status_and_release(path, unit_id)
-    t3 = time.perf_counter()
-    assert size > 0 and status["State"] == 2, status
-    return t1 - t0, t2 - t1, t3 - t2
+    def rows(self) -> list[Figure]:
+        return [self.first, self.p50, self.p95, *self.steps, *self.cpu, self.concurrent,
+                self.result, self.result_raw, self.result_ratio, self.local,
+                self.payload, self.payload_raw, self.payload_ratio]
 
 
 # -- measurements ----------------------------------------------------------------------------
 
 
-def result_throughput(path: Path, node: str, size: int) -> tuple[float, int]:
+def result_seconds(client: JobClient, node: str, size: int) -> float:
+    """Submit ``bigout size`` to ``node``; seconds from submit to the last result byte."""
     start = time.perf_counter()
-    unit_id, _, _ = submit(path, node, "bigout", params=str(size))
-    got = results(path, unit_id)
+    unit_id = client.submit(node, "bigout", params={"params": str(size)})
+    got = client.results(unit_id)
     elapsed = time.perf_counter() - start
-    status_and_release(path, unit_id)
-    assert got == size, (got, size)
-    return elapsed, got
+    client.status_and_release(unit_id)
+    if got != size:
+        raise RuntimeError(f"result stream from {node}: got {got} of {size} bytes")
+    return elapsed
 
 
-def payload_throughput(path: Path, scratch: Path, size: int) -> tuple[float, float, int]:
-    payload = scratch / "payload.bin"
-    with open(payload, "wb") as handle:
-        block = bytes(range(256)) * 4096
-        left = size
-        while left > 0:
-            handle.write(block[:left])
-            left -= len(block)
-    with open(payload, "rb") as handle:
-        unit_id, sent, started = submit(path, "executor01", "sink", handle)
-    counted = results(path, unit_id)
-    status_and_release(path, unit_id)
-    payload.unlink()
-    assert counted > 0
-    return sent, started, size
+def payload_seconds(client: JobClient, payload: Path) -> float:
+    """Send ``payload`` to ``wc -c`` on executor01; seconds from its first byte to
+    ``Job Started``."""
+    with PayloadClock(payload) as clock:
+        unit_id = client.submit("executor01", "sink", clock)
+        elapsed = time.perf_counter() - (clock.first or 0.0)
+    counted = client.results(unit_id)
+    status = client.status_and_release(unit_id)
+    if counted == 0 or status["State"] != 2:
+        raise RuntimeError(f"payload unit {unit_id}: {counted} bytes of output, {status}")
+    return elapsed
+
+
+def throughput_round(figs: Figures, client: JobClient, local: JobClient, chain: RawChain,
+                     payload: Path) -> None:
+    size = figs.args.result_mb * MB
+    raw = size / fetch(chain.port, size) / MB
+    mesh = size / result_seconds(client, "executor01", size) / MB
+    figs.result_raw.add(raw)
+    figs.result.add(mesh)
+    figs.result_ratio.add(mesh / raw)
+    figs.local.add(size / result_seconds(local, "localhost", size) / MB)
+
+    size = payload.stat().st_size
+    raw = size / push(chain.port, payload) / MB
+    mesh = size / payload_seconds(client, payload) / MB
+    figs.payload_raw.add(raw)
+    figs.payload.add(mesh)
+    figs.payload_ratio.add(mesh / raw)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -240,93 +217,107 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
+def jobs_round(figs: Figures, client: JobClient, pids: dict[str, int]) -> None:
+    """``--jobs`` sequential small jobs, then ``--concurrent`` at once."""
+    jobs = figs.args.jobs
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    steps = []
+    for _ in range(jobs):
+        try:
+            steps.append(small_job(client, "executor01", "gather-hostname"))
+        except (RuntimeError, OSError) as exc:
+            figs.p50.failures += 1
+            figs.errors.append(exc)
+    for figure, name in zip(figs.cpu, NODES):
+        figure.add((cpu_seconds(pids[name]) - cpu_before[name]) / jobs * 1000)
+    if steps:
+        totals = [sum(s) for s in steps]
+        figs.p50.add(statistics.median(totals) * 1000)
+        figs.p95.add(percentile(totals, 95) * 1000)
+        for i, figure in enumerate(figs.steps):
+            figure.add(statistics.median(s[i] for s in steps) * 1000)
+
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            small_job(client, "executor01", "gather-hostname")
+        except (RuntimeError, OSError) as exc:  # counted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(figs.args.concurrent)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    figs.concurrent.add(time.perf_counter() - start)
+    figs.concurrent.failures += len(errors)
+    figs.errors += errors
+
+
+def write_payload(path: Path, size: int) -> None:
+    with open(path, "wb") as handle:
+        left = size
+        while left > 0:
+            handle.write(BLOCK[:left])
+            left -= len(BLOCK)
+
+
+def run(args: argparse.Namespace, workdir: Path, figs: Figures) -> None:
+    payload = workdir / "payload.bin"
+    write_payload(payload, args.payload_mb * MB)
+    cluster = start_line(workdir / "mesh", args.log_level, args.profile)
+    try:
+        with RawChain() as chain:
+            client: JobClient = CLIENTS[args.client](cluster.nodes["controller01"].socket)
+            local: JobClient = CLIENTS[args.client](cluster.nodes["executor01"].socket)
+            start = time.perf_counter()
+            small_job(client, "executor01", "gather-hostname")
+            figs.first.add((time.perf_counter() - start) * 1000)
+            pids = {name: node.proc.pid for name, node in cluster.nodes.items() if node.proc}
+            for _ in range(args.rounds):
+                throughput_round(figs, client, local, chain, payload)
+                jobs_round(figs, client, pids)
+    finally:
+        cluster.stop()
+        if args.profile:
+            profile_out = cluster.nodes[args.profile].workdir / "profile.out"
+            if profile_out.exists():
+                shutil.copy(profile_out, workdir.parent / f"work_bench_{args.profile}.prof")
+        cluster.cleanup()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--result-mb", type=int, default=200)
-    parser.add_argument("--payload-mb", type=int, default=100)
-    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each row is their median")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="receptorctl")
+    parser.add_argument("--result-mb", type=int, default=100)
+    parser.add_argument("--payload-mb", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=50, help="sequential small jobs per round")
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--log-level", default="info", choices=["error", "warning", "info",
                                                                  "debug"])
-    parser.add_argument("--profile", choices=["controller01", "relayer01", "executor01"])
+    parser.add_argument("--profile", choices=list(NODES))
     args = parser.parse_args()
+    socket.setdefaulttimeout(CLIENT_TIMEOUT)
 
     workdir = Path(tempfile.mkdtemp(prefix="mesh-wbench-"))
-    cluster = start_line(workdir, args.log_level, args.profile)
-    ctl = cluster.nodes["controller01"].socket
-    exe = cluster.nodes["executor01"].socket
-    rows: list[tuple[str, str, str]] = []
+    figs = Figures(args)
     try:
-        first = time.perf_counter()
-        small_job(ctl)  # warm-up: first connections, QUIC stack imported, page cache
-        rows.append(("first small job after start (untimed warm-up)",
-                     f"{(time.perf_counter() - first) * 1000:.0f} ms",
-                     "includes each end node importing the QUIC stack on its first stream"))
-
-        size = args.result_mb * MB
-        base, _ = result_throughput(exe, "localhost", size)
-        rows.append((f"result stream {args.result_mb} MB, local unit on executor01",
-                     f"{size / base / MB:.0f} MB/s", f"{base:.2f} s"))
-        elapsed, _ = result_throughput(ctl, "executor01", size)
-        rows.append((f"result stream {args.result_mb} MB, executor01 -> controller01",
-                     f"{size / elapsed / MB:.0f} MB/s", f"{elapsed:.2f} s (target >= 100 MB/s)"))
-
-        sent, started, psize = payload_throughput(ctl, workdir, args.payload_mb * MB)
-        rows.append((f"payload {args.payload_mb} MB, controller01 -> executor01",
-                     f"{psize / started / MB:.0f} MB/s",
-                     f"{started:.2f} s to Job Started (socket write {sent:.2f} s; "
-                     "target >= 100 MB/s)"))
-
-        pids = {name: node.proc.pid for name, node in cluster.nodes.items() if node.proc}
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        steps = [small_job(ctl) for _ in range(args.jobs)]
-        cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / args.jobs * 1000
-               for name, pid in pids.items()}
-        totals = [sum(s) for s in steps]
-        rows.append((f"{args.jobs} sequential small jobs (--rm --follow), p50",
-                     f"{statistics.median(totals) * 1000:.1f} ms", "target < 50 ms"))
-        rows.append((f"{args.jobs} sequential small jobs (--rm --follow), p95",
-                     f"{percentile(totals, 95) * 1000:.1f} ms", ""))
-        rows.append(("  median submit / results / status+release",
-                     " / ".join(f"{statistics.median(s[i] for s in steps) * 1000:.1f}"
-                                for i in range(3)) + " ms", ""))
-        rows.append(("  CPU per job: controller01 / relayer01 / executor01",
-                     " / ".join(f"{cpu[n]:.1f}" for n in ("controller01", "relayer01",
-                                                         "executor01")) + " ms",
-                     "executor01 includes its command runners"))
-
-        errors: list[BaseException] = []
-
-        def one() -> None:
-            try:
-                small_job(ctl)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=one) for _ in range(args.concurrent)]
-        start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - start
-        rows.append((f"{args.concurrent} concurrent small jobs, wall time", f"{wall:.2f} s",
-                     f"{len(errors)} failed" if errors else "all succeeded"))
+        run(args, workdir, figs)
     finally:
-        cluster.stop()
-        profile_out = (cluster.nodes[args.profile].workdir / "profile.out"
-                       if args.profile else None)
-        if profile_out is not None and profile_out.exists():
-            shutil.copy(profile_out, workdir.parent / f"work_bench_{args.profile}.prof")
-        cluster.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
 
-    print("client: raw control-socket sessions in this process (no CLI start-up); "
-          f"nodes log at {args.log_level}; {os.cpu_count()} CPUs")
-    width = max(len(r[0]) for r in rows)
-    vwidth = max(len(r[1]) for r in rows)
-    print(f"{'measurement':<{width}}  {'value':>{vwidth}}  notes")
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>{vwidth}}  {note}")
+    client = ("receptorctl's library (ReceptorControl): submit, results, status + release "
+              "on three connections like `receptorctl work submit --rm --follow`"
+              if args.client == "receptorctl" else "raw control-socket sessions in this process")
+    print(f"client: {client}; nodes log at {args.log_level}; {os.cpu_count()} CPUs; "
+          f"{args.rounds} rounds, median and min-max over rounds; raw reference: "
+          "asyncio TCP through two relay processes, same rounds")
+    print(render(figs.rows()))
+    for exc in figs.errors[:5]:
+        print(f"error: {exc!r}")
     if args.profile:
         saved = workdir.parent / f"work_bench_{args.profile}.prof"
         if saved.exists():

@@ -21,6 +21,7 @@ from mesh.net.deferred_listener import DeferredStreamListener
 from mesh.net.endpoint import RouteError
 from mesh.net.firewall import Firewall, parse_rule
 from mesh.net.netceptor import DEFAULT_IDLE_TIMEOUT, Netceptor
+from mesh.net.stream_pool import StreamPool
 from mesh.node_config import SAFE_NAME_RE, NodeConfig
 from mesh.plugins import PluginHost
 from mesh.tasks import cancel_and_wait, stop_other_tasks
@@ -88,6 +89,10 @@ class Node:
         self._client_conns: dict[str, set[Any]] = {}
         #: Timers that abort the connections to a node that lost its route (by node).
         self._unrouted: dict[str, asyncio.TimerHandle] = {}
+        #: Futures of route_to() callers, by the node they wait for.
+        self._route_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        #: Multiplexed stream connections to nodes of this project (made at the first dial).
+        self._stream_pool: StreamPool | None = None
         self.control_services: list[ControlService] = []
         self._reloading = asyncio.Lock()
         self._stopped = asyncio.Event()
@@ -181,7 +186,7 @@ class Node:
         options = self.tls_config("client", tls).quic_options() if tls else None
         if node.lower() == "localhost":
             node = self.node_id
-        if node != self.node_id and node not in self.netceptor.router.table:
+        if not self.routed(node):
             raise RouteError("no route to node")
         endpoints: list[Any] = []
 
@@ -200,10 +205,43 @@ class Node:
                 endpoint.unreachable_handler = unreachable
             self._live_conns(node).add(conn)
 
+        if self._stream_pool is None:
+            self._stream_pool = StreamPool(self._node_epoch)
         return await streams.dial_stream(
             open_endpoint, node, service, local_node=self.node_id,
             max_datagram_for=self.netceptor.max_datagram_for, timeout=timeout,
-            on_connection=on_connection, tls=options)
+            on_connection=on_connection, tls=options, pool=self._stream_pool,
+            pool_tls=tls or "")
+
+    def _node_epoch(self, node: str) -> Any:
+        """``node``'s routing epoch (a restarted node has another); None without a route."""
+        if node == self.node_id:
+            return "self"
+        record = self.netceptor.router.records.get(node)
+        return None if record is None or node not in self.netceptor.router.table \
+            else record.epoch
+
+    def routed(self, node: str) -> bool:
+        """True if ``node`` is this node or the routing table has a route to it."""
+        return node == self.node_id or node in self.netceptor.router.table
+
+    async def route_to(self, node: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a route to ``node``; True once there is one."""
+        if self.routed(node):
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._route_waiters.setdefault(node, [])
+        waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._route_waiters[node]
 
     def _live_conns(self, node: str) -> set[Any]:
         """Our stream connections to ``node`` that have not ended."""
@@ -216,6 +254,11 @@ class Node:
         get one back, then abort them (QUIC alone would wait for its 30 s idle timeout); a
         short grace lets a route move to another relay without disturbing the streams."""
         table = self.netceptor.router.table
+        for node, waiters in self._route_waiters.items():
+            if node in table:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
         for node in list(self._client_conns):
             routed = node == self.node_id or node in table
             if not self._live_conns(node):
@@ -416,6 +459,12 @@ class Node:
             await self.shutdown()
             if await stop_other_tasks() and on_stuck is not None:
                 on_stuck()
+            # Python 3.11's loop.close() closes its self-pipe before it drops the signal
+            # handlers: a second SIGTERM in between would print "Exception ignored when
+            # trying to write to the signal wakeup fd".  We are stopping anyway.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN)
 
     async def shutdown(self) -> None:
         for service in self.control_services:
@@ -424,6 +473,8 @@ class Node:
         await cancel_and_wait(self.service_tasks)
         for timer in self._unrouted.values():
             timer.cancel()
+        if self._stream_pool is not None:
+            self._stream_pool.close()
         for running in list(self.backends):
             await self._stop_backend(running)
         await self.netceptor.stop()

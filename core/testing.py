@@ -445,24 +445,59 @@ def kill_runners(under: Path) -> list[int]:
     """SIGKILL every command runner working below ``under`` and its command's session.
 
     Units of the ``command`` work type (and of work types built on it) outlive the node that
-    started them by design; tests stop them by pid.  Returns the pids signalled.
+    started them by design; tests stop them by pid.  Candidates are the runner pid of each unit
+    status file below ``under`` (``ExtraData.Pid``) and, for runners that have not recorded it
+    yet, every process; a candidate is a runner if it was forked by a node's runner server (its
+    command line is the server's) and holds its unit directory open (the server itself holds
+    none), or was started as its own interpreter and names the directory on its command line.
+    Returns the pids signalled.
     """
-    marker = os.fsencode(str(under))
-    killed: list[int] = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    roots = tuple({os.fsencode(str(under)), os.fsencode(os.path.realpath(under))})
+
+    def below(path: bytes) -> bool:
+        return any(path == root or path.startswith(root + b"/") for root in roots)
+
+    def is_runner(pid: int) -> bool:
         try:
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
+            return False
+        if b"command_runner" in cmdline:
+            return any(root in cmdline for root in roots)
+        if b"from runner_server import main" not in cmdline:  # a runner server's
+            return False
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            return False
+        for fd in fds:
+            try:
+                if below(os.fsencode(os.readlink(f"/proc/{pid}/fd/{fd}"))):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    candidates: set[int] = set()
+    for status in under.rglob("status") if under.is_dir() else ():
+        try:
+            extra = json.loads(status.read_text()).get("ExtraData")
+        except (OSError, ValueError, AttributeError):
             continue
-        if b"command_runner" in cmdline and marker in cmdline:
-            for pid in session_members(int(name)):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                except ProcessLookupError:
-                    pass
+        pid = extra.get("Pid") if isinstance(extra, dict) else None
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+            candidates.add(pid)
+    candidates.update(int(name) for name in os.listdir("/proc") if name.isdigit())
+    killed: list[int] = []
+    for runner in sorted(candidates):
+        if runner == os.getpid() or not is_runner(runner):
+            continue
+        for pid in session_members(runner):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
     return killed
 
 

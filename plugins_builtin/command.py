@@ -3,6 +3,13 @@
 A unit's command runs under a detached runner process (:mod:`mesh_builtin.command_runner`) that
 owns the unit's ``stdout`` and ``status`` while it runs, so a unit survives the node being killed and
 restarted.  The node only launches runners, watches them, and kills them on cancel.
+
+Runners are forked by the node's runner server (:mod:`mesh_builtin.runner_server`, started with
+the first unit), which takes ~1-2 ms instead of the ~20 ms of a new interpreter.  A forked runner
+is not the node's child: it is watched as a runner adopted after a node restart is (a pidfd),
+and the server reports its exit status.  When the server cannot be started or fails, the unit's
+runner is started as a new interpreter (:data:`RUNNER_BOOT`), as before, with one
+``runner_server_failed`` warning; the next unit starts a new server.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ from mesh.work.states import FINAL, UnitState
 from mesh.work.unitstore import UnitStatus, UnitStoreError
 from mesh.work.worktype import UnitHandle, WorkError, WorkType
 from mesh_builtin import command_runner
+from mesh_builtin.runner_server import SERVER_MARKER, RunnerServer, RunnerServerError
 
 log = structlog.get_logger(__name__)
 
-#: The runner starts with ``-I -S`` (no site-packages scan, no project imports) and imports its module
-#: from this directory rather than running the file as a script, so its bytecode is cached in
-#: ``__pycache__`` (compiling it costs ~7 ms; the whole start to Running is ~10 ms).
+#: When the runner server fails, a runner starts as a new interpreter: ``-I -S`` (no
+#: site-packages scan, no project imports), importing its module from this directory rather than
+#: running the file as a script, so its bytecode is cached in ``__pycache__`` (compiling it costs
+#: ~7 ms; the interpreter adds ~20 ms to a runner's start, a fork from the server ~1-2 ms).
 RUNNER_DIR = str(Path(command_runner.__file__).resolve().parent)
 RUNNER_BOOT = (f"import sys; sys.path.append({RUNNER_DIR!r}); "
                "from command_runner import main; sys.exit(main())")
@@ -85,7 +94,7 @@ class CommandWorkType(WorkType):
         super().__init__(config.worktype, verify_signature=config.verifysignature)
         self.config = config
         self.node = node
-        self._runners: dict[str, subprocess.Popen[bytes]] = {}  # runners this process started
+        self._runners: dict[str, int] = {}  # unit ID -> pid of a runner this process started
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._canceling: set[str] = set()
 
@@ -136,31 +145,60 @@ class CommandWorkType(WorkType):
         argv = [self.config.command, *args]
 
         unit_dir = os.path.abspath(unit.dir)
-        ready_r, ready_w = os.pipe()
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", RUNNER_BOOT, "--unitdir", unit_dir,
-                 "--params", params, "--ready-fd", str(ready_w), "--", *argv],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, close_fds=True, pass_fds=(ready_w,))
+            pid, proc, ready_r = await self._launch(unit, unit_dir, params, argv)
         except OSError as exc:
-            os.close(ready_r)
             _fail(unit, f"Error: cannot start the command runner: {exc}")
             return
-        finally:
-            os.close(ready_w)
-
-        self._runners[unit.unit_id] = proc
-        self._watch(unit, proc.pid, proc)
         try:
+            if pid:
+                self._runners[unit.unit_id] = pid
+                self._watch(unit, pid, proc)
             ready = await _wait_readable(ready_r, READY_TIMEOUT)
         finally:
             os.close(ready_r)
-        log.debug("runner_started", unit_id=unit.unit_id, pid=proc.pid, ready=ready)
+        log.debug("runner_started", unit_id=unit.unit_id, pid=pid, ready=ready,
+                  forked=proc is None)
         if not ready:
-            _kill(proc.pid, signal.SIGKILL)
+            if pid:
+                _kill(pid, signal.SIGKILL)
             _fail(unit, f"Error: the command runner did not start within {READY_TIMEOUT:g} s")
+        elif not pid:
+            _fail(unit, "Error: the command runner exited without a final status")
         unit.notify()
+
+    async def _launch(self, unit: UnitHandle, unit_dir: str, params: str,
+                      argv: list[str]) -> tuple[int, subprocess.Popen[bytes] | None, int]:
+        """Start the unit's runner: (its pid, its Popen if it is this process's child, the read
+        end of its ready pipe).  The pid is 0 when a runner started but is gone already.
+
+        The runner server forks it; if the server fails, a runner it forked all the same is
+        taken over, else the runner is started as a new interpreter.
+        """
+        server = RunnerServer.shared()
+        ready_r, ready_w = os.pipe()
+        try:
+            try:
+                pid = await server.spawn(unit_dir, params, argv, ready_w)
+            finally:
+                os.close(ready_w)
+            return pid, None, ready_r
+        except RunnerServerError as exc:
+            if server.failures == 1:
+                log.warning("runner_server_failed", unit_id=unit.unit_id, error=str(exc),
+                            fallback="a new interpreter per unit until a new server works")
+            try:
+                forked = await _forked_anyway(unit, unit_dir, ready_r)
+            except BaseException:
+                os.close(ready_r)
+                raise
+        except BaseException:
+            os.close(ready_r)
+            raise
+        if forked is not None:
+            return forked, None, ready_r
+        os.close(ready_r)
+        return _start_interpreter(unit_dir, params, argv)
 
     # -- watching --------------------------------------------------------------------------
 
@@ -187,20 +225,20 @@ class CommandWorkType(WorkType):
                         unit.notify()
                     if done:
                         break
-            how = ""
-            if proc is not None:
-                code = proc.wait()
-                how = (f" (exit status {code})" if code >= 0
-                       else f" (signal: {command_runner.go_signal_name(-code)})")
+            code = proc.wait() if proc is not None else None
             if uid not in self._canceling and not _is_final(unit):
+                if proc is None:  # forked by the runner server, which reaped it
+                    code = await RunnerServer.shared().exit_code(pid)
+                how = ("" if code is None else f" (exit status {code})" if code >= 0
+                       else f" (signal: {command_runner.go_signal_name(-code)})")
                 # The runner died without finishing (e.g. SIGKILL): nobody supervises the
                 # command any more, so stop it before recording the failure.
                 await _stop_command(pid, _child_pid(unit))
                 _fail(unit, f"Error: the command runner exited without a final status{how}")
             unit.notify()
         finally:
-            if self._runners.get(uid) is proc:
-                self._runners.pop(uid, None)
+            if self._runners.get(uid) == pid:
+                del self._runners[uid]
             if self._watchers.get(uid) is asyncio.current_task():
                 self._watchers.pop(uid, None)
 
@@ -236,9 +274,9 @@ class CommandWorkType(WorkType):
         pid = _recorded_pid(unit)
         if pid and _is_runner(pid, unit_dir):
             return pid
-        proc = self._runners.get(unit.unit_id)
-        if proc is not None and proc.poll() is None:
-            return proc.pid
+        started = self._runners.get(unit.unit_id)
+        if started and started != pid and _is_runner(started, unit_dir):
+            return started
         return _scan_for_runner(unit_dir) if scan else 0
 
     # -- restart ---------------------------------------------------------------------------
@@ -266,6 +304,40 @@ class CommandWorkType(WorkType):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _start_interpreter(unit_dir: str, params: str,
+                       argv: list[str]) -> tuple[int, subprocess.Popen[bytes], int]:
+    """Start a runner as a new interpreter: (pid, Popen, read end of its ready pipe)."""
+    ready_r, ready_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", RUNNER_BOOT, "--unitdir", unit_dir,
+             "--params", params, "--ready-fd", str(ready_w), "--", *argv],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True, pass_fds=(ready_w,))
+    except BaseException:
+        os.close(ready_r)
+        raise
+    finally:
+        os.close(ready_w)
+    return proc.pid, proc, ready_r
+
+
+async def _forked_anyway(unit: UnitHandle, unit_dir: str, ready_r: int) -> int | None:
+    """After the runner server failed a spawn: None if it forked no runner for the unit, else
+    that runner's pid (0 if it is gone already).
+
+    The server holds no copy of the ready pipe's write end any more, so only a forked runner
+    still can: end of file without a byte means there is none.
+    """
+    if await _wait_readable(ready_r, READY_TIMEOUT):
+        try:
+            if os.read(ready_r, 1) == b"":
+                return None
+        except OSError:
+            return None
+    return _recorded_pid(unit) or _scan_for_runner(unit_dir)
 
 
 def _fail(unit: UnitHandle, detail: str) -> None:
@@ -357,13 +429,38 @@ def _alive(pid: int) -> bool:
 
 
 def _is_runner(pid: int, unit_dir: str) -> bool:
-    """Is ``pid`` a live command runner for ``unit_dir``?  (Guards against PID reuse.)"""
+    """Is ``pid`` a live command runner for ``unit_dir``?  (Guards against PID reuse.)
+
+    A runner started as an interpreter names the unit directory on its command line; one
+    forked by a runner server has the server's command line and holds the directory open.
+    """
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             args = handle.read().split(b"\0")
     except OSError:
         return False
-    return _alive(pid) and _runner_args_match(args, unit_dir)
+    if not _alive(pid):
+        return False
+    if any(SERVER_MARKER in a for a in args):
+        return _holds_open(pid, unit_dir)
+    return _runner_args_match(args, unit_dir)
+
+
+def _holds_open(pid: int, path: str) -> bool:
+    """Has process ``pid`` a file descriptor open on ``path``?"""
+    wanted = {path, os.path.realpath(path)}
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"{fd_dir}/{name}") in wanted:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _runner_args_match(args: list[bytes], unit_dir: str) -> bool:
@@ -378,7 +475,8 @@ def _runner_args_match(args: list[bytes], unit_dir: str) -> bool:
 
 
 def _scan_for_runner(unit_dir: str) -> int:
-    """Find a runner for ``unit_dir`` among all processes (one that had not yet recorded its PID)."""
+    """Find a runner for ``unit_dir`` among all processes (one that had not yet recorded its PID,
+    or was forked by a runner server that failed before it answered)."""
     try:
         names = os.listdir("/proc")
     except OSError:

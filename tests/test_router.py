@@ -58,8 +58,27 @@ def test_new_node_and_changed_connections_are_reported():
 def test_update_removes_edges_the_node_no_longer_lists():
     r = line()
     update(r, "b", {"a": 1.0}, seq=2)
-    assert "b" not in r.known["c"]
+    assert "b" not in r.confirmed_connections()["c"]
     assert "c" not in r.compute()
+
+
+def test_a_late_old_update_does_not_erase_a_live_edge():
+    """The controller learns the diamond from relayer01's database, which still holds an old
+    executor01 update listing relayer01 only; executor01's newer update lists both relays.
+    relayer02's edge to executor01 must stay usable (Receptor deleted it until relayer02
+    flooded again, so losing relayer01 left no route to executor01)."""
+    r = Router("controller01")
+    r.add_link("relayer01", 1.0)
+    r.add_link("relayer02", 2.0)
+    update(r, "relayer02", {"controller01": 2.0, "executor01": 1.0})
+    update(r, "relayer01", {"controller01": 1.0, "executor01": 1.0})
+    update(r, "executor01", {"relayer01": 1.0}, seq=1)  # old, from relayer01's database
+    update(r, "executor01", {"relayer01": 1.0, "relayer02": 1.0}, seq=2)
+    assert r.compute()["executor01"] == "relayer01"
+    r.remove_link("relayer01")
+    update(r, "executor01", {"relayer02": 1.0}, seq=3)
+    assert r.compute()["executor01"] == "relayer02"
+    assert r.confirmed_connections()["relayer02"] == {"controller01": 2.0, "executor01": 1.0}
 
 
 def test_own_id_rules():

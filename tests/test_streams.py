@@ -142,7 +142,7 @@ def test_handshake_uses_1200_byte_initials_and_insecure_cert():
 def test_first_byte_must_be_zero(monkeypatch):
     def open_bad_stream(self: StreamConnection) -> MeshStream:
         stream_id = self._quic.get_next_available_stream_id()
-        stream = self._stream = MeshStream(self, stream_id)
+        stream = self._streams[stream_id] = MeshStream(self, stream_id)
         self._quic.send_stream_data(stream_id, b"\x01hello")
         self._schedule_flush()
         return stream
@@ -164,7 +164,8 @@ def test_first_byte_must_be_zero(monkeypatch):
 
 def test_accept_timeout_without_stream(monkeypatch):
     def open_no_stream(self: StreamConnection) -> MeshStream:
-        stream = self._stream = MeshStream(self, self._quic.get_next_available_stream_id())
+        stream_id = self._quic.get_next_available_stream_id()
+        stream = self._streams[stream_id] = MeshStream(self, stream_id)
         return stream
 
     monkeypatch.setattr(StreamConnection, "_open_client_stream", open_no_stream)
@@ -539,6 +540,206 @@ def test_listener_requiring_client_certs_verifies_them(tmp_path):
         await refused(net, QuicTLSOptions(cafile=b_ca, certfile=c_cert, keyfile=c_key),
                       "does not name node 'a'")
         assert not lst._accepted
+        lst.close()
+
+    run(main())
+
+
+# -- multiplexed connections between nodes of this project (ALPN mesh-mux/1) ---------------
+
+
+async def echo_server(lst: streams.StreamListener) -> None:
+    """Echo every accepted stream until its EOF, then close it."""
+    async def one(stream: MeshStream) -> None:
+        try:
+            while data := await stream.read():
+                stream.write(data)
+                await stream.drain()
+            await stream.close()
+        except StreamError:
+            pass
+
+    tasks = set()
+    while True:
+        stream = await lst.accept()
+        task = asyncio.create_task(one(stream))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+
+async def echo_once(stream: MeshStream, payload: bytes) -> bytes:
+    stream.write(payload)
+    stream.write_eof()
+    data = await read_all(stream)
+    await stream.close()
+    return data
+
+
+def test_pooled_dials_share_one_connection():
+    from mesh.net.stream_pool import StreamPool
+
+    async def main():
+        net = FakeNetwork()
+        lst = listener(net)
+        server = asyncio.create_task(echo_server(lst))
+        pool = StreamPool(lambda node: 1)
+        first = await dial(net, pool=pool)
+        assert first.connection.mux
+        assert await echo_once(first, b"one") == b"one"
+        # sequential and concurrent dials: streams on the same connection, no handshake
+        second = await dial(net, pool=pool)
+        assert second.connection is first.connection
+        assert await echo_once(second, b"two") == b"two"
+        many = await asyncio.gather(*(dial(net, pool=pool) for _ in range(20)))
+        assert {s.connection for s in many} == {first.connection}
+        results = await asyncio.gather(*(echo_once(s, b"n%d" % i) for i, s in enumerate(many)))
+        assert results == [b"n%d" % i for i in range(20)]
+        assert len(lst.connections) == 1
+        pool.close()
+        server.cancel()
+        lst.close()
+
+    run(main())
+
+
+def test_concurrent_first_dials_wait_for_one_handshake():
+    from mesh.net.stream_pool import StreamPool
+
+    async def main():
+        net = FakeNetwork()
+        lst = listener(net)
+        server = asyncio.create_task(echo_server(lst))
+        pool = StreamPool(lambda node: 1)
+        many = await asyncio.gather(*(dial(net, pool=pool) for _ in range(10)))
+        assert len({s.connection for s in many}) == 1
+        assert await echo_once(many[0], b"x") == b"x"
+        pool.close()
+        server.cancel()
+        lst.close()
+
+    run(main())
+
+
+def test_aborting_one_stream_leaves_the_others():
+    from mesh.net.stream_pool import StreamPool
+
+    async def main():
+        net = FakeNetwork()
+        lst = listener(net)
+        accepted: list[MeshStream] = []
+
+        async def collect():
+            while True:
+                accepted.append(await lst.accept())
+
+        server = asyncio.create_task(collect())
+        pool = StreamPool(lambda node: 1)
+        doomed = await dial(net, pool=pool)
+        kept = await dial(net, pool=pool)
+        doomed.write(b"x")
+        kept.write(b"y")
+        await until(lambda: len(accepted) == 2)
+        doomed.abort("given up")
+        with pytest.raises(StreamAborted) as info:
+            for _ in range(3):  # the "x" that arrived first, then the reset
+                await accepted[0].read(10)
+        assert info.value.code == 500
+        assert not accepted[1].connection.ended
+        assert await accepted[1].read(10) == b"y"
+        accepted[1].write(b"still here")
+        accepted[1].write_eof()
+        assert await read_all(kept) == b"still here"
+        pool.close()
+        server.cancel()
+        lst.close()
+
+    run(main())
+
+
+def test_without_a_pool_a_dial_is_receptors_one_stream_connection():
+    async def main():
+        net = FakeNetwork()
+        lst = listener(net)
+        server = asyncio.create_task(echo_server(lst))
+        stream = await dial(net)
+        assert not stream.connection.mux  # only ALPN netceptor was offered, as Go does
+        with pytest.raises(streams.StreamClosedError):
+            stream.connection.open_stream()
+        assert await echo_once(stream, b"solo") == b"solo"
+        await until(lambda: stream.connection.ended)
+        server.cancel()
+        lst.close()
+
+    run(main())
+
+
+def test_a_restarted_remote_is_not_reused():
+    from mesh.net.stream_pool import StreamPool
+
+    async def main():
+        net = FakeNetwork()
+        lst = listener(net)
+        server = asyncio.create_task(echo_server(lst))
+        epoch = {"b": 1}
+        pool = StreamPool(lambda node: epoch.get(node))
+        first = await dial(net, pool=pool)
+        assert await echo_once(first, b"1") == b"1"
+        epoch["b"] = 2  # the remote node restarted: its routing epoch changed
+        second = await dial(net, pool=pool)
+        assert second.connection is not first.connection
+        assert first.connection.ended
+        assert await echo_once(second, b"2") == b"2"
+        pool.close()
+        server.cancel()
+        lst.close()
+
+    run(main())
+
+
+def test_an_idle_pooled_connection_is_closed(monkeypatch):
+    from mesh.net import stream_pool
+
+    monkeypatch.setattr(stream_pool, "IDLE_CLOSE", 0.2)
+
+    async def main():
+        net = FakeNetwork()
+        lst = listener(net)
+        server = asyncio.create_task(echo_server(lst))
+        pool = stream_pool.StreamPool(lambda node: 1)
+        stream = await dial(net, pool=pool)
+        assert await echo_once(stream, b"bye") == b"bye"
+        await until(lambda: stream.connection.ended)
+        assert pool.connection(("b", "echo", "")) is None
+        server.cancel()
+        lst.close()
+
+    run(main())
+
+
+def test_a_listener_that_speaks_only_netceptor_gets_a_connection_per_dial(monkeypatch):
+    """Go Receptor's listener knows only ALPN netceptor: a pooled dial still works, one
+    connection per stream, and nothing is pooled."""
+    from mesh.net.stream_pool import StreamPool
+
+    real = streams._configuration
+    monkeypatch.setattr(streams, "_configuration",
+                        lambda is_client, tuning, mux=True: real(is_client, tuning,
+                                                                 mux=mux and is_client))
+
+    async def main():
+        net = FakeNetwork()
+        lst = listener(net)
+        server = asyncio.create_task(echo_server(lst))
+        pool = StreamPool(lambda node: 1)
+        first = await dial(net, pool=pool)
+        assert not first.connection.mux
+        assert await echo_once(first, b"go") == b"go"
+        second = await dial(net, pool=pool)
+        assert second.connection is not first.connection
+        assert await echo_once(second, b"again") == b"again"
+        await until(lambda: first.connection.ended and second.connection.ended)
+        assert pool.connection(("b", "echo", "")) is None
+        server.cancel()
         lst.close()
 
     run(main())

@@ -30,7 +30,7 @@ def node_status(node: Any) -> dict[str, Any]:
         node.node_id, links={peer: link.cost for peer, link in net.links.items()},
         routing_table=net.router.table,
         advertisements=[ad_to_status_dict(ad) for ad in net.advertisements()],
-        known=net.router.known)
+        known=net.router.confirmed_connections())
 
 
 async def status_command(ctx: CommandContext, request: Request) -> Any:

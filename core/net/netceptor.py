@@ -57,13 +57,18 @@ GO_DATAGRAM = 1200
 OUR_DATAGRAM = 60000
 RESERVED_SERVICES = ("ping", "unreach")
 #: Between two mesh nodes (never to Go peers): a keepalive message type and its timing, so a
-#: silently dead neighbour (SIGSTOP, pulled cable) is noticed in seconds, not 21 s.  Traffic
-#: counts as liveness: a keepalive goes out only on a link we sent nothing on for a whole
-#: interval, so a silent neighbour is heard from at least every 2 intervals.
+#: silently dead neighbour (SIGSTOP, pulled cable) is noticed in 2 s, not 21 s.  Traffic
+#: counts as liveness: a link we sent nothing on for KEEPALIVE_AFTER seconds gets a keepalive,
+#: so a live neighbour is heard from at least every 1.2 s; links due within KEEPALIVE_BATCH
+#: of each other get theirs at the same wake-up, so an idle node wakes about once a second.
+#: The timeout leaves 0.8 s more for a neighbour's event loop or the network to fall behind
+#: before a live link is called dead (tests/test_cpu_hog.py: none is, with both cores
+#: saturated).
 MSG_KEEPALIVE = 0x04
 KEEPALIVE_MESSAGE = bytes([MSG_KEEPALIVE])
-KEEPALIVE_INTERVAL = 1.25
-MESH_LINK_TIMEOUT = 4.0
+KEEPALIVE_AFTER = 1.2
+KEEPALIVE_BATCH = 0.2
+MESH_LINK_TIMEOUT = 2.0
 #: How often unreachable nodes, stale adverts and old update IDs are forgotten.
 SWEEP_INTERVAL = 5.0
 
@@ -97,17 +102,15 @@ class Link:
     needs_ads: bool = True
     #: The neighbour is a mesh node (it sent MeshMaxDatagram): keepalives are on.
     mesh_peer: bool = False
-    #: We sent something on this link since the last keepalive tick.
-    sent: bool = False
-    #: When we last sent on it, as of the keepalive ticks (for the Go peers' liveness).
-    sent_at: float = 0.0
+    #: When we last sent anything on it (time.monotonic()).
+    last_sent: float = 0.0
     #: When it last got our routing database (see LOSSY_LINK_RESYNC).
     synced_at: float = 0.0
 
     def send(self, message: bytes | bytearray) -> None:
         """Queue ``message`` for the neighbour (raises SessionClosed once closed)."""
         self.session.send(message)
-        self.sent = True
+        self.last_sent = time.monotonic()
 
 
 @dataclass
@@ -146,6 +149,8 @@ class Netceptor:
         self.links: dict[str, Link] = {}
         #: Set when the link to a neighbour ends (see :meth:`wait_link_down`).
         self._link_down_events: dict[str, asyncio.Event] = {}
+        #: Set at the next routing update we take from a node (see :meth:`wait_heard_from`).
+        self._heard_events: dict[str, asyncio.Event] = {}
         self.route_by_hash: dict[int, Link] = {}
         self.names: dict[int, str] = {self.my_hash: node_id}
         self.services: dict[str, Endpoint] = {}
@@ -210,35 +215,34 @@ class Netceptor:
         return len(self.router.known) > 1 or bool(self.router.seen_updates or self.ads)
 
     async def _maintenance(self) -> None:
-        """One timer for every link: a keepalive on each mesh link we have been silent on,
-        an idle timeout exactly when it falls due, and the sweep of forgotten nodes.
+        """One timer for every link: a keepalive on each link we have been silent on (see
+        KEEPALIVE_AFTER; a Go peer gets our routing update after ROUTE_UPDATE_INTERVAL), an
+        idle timeout exactly when it falls due, the routing database again on lossy links,
+        and the sweep of forgotten nodes.
 
         It sleeps until the next of those is due, and without a timer while there are no
         links and nothing to forget.
         """
-        next_tick: float | None = None
         next_sweep: float | None = None
         while True:
             now = time.monotonic()
             due: list[float] = []
-            if self.links:
-                next_tick = next_tick or now + KEEPALIVE_INTERVAL
-                due.append(next_tick)
-                due.extend(link.last_recv + self._timeout_of(link)
-                           for link in self.links.values() if not link.close_reason)
-            else:
-                next_tick = None
+            for link in self.links.values():
+                if link.close_reason:
+                    continue
+                due.append(link.last_recv + self._timeout_of(link))
+                due.append(link.last_sent + self._quiet_limit(link))
+                if not link.session.reliable:
+                    due.append(link.synced_at + LOSSY_LINK_RESYNC)
             if self._sweep_pending():
                 next_sweep = next_sweep or now + SWEEP_INTERVAL
-                if not self.links:  # else it runs at the first keepalive tick after it
-                    due.append(next_sweep)
+                due.append(next_sweep)
             else:
                 next_sweep = None
             if due:
-                self._maintain.request(min(due) - now)
+                self._maintain.request(max(0.0, min(due) - now))
             await self._maintain.wait()
             now = time.monotonic()
-            tick = next_tick is not None and now >= next_tick
             for link in list(self.links.values()):
                 if link.close_reason:
                     continue  # closing already; its link task removes it
@@ -247,15 +251,18 @@ class Netceptor:
                     link.close_reason = f"idle timeout ({limit:g}s without traffic)"
                     link.session.close()
                     continue
-                if tick:
-                    self._keep_alive(link, now)
-                    if not link.session.reliable and now - link.synced_at >= LOSSY_LINK_RESYNC:
-                        self._send_database(link)
-            if tick:
-                next_tick = now + KEEPALIVE_INTERVAL
+                if now - link.last_sent >= self._quiet_limit(link) - KEEPALIVE_BATCH:
+                    self._keep_alive(link)
+                if not link.session.reliable and now - link.synced_at >= LOSSY_LINK_RESYNC:
+                    self._send_database(link)
             if next_sweep is not None and now >= next_sweep:
                 next_sweep = None
                 self._sweep(now)
+
+    @staticmethod
+    def _quiet_limit(link: Link) -> float:
+        """How long we may send nothing on ``link`` before it gets a keepalive."""
+        return KEEPALIVE_AFTER if link.mesh_peer else ROUTE_UPDATE_INTERVAL
 
     def _send_database(self, link: Link) -> None:
         """Send ``link`` every routing update we hold (those it has seen it drops unread)."""
@@ -266,23 +273,18 @@ class Netceptor:
             except SessionClosed:
                 break
 
-    def _keep_alive(self, link: Link, now: float) -> None:
-        """At a keepalive tick: make sure ``link`` hears from us.  A mesh peer gets a
-        keepalive if we sent it nothing since the last tick; a Go peer, which knows no
-        keepalives, gets our routing update again after ROUTE_UPDATE_INTERVAL of silence."""
-        if link.sent:
-            link.sent_at = now
+    def _keep_alive(self, link: Link) -> None:
+        """Make sure ``link`` hears from us: a mesh peer gets a keepalive; a Go peer, which
+        knows no keepalives, gets our routing update again (one it has seen already: it
+        proves the link, it floods nothing)."""
         try:
-            if link.mesh_peer and not link.sent:
+            if link.mesh_peer:
                 link.send(KEEPALIVE_MESSAGE)
                 self.counters["keepalives_sent"] += 1
-            elif not link.mesh_peer and now - link.sent_at >= ROUTE_UPDATE_INTERVAL:
-                # one it has seen already: it proves the link, it floods nothing
+            else:
                 link.send(self._own_update or self._routing_update())
-                link.sent_at = now
         except SessionClosed:
-            pass
-        link.sent = False
+            link.last_sent = time.monotonic()  # not due again at once: its task ends it
 
     def _sweep(self, now: float) -> None:
         forgotten = self.router.sweep(now, self.node_expiry)
@@ -320,6 +322,12 @@ class Netceptor:
         """Return once this node has no link to ``peer``."""
         while peer in self.links:
             await self._link_down_events.setdefault(peer, asyncio.Event()).wait()
+
+    async def wait_heard_from(self, peer: str) -> None:
+        """Return at the next fresh routing update from ``peer`` that we take (a dialer whose
+        link to ``peer`` ended learns that it is back, through another neighbour)."""
+        # (an event left by a cancelled waiter is one per former neighbour: kept, not counted)
+        await self._heard_events.setdefault(peer, asyncio.Event()).wait()
 
     async def run_session(self, session: Session, options: LinkOptions) -> str:
         """Run the link protocol on a new session until it ends; returns why it ended."""
@@ -420,7 +428,7 @@ class Netceptor:
         log.info("connection_established", node_id=self.node_id, peer=peer, cost=cost,
                  address=session.label)
         self._maintain.request(0.0)  # a node that had no links starts ticking again
-        link.sent_at = link.last_recv
+        link.last_sent = link.last_recv
         self._send_database(link)  # what we know, at once (OSPF's database exchange)
         self._flood.request(0.1)
         self._recompute.request(0.1)
@@ -525,6 +533,9 @@ class Netceptor:
                       detail="a newer node uses our node ID; telling it to stop")
             self._send_to_links(self._routing_update(result.conflict_epoch))
             return
+        heard = self._heard_events.pop(update.node_id, None)
+        if heard is not None:
+            heard.set()
         if result.new_node:
             # (Receptor floods its own update here, so the new node hears from everyone; a
             # mesh node gives every new neighbour its database instead, see _accept_link.)
@@ -612,7 +623,7 @@ class Netceptor:
         if log.is_enabled_for(logging.DEBUG):
             fields["known_connections"] = {
                 node: {peer: round(cost, 2) for peer, cost in sorted(edges.items())}
-                for node, edges in sorted(self.router.known.items())}
+                for node, edges in sorted(self.router.confirmed_connections().items())}
             fields["routing_table"] = dict(sorted(table.items()))
         log.info("routing_table_recalculated", node_id=self.node_id, **fields)
 
@@ -747,7 +758,7 @@ class Netceptor:
         out[1] = hops - 1
         try:
             link.session.send(out)
-            link.sent = True
+            link.last_sent = time.monotonic()
         except SessionClosed:
             if local:
                 raise RouteError("no connection to next hop") from None

@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover - aioquic loads with the first stream (mes
 
 #: ALPN protocol Receptor negotiates for mesh streams.
 ALPN = "netceptor"
+#: ALPN that two nodes of this project negotiate instead for multiplexed connections (many
+#: mesh streams over one QUIC connection); Go Receptor never offers or picks it.
+MUX_ALPN = "mesh-mux/1"
 #: Common name of the throw-away certificate of listeners without user TLS.
 INSECURE_COMMON_NAME = "netceptor-insecure-common-name"
 #: OID of a Receptor node ID inside a subjectAltName ``otherName`` (§8.2).
@@ -245,6 +248,7 @@ def _check_leaf(leaf: x509.Certificate, tls: QuicTLSOptions, *, remote_node: str
 
 __all__ = [
     "ALPN",
+    "MUX_ALPN",
     "INSECURE_COMMON_NAME",
     "INSECURE_PROBLEM",
     "NODE_ID_OID",

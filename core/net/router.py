@@ -101,9 +101,15 @@ class Router:
         self.seen_updates[update_id] = now
         record = self.records.get(node_id)
         if suspected_duplicate:
-            if record is not None and record.epoch == suspected_duplicate:
-                record.epoch, record.sequence = epoch, sequence
-            return UpdateResult(UpdateVerdict.ACCEPT)
+            if record is None or record.epoch != suspected_duplicate:
+                return UpdateResult(UpdateVerdict.ACCEPT)
+            # The older node settles the conflict: its record again.  Receptor applies no
+            # connections here; we take the survivor's own (the duplicate's linger in
+            # ``known`` otherwise, and compute() needs both ends to list an edge).
+            record.epoch, record.sequence = epoch, sequence
+            changed = self.known.get(node_id) != connections
+            self.known[node_id] = dict(connections)
+            return UpdateResult(UpdateVerdict.ACCEPT, connections_changed=changed)
         if record is not None and ((epoch < record.epoch and record.reachable)
                                    or (epoch == record.epoch and sequence <= record.sequence)):
             return UpdateResult(UpdateVerdict.IGNORE)
@@ -111,10 +117,11 @@ class Router:
         self.records[node_id] = NodeRecord(epoch, sequence, now, max_datagram)
         changed = self.known.get(node_id) != connections or node_id not in self.known
         if changed:
+            # Receptor also deletes every other node's edge to node_id that this update does
+            # not list.  We keep each node's own word instead and use an edge only when both
+            # ends list it (see compute): deleting made an old update that arrived late (in a
+            # new neighbour's database) erase a live edge until its owner flooded again.
             self.known[node_id] = dict(connections)
-            for other, edges in self.known.items():
-                if other != self.node_id and other != node_id and other not in connections:
-                    edges.pop(node_id, None)
         return UpdateResult(UpdateVerdict.ACCEPT, new_node=new_node, connections_changed=changed)
 
     def sweep(self, now: float, node_expiry: float) -> list[str]:
@@ -141,6 +148,14 @@ class Router:
                 edges.pop(node, None)
         return forgotten
 
+    def confirmed_connections(self) -> dict[str, dict[str, float]]:
+        """Each known node's links, without those the other end no longer reports (our own
+        links all count): what Receptor's ``status`` shows as known connections."""
+        known = self.known
+        return {node: {peer: cost for peer, cost in edges.items()
+                       if node == self.node_id or peer not in known or node in known[peer]}
+                for node, edges in known.items()}
+
     # -- route computation -------------------------------------------------------------
 
     def compute(self) -> dict[str, str]:
@@ -156,8 +171,11 @@ class Router:
                 continue
             done.add(node)
             for neighbor, edge in self.known.get(node, {}).items():
-                if neighbor not in self.known:
+                back = self.known.get(neighbor)
+                if back is None:
                     continue  # only nodes with their own entry are destinations
+                if node != self.node_id and node not in back:
+                    continue  # a link both ends report (our own links count at once)
                 candidate = dist + edge
                 if candidate < cost.get(neighbor, float("inf")):
                     cost[neighbor] = candidate

@@ -5,6 +5,12 @@ The QUIC state machine is aioquic's sans-I/O :class:`~aioquic.quic.connection.Qu
 this module is the asyncio glue plus Receptor's conventions:
 
 * ALPN ``netceptor``, TLS 1.3, certificates per :mod:`mesh.net.quic_tls`.
+* Between two nodes of this project, a dialer that pools connections (``pool=``) also offers
+  ALPN ``mesh-mux/1`` first; a listener of ours picks it, Go Receptor picks ``netceptor``.
+  On a ``mesh-mux/1`` connection every client-initiated bidirectional stream is a mesh
+  stream of its own (each starts with the ``0x00`` byte), closing a stream leaves the
+  connection open for the next one, and aborting one resets that stream only.  See
+  :mod:`mesh.net.stream_pool`.
 * The dialer opens the first bidirectional stream (ID 0) and writes one ``0x00`` byte; the
   listener waits up to 60 s for it (else application error 500 "Accept Timeout"), requires
   that byte to be ``0x00`` (else 500 "Read Data Error") and hands the stream out.
@@ -37,7 +43,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable
 
 import structlog
 from aioquic.buffer import Buffer, size_uint_var
@@ -62,6 +68,7 @@ from aioquic.quic.stream import QuicStream
 from cryptography import x509
 
 from mesh.net.datagram import DatagramEndpoint, EndpointClosed, EndpointFactory, MaxDatagramFor
+from mesh.net.stream_pool import StreamPool
 from mesh.net.stream_errors import (
     ERROR_FAILURE,
     DialError,
@@ -73,6 +80,7 @@ from mesh.net.stream_errors import (
 )
 from mesh.net.quic_tls import (
     ALPN,
+    MUX_ALPN,
     QuicTLSOptions,
     TLSVerificationError,
     configure_client,
@@ -99,6 +107,8 @@ MAX_CLOSING_PERIOD = 3.0
 MAX_CLOSE_RESENDS = 8
 #: Default longest line MeshStream.readline() returns.
 LINE_LIMIT = 1 << 20
+#: Application error code for a stream whose reader stopped (Receptor's cancelled reads).
+ERROR_READ_CANCELLED = 499
 #: aioquic writes 2-byte STREAM frame lengths, so frames above this need our override.
 _MAX_2BYTE_VARINT = 16383
 _TLS_BAD_CERTIFICATE = QuicErrorCode.CRYPTO_ERROR + 42
@@ -206,6 +216,18 @@ class _MeshQuicConnection(QuicConnection):
             return []
         return [tls._peer_certificate, *tls._peer_certificate_chain]
 
+    def forget_discarded(self) -> None:
+        """Drop the read counts of streams aioquic has discarded (a pooled connection may
+        carry millions of streams in its life)."""
+        counts = self._mesh_consumed
+        if len(counts) > 64 + len(self._streams):
+            for stream_id in [i for i in counts if self._stream_is_discarded(i)]:
+                del counts[stream_id]
+
+    def discarded(self, stream_id: int) -> bool:
+        """The stream was opened and aioquic has since dropped its state (both sides done)."""
+        return self._stream_is_discarded(stream_id)
+
     def send_backlog(self, stream_id: int) -> int:
         """Bytes written to a stream but not yet acknowledged (+1 for an unacked FIN)."""
         stream = self._streams.get(stream_id)
@@ -309,7 +331,8 @@ class _MeshQuicConnection(QuicConnection):
 def _check_aioquic() -> None:
     """Fail at import if aioquic lost the internals the overrides above rely on."""
     for name in ("_write_connection_limits", "_write_stream_limits", "_write_stream_frame",
-                 "_on_connection_limit_delivery", "_on_max_stream_data_delivery"):
+                 "_on_connection_limit_delivery", "_on_max_stream_data_delivery",
+                 "_stream_is_discarded"):
         if not hasattr(QuicConnection, name):  # pragma: no cover - depends on aioquic
             raise ImportError(f"unsupported aioquic version: QuicConnection.{name} missing")
 
@@ -317,9 +340,11 @@ def _check_aioquic() -> None:
 _check_aioquic()
 
 
-def _configuration(is_client: bool, tuning: StreamTuning) -> QuicConfiguration:
+def _configuration(is_client: bool, tuning: StreamTuning, *,
+                   mux: bool = True) -> QuicConfiguration:
+    """A client offers ``mesh-mux/1`` only when ``mux``; a server always accepts it."""
     return QuicConfiguration(
-        alpn_protocols=[ALPN],
+        alpn_protocols=[MUX_ALPN, ALPN] if mux else [ALPN],
         is_client=is_client,
         idle_timeout=IDLE_TIMEOUT,
         max_datagram_size=HANDSHAKE_DATAGRAM,
@@ -562,11 +587,19 @@ class MeshStream:
 
     async def close(self, *, linger: float = 5.0) -> None:
         """Send FIN, wait up to ``linger`` s for the peer to acknowledge everything, then
-        close the connection with application error 0 "normal close"."""
+        close the connection with application error 0 "normal close".
+
+        On a multiplexed connection only this stream ends (FIN; if the peer is still
+        sending, STOP_SENDING 499): the connection stays open for other streams and the
+        unacknowledged data is still retransmitted, so nothing waits here.
+        """
         if self._closed:
             return
         self.write_eof()
         self._closed = True
+        if self._conn.mux and not self._conn.ended:
+            self._conn._drop_stream(self)
+            return
         if self._write_error is None:
             try:
                 async with asyncio.timeout(linger):
@@ -576,9 +609,13 @@ class MeshStream:
         self._conn.close()
 
     def abort(self, problem: str) -> None:
-        """Close the connection at once with application error 500 and ``problem``."""
+        """Close the connection at once with application error 500 and ``problem``; on a
+        multiplexed connection, reset this stream only (the peer reads error 500)."""
         self._closed = True
-        self._conn.abort(problem)
+        if self._conn.mux and not self._conn.ended:
+            self._conn._reset_stream(self, problem)
+        else:
+            self._conn.abort(problem)
 
 
 # -- one QUIC connection -------------------------------------------------------------------
@@ -608,7 +645,10 @@ class StreamConnection:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._flush_scheduled = False
-        self._stream: MeshStream | None = None
+        self._streams: dict[int, MeshStream] = {}
+        self._accepted_any = False
+        #: True once ``mesh-mux/1`` was negotiated: many streams, one after another or at once.
+        self.mux = False
         self._established: asyncio.Future[None] = self._loop.create_future()
         self._closing_noted = False
         self._ended = False
@@ -619,6 +659,8 @@ class StreamConnection:
         self._send_failures = 0
         self._close_packets: list[tuple[bytes, tuple[str, str]]] | None = None
         self._close_resends = 0
+        #: Multiplexed connections: called when the last open stream ended (pool idle timer).
+        self.on_idle: Callable[[StreamConnection], None] | None = None
         #: Called once when the connection is over (listener bookkeeping, endpoint close).
         self.on_ended: Callable[[StreamConnection], None] | None = None
         #: Server side: called with the stream once the 0x00 byte arrived.
@@ -635,6 +677,17 @@ class StreamConnection:
     @property
     def ended(self) -> bool:
         return self._ended
+
+    @property
+    def open_streams(self) -> int:
+        """Streams of this connection not yet closed or aborted on this side."""
+        return len(self._streams)
+
+    def open_stream(self) -> MeshStream:
+        """Another stream on an established multiplexed client connection (no handshake)."""
+        if self._ended or not self.mux or not self._is_client:
+            raise StreamClosedError("not an open multiplexed client connection")
+        return self._open_client_stream()
 
     def abort(self, problem: str) -> None:
         """Fail the connection now with application error 500 and ``problem``.
@@ -668,9 +721,9 @@ class StreamConnection:
             return
         self._quic.receive_datagram(data, addr or self._addr, self._loop.time())
         self._process_events()
-        stream = self._stream
-        if stream is not None and stream._send_waiter is not None:
-            stream._check_send_waiter()
+        for stream in self._streams.values():
+            if stream._send_waiter is not None:
+                stream._check_send_waiter()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -755,11 +808,13 @@ class StreamConnection:
                 if self.on_cid is not None:
                     self.on_cid(self, event.connection_id, False)
             elif isinstance(event, events.StreamReset):
-                if self._stream is not None and event.stream_id == self._stream.stream_id:
-                    self._stream._reset_received(event.error_code)
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._reset_received(event.error_code)
             elif isinstance(event, events.StopSendingReceived):
-                if self._stream is not None and event.stream_id == self._stream.stream_id:
-                    self._stream._stop_received(event.error_code)
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._stop_received(event.error_code)
                     quic.reset_stream(event.stream_id, event.error_code)
             elif isinstance(event, events.ConnectionTerminated):
                 self._end(self._close_error(event))
@@ -771,8 +826,8 @@ class StreamConnection:
             # rather than after the closing period.
             self._closing_noted = True
             error = self._close_error(quic.close_event)
-            if self._stream is not None:
-                self._stream._connection_lost(error)
+            for stream in list(self._streams.values()):
+                stream._connection_lost(error)
             self._settle_established(error)
 
     def _settle_established(self, error: StreamError | None) -> None:
@@ -795,9 +850,10 @@ class StreamConnection:
         return DialError(str(error) if error is not None else "connection closed")
 
     def _on_handshake(self, event: events.HandshakeCompleted) -> None:
-        if event.alpn_protocol != ALPN:
+        if event.alpn_protocol not in (ALPN, MUX_ALPN):
             self._fail_tls(f"peer did not negotiate ALPN {ALPN!r}")
             return
+        self.mux = event.alpn_protocol == MUX_ALPN
         if self._is_client:
             try:
                 verify_server_chain(self._quic.peer_certificates(), self._tls,
@@ -876,31 +932,76 @@ class StreamConnection:
         self._keepalive = self._loop.call_later(KEEPALIVE_PERIOD, self._keepalive_tick)
 
     def _on_stream_data(self, event: events.StreamDataReceived) -> None:
-        stream = self._stream
-        if stream is not None and event.stream_id == stream.stream_id:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
             stream._feed(event.data, event.end_stream)
             return
-        if (stream is None and not self._is_client and event.stream_id % 4 == 0
+        if (not self._is_client and event.stream_id % 4 == 0
+                and (self.mux or not self._accepted_any)
+                and event.stream_id not in self._ignored_streams
                 and self._quic.handshake_complete):
             self._accept_stream(event)
             return
-        # Receptor uses one stream per connection: discard others, keep credit flowing.
+        # Receptor uses one stream per connection, and a stream closed here reads no more:
+        # discard the data, keep credit flowing.
         if event.data:
             self._consumed(event.stream_id, len(event.data))
-        if event.stream_id not in self._ignored_streams:
-            self._ignored_streams.add(event.stream_id)
-            self._quic.stop_stream(event.stream_id, 499)
+        self._ignore_stream(event.stream_id)
+
+    def _ignore_stream(self, stream_id: int) -> None:
+        """Ask the peer to stop sending on ``stream_id`` (once) and discard what comes."""
+        ignored = self._ignored_streams
+        if stream_id in ignored:
+            return
+        if len(ignored) >= 64:  # forget streams aioquic has discarded meanwhile
+            ignored.difference_update([i for i in ignored if self._quic.discarded(i)])
+        ignored.add(stream_id)
+        if not self._quic.discarded(stream_id):
+            self._quic.stop_stream(stream_id, ERROR_READ_CANCELLED)
+            self._schedule_flush()
+
+    def _drop_stream(self, stream: MeshStream) -> None:
+        """A stream of a multiplexed connection was closed on this side: what it had
+        buffered unread is credited back, or the shared connection window would shrink
+        for good and stall every other stream."""
+        if self._streams.pop(stream.stream_id, None) is None:
+            return
+        if stream._buffered:
+            self._consumed(stream.stream_id, stream._buffered)
+            stream._chunks.clear()
+            stream._buffered = stream._head = 0
+        if not stream._eof:
+            self._ignore_stream(stream.stream_id)
+        self._quic.forget_discarded()
+        if not self._streams and self.on_idle is not None:
+            self.on_idle(self)
+
+    def _reset_stream(self, stream: MeshStream, problem: str) -> None:
+        """Abort one stream of a multiplexed connection: RESET_STREAM and STOP_SENDING 500."""
+        log.debug("stream.reset", peer=self.remote_node, service=self.remote_service,
+                  stream_id=stream.stream_id, problem=problem)
+        stream._connection_lost(StreamAborted(problem, ERROR_FAILURE))
+        if not self._quic.discarded(stream.stream_id):
+            self._quic.reset_stream(stream.stream_id, ERROR_FAILURE)
+        self._drop_stream(stream)
+        self._schedule_flush()
 
     def _accept_stream(self, event: events.StreamDataReceived) -> None:
         data = event.data
         if not data or data[0] != 0:
+            if self._accepted_any:  # a later stream of a multiplexed connection
+                self._ignore_stream(event.stream_id)
+                self._quic.reset_stream(event.stream_id, ERROR_FAILURE)
+                self._schedule_flush()
+                return
             self._fail_app("Read Data Error")
             return
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
         stream = MeshStream(self, event.stream_id)
-        self._stream = stream
+        self._streams[event.stream_id] = stream
+        self._accepted_any = True
         self._consumed(event.stream_id, 1)
         if len(data) > 1 or event.end_stream:
             stream._feed(data[1:], event.end_stream)
@@ -911,7 +1012,7 @@ class StreamConnection:
     def _open_client_stream(self) -> MeshStream:
         stream_id = self._quic.get_next_available_stream_id()
         stream = MeshStream(self, stream_id)
-        self._stream = stream
+        self._streams[stream_id] = stream
         self._quic.send_stream_data(stream_id, b"\x00")
         self._schedule_flush()
         return stream
@@ -938,8 +1039,8 @@ class StreamConnection:
             if handle is not None:
                 handle.cancel()
         self._timer = self._deadline = self._keepalive = None
-        if self._stream is not None:
-            self._stream._connection_lost(error)
+        for stream in list(self._streams.values()):
+            stream._connection_lost(error)
         self._settle_established(error)
         log.debug("stream.ended", peer=self.remote_node, service=self.remote_service,
                   client=self._is_client, error=str(error) if error else None)
@@ -1158,12 +1259,18 @@ async def dial_stream(open_endpoint: EndpointFactory, node: str, service: str, *
                       tls: QuicTLSOptions | None = None, timeout: float = HANDSHAKE_TIMEOUT,
                       tuning: StreamTuning = DEFAULT_TUNING,
                       on_connection: Callable[[StreamConnection], None] | None = None,
+                      pool: StreamPool | None = None, pool_tls: Hashable = "",
                       ) -> MeshStream:
-    """Open a mesh stream to ``node:service`` over a fresh endpoint from ``open_endpoint()``.
+    """Open a mesh stream to ``node:service``.
 
-    One QUIC connection per dial; the endpoint is closed when the connection ends.
+    Without ``pool``: one QUIC connection per dial over a fresh endpoint from
+    ``open_endpoint()``, closed with the stream (Receptor's way).  With ``pool``: a stream on
+    a multiplexed connection the pool holds for (node, service, ``pool_tls``) if there is
+    one, else a new connection that offers ``mesh-mux/1`` and joins the pool if the
+    listener picked it.  ``pool_tls`` names the TLS client ``tls`` came from.
+
     ``tls`` None is Receptor's insecure mode (the server must present the
-    netceptor-insecure-common-name certificate).  ``on_connection`` is called with the
+    netceptor-insecure-common-name certificate).  ``on_connection`` is called with each new
     :class:`StreamConnection` before the first datagram is sent, so the node can route
     unreachable notifications to :meth:`StreamConnection.abort`.
 
@@ -1173,7 +1280,36 @@ async def dial_stream(open_endpoint: EndpointFactory, node: str, service: str, *
     """
     if node == "localhost":
         node = local_node
-    config = _configuration(True, tuning)
+    if pool is None:
+        conn = await _dial_connection(open_endpoint, node, service, local_node=local_node,
+                                      max_datagram_for=max_datagram_for, tls=tls,
+                                      timeout=timeout, tuning=tuning,
+                                      on_connection=on_connection, mux=False)
+        return conn._open_client_stream()
+    key = (node, service, pool_tls)
+    await pool.wait_dialing(key, timeout)
+    pooled = pool.connection(key)
+    if pooled is not None:
+        return pooled.open_stream()
+    finished = pool.dialing(key)
+    conn = None
+    try:
+        conn = await _dial_connection(open_endpoint, node, service, local_node=local_node,
+                                      max_datagram_for=max_datagram_for, tls=tls,
+                                      timeout=timeout, tuning=tuning,
+                                      on_connection=on_connection, mux=True)
+        return conn._open_client_stream()
+    finally:
+        finished(conn)
+
+
+async def _dial_connection(open_endpoint: EndpointFactory, node: str, service: str, *,
+                           local_node: str, max_datagram_for: MaxDatagramFor,
+                           tls: QuicTLSOptions | None, timeout: float, tuning: StreamTuning,
+                           on_connection: Callable[[StreamConnection], None] | None,
+                           mux: bool) -> StreamConnection:
+    """Handshake a new client connection over its own endpoint (see :func:`dial_stream`)."""
+    config = _configuration(True, tuning, mux=mux)
     configure_client(config, tls, local_node=local_node)
     endpoint = open_endpoint()
     try:
@@ -1211,7 +1347,7 @@ async def dial_stream(open_endpoint: EndpointFactory, node: str, service: str, *
             established.exception()  # retrieved: we raise it (or something else) here
         conn._end(exc if isinstance(exc, StreamError) else StreamAborted("dial cancelled"))
         raise
-    return conn._open_client_stream()
+    return conn
 
 
 __all__ = [

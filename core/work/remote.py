@@ -10,13 +10,16 @@ is recorded and completed when the node comes back.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import re
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import structlog
 
@@ -42,10 +45,15 @@ STATUS_TIMEOUT = 5.0
 STATUS_INTERVAL = 1.0
 RETRY_INITIAL, RETRY_FACTOR, RETRY_MAX = 0.5, 1.5, 2.0
 CHUNK = 1024 * 1024
+#: Payloads up to this size go out right behind the submit command (see _pipelines).
+PIPELINE_PAYLOAD = 64 * 1024
 #: What a broken mesh stream raises (aborted, closed, reset, transport errors).
 STREAM_ERRORS = (ConnectionError, OSError, EOFError, StreamError)
 #: Idle control sessions kept per remote node, and for how long (see _SessionPool).
 POOL_MAX_IDLE = 16
+#: Idle sessions kept ready per remote node once a streaming command took one: a small job's
+#: results stream takes one and its status refresh right after needs another.
+POOL_SPARES = 2
 POOL_IDLE_TIME = 30.0
 NOT_PARAMS = ("command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork",
               "signature")
@@ -60,13 +68,17 @@ class RemoteRefused(Exception):
 
 
 class _Retry:
-    def __init__(self) -> None:
+    """Growing pauses between attempts; ``pause(seconds)`` (default ``asyncio.sleep``) may
+    end one early, e.g. when a route to the remote node appears."""
+
+    def __init__(self, pause: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.delay = 0.0
+        self._pause = pause
 
     async def wait(self) -> None:
         self.delay = RETRY_INITIAL if not self.delay else min(self.delay * RETRY_FACTOR,
                                                               RETRY_MAX)
-        await asyncio.sleep(self.delay)
+        await self._pause(self.delay)
 
     def reset(self) -> None:
         self.delay = 0.0
@@ -94,12 +106,16 @@ class RemoteConn:
             raise RemoteRefused(line[7:] if line.startswith("ERROR: ") else line)
         return line
 
-    async def command(self, line: str, timeout: float = REPLY_TIMEOUT) -> str:
+    async def send(self, line: str) -> None:
+        """Send one command line."""
         try:
             self.stream.write(line.encode() + b"\n")
             await self.stream.drain()
         except STREAM_ERRORS as exc:
             raise RemoteUnavailable(f"connection to {self.node} broke: {exc}") from None
+
+    async def command(self, line: str, timeout: float = REPLY_TIMEOUT) -> str:
+        await self.send(line)
         return await self.readline(timeout)
 
     async def close(self) -> None:
@@ -142,12 +158,13 @@ class _SessionPool:
     """Idle control sessions to remote nodes, reused for one-line commands (status, cancel,
     release).
 
-    Each new session costs a QUIC handshake across the mesh plus the greeting (~10 ms over two
-    hops on an idle machine), and a small remote job used to open five of them.  Streaming
-    commands (submit, results) end their session, so they take one out of the pool for good
-    (:meth:`take`) and a spare is dialed in the background for the next one.  A pooled
-    session is dropped when the remote node has restarted meanwhile (its routing epoch
-    changed, or it has no route), when its connection ended, or after POOL_IDLE_TIME seconds.
+    Each new session costs a round trip for the greeting, and a QUIC handshake across the
+    mesh unless a multiplexed connection to the node is open (see mesh.net.stream_pool); a
+    small remote job used to open five of them.  Streaming commands (submit, results) end
+    their session, so they take one out of the pool for good (:meth:`take`) and spares
+    (:data:`POOL_SPARES`) are dialed in the background for the next ones.  A pooled session
+    is dropped when the remote node has restarted meanwhile (its routing epoch changed, or it
+    has no route), when its connection ended, or after POOL_IDLE_TIME seconds.
     """
 
     def __init__(self, remote: "RemoteWork") -> None:
@@ -193,17 +210,20 @@ class _SessionPool:
 
     def _refill(self, node: str, tls: str) -> None:
         key = (node, tls)
-        if key in self._refilling or self._idle.get(key):
+        if key in self._refilling or len(self._idle.get(key, ())) >= POOL_SPARES:
             return
 
         async def refill() -> None:
             try:
-                conn = await self.remote.connect(node, tls)
+                for _ in range(POOL_SPARES):  # bounded: a dial may yield no usable session
+                    if len(self._idle.get(key, ())) >= POOL_SPARES:
+                        break
+                    conn = await self.remote.connect(node, tls)
+                    self._put(node, tls, conn, self.epoch(node))
             except (RemoteUnavailable, RemoteRefused):
                 return
             finally:
                 self._refilling.discard(key)
-            self._put(node, tls, conn, self.epoch(node))
 
         self._refilling.add(key)
         self.remote.wc.spawn(refill(), f"control-session-spare-{node}", peer=node)
@@ -338,7 +358,22 @@ class RemoteWork:
             raise RemoteUnavailable(f"{node}:control did not greet as node {node}")
         return conn
 
+    def _retry(self, unit_id: str) -> _Retry:
+        """Backoff for one unit's attempts: while its remote node has no route, a pause ends
+        as soon as a route appears (a restarted controller or relay is back in the mesh
+        within tens of milliseconds; the first retry would otherwise wait 0.5 s)."""
+        async def pause(seconds: float) -> None:
+            node = self._peer(unit_id)
+            node_api = self.wc.node
+            if node is None or not hasattr(node_api, "route_to") or node_api.routed(node):
+                await asyncio.sleep(seconds)
+            else:
+                await node_api.route_to(node, seconds)
+
+        return _Retry(pause)
+
     def _spawn(self, unit_id: str, coro: Any, what: str) -> None:
+        _import_streams_soon()  # a no-op unless a restarted node resumes its first unit
         old = self.tasks.get(unit_id)
         if old is not None and not old.done():
             old.cancel()
@@ -397,13 +432,21 @@ class RemoteWork:
             request.update(command="work", subcommand="submit", node=node,
                            worktype=extra["RemoteWorkType"], tlsclient=_tls_client(extra),
                            **self._signature(extra))
-            created = await conn.command(json.dumps(request))
+            stdin = self.wc.store.path(unit_id) / "stdin"
+            pipelined = _pipelines(conn, stdin)
+            if pipelined:  # command and payload in one go: a round trip less
+                await conn.send(json.dumps(request))
+                await self._send_file(conn, stdin)
+                created = await conn.readline()
+            else:
+                created = await conn.command(json.dumps(request))
             match = REMOTE_ID.search(created)
             if match is None:
                 raise RemoteRefused(f"unexpected reply to submit: {created[:200]}")
             remote_id = match.group(1)
             self._set_extra(unit_id, RemoteUnitID=remote_id)
-            await self._send_file(conn, self.wc.store.path(unit_id) / "stdin")
+            if not pipelined:
+                await self._send_file(conn, stdin)
             await conn.readline()
 
             def started(status: UnitStatus) -> None:  # one status write, not two
@@ -439,7 +482,7 @@ class RemoteWork:
                 raise RemoteUnavailable(f"sending the payload broke: {exc}") from None
 
     async def _start_loop(self, unit_id: str) -> None:
-        retry = _Retry()
+        retry = self._retry(unit_id)
         while True:
             await retry.wait()
             try:
@@ -480,7 +523,7 @@ class RemoteWork:
                 pass
 
     async def _stdout_loop(self, unit_id: str) -> None:
-        retry = _Retry()
+        retry = self._retry(unit_id)
         while True:
             try:
                 status = self.wc.store.read(unit_id)
@@ -583,14 +626,17 @@ class RemoteWork:
             status.detail = detail
 
         try:
-            self.wc.store.update(unit_id, change, check=False)
+            # Not fsynced even when it makes the unit final: the remote node holds the
+            # durable copy until the unit is released, and a controller whose mirror fell
+            # behind (an OS crash) follows the unit again at restart.
+            self.wc.store.update(unit_id, change, check=False, durable=False)
         except UnitStoreError:
             return
         self.wc.notify(unit_id)
 
     async def _status_loop(self, unit_id: str, first_delay: float = 0.0) -> None:
         await asyncio.sleep(first_delay)
-        retry = _Retry()
+        retry = self._retry(unit_id)
         while True:
             try:
                 extra = self._extra(unit_id)
@@ -710,8 +756,8 @@ class RemoteWork:
         self.wc.delete(unit_id)
         return {"released": unit_id}
 
-    async def _retry(self, unit_id: str, subcommand: str) -> None:
-        retry = _Retry()
+    async def _retry_command(self, unit_id: str, subcommand: str) -> None:
+        retry = self._retry(unit_id)
         while True:
             try:
                 await self._remote_command(unit_id, subcommand)
@@ -727,11 +773,11 @@ class RemoteWork:
                 await retry.wait()
 
     async def _retry_then_monitor(self, unit_id: str, subcommand: str) -> None:
-        await self._retry(unit_id, subcommand)
+        await self._retry_command(unit_id, subcommand)
         await self._monitor(unit_id)
 
     async def _retry_then_delete(self, unit_id: str) -> None:
-        await self._retry(unit_id, "release")
+        await self._retry_command(unit_id, "release")
         log.info("remote_release_completed", node_id=self.wc.node.node_id, unit_id=unit_id,
                  peer=self._peer(unit_id))
         self.wc.delete(unit_id)
@@ -751,6 +797,31 @@ class RemoteWork:
         elif status.state not in FINAL or \
                 self.wc.store.stdout_size(unit_id) < status.stdout_size:
             self._spawn(unit_id, self._monitor(unit_id), "monitor")
+
+
+def _pipelines(conn: RemoteConn, stdin: os.PathLike[str]) -> bool:
+    """Send a submit's payload right behind its command, before ``Work unit created``?
+
+    Only to a node of this project (the session's connection negotiated ``mesh-mux/1``),
+    whose control service reads the payload from the same buffered stream; and only a small
+    payload, so the remote unit ID is on disk before a large one is sent (a controller that
+    dies meanwhile can still release the remote unit).
+    """
+    try:
+        return bool(conn.stream.connection.mux) and os.path.getsize(stdin) <= PIPELINE_PAYLOAD
+    except (AttributeError, OSError):
+        return False
+
+
+def _import_streams_soon() -> None:
+    """Import the QUIC stack (``mesh.net.streams``, ~0.3 s of CPU) in a thread now: a
+    restarted node that follows remote units dials as soon as its first link is up, and the
+    import then overlaps with the link handshakes instead of following them."""
+    if "mesh.net.streams" in sys.modules or any(
+            t.name == "import-quic" for t in threading.enumerate()):
+        return
+    threading.Thread(target=importlib.import_module, args=("mesh.net.streams",),
+                     name="import-quic", daemon=True).start()
 
 
 def _expired(extra: dict[str, Any]) -> bool:
