@@ -408,6 +408,11 @@ class MeshStream:
         """True when everything was read and the peer sent FIN (or closed normally)."""
         return self._buffered == 0 and self._eof
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet (``read`` returns them without waiting)."""
+        return self._buffered
+
     # -- called by the connection ------------------------------------------------------
 
     def _feed(self, data: bytes, end: bool) -> None:

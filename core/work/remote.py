@@ -45,6 +45,9 @@ STATUS_TIMEOUT = 5.0
 STATUS_INTERVAL = 1.0
 RETRY_INITIAL, RETRY_FACTOR, RETRY_MAX = 0.5, 1.5, 2.0
 CHUNK = 1024 * 1024
+#: While more results are already buffered, followers are woken once per this many bytes
+#: (each wake-up reads the status file), else after every chunk.
+NOTIFY_BYTES = 1024 * 1024
 #: Payloads up to this size go out right behind the submit command (see _pipelines).
 PIPELINE_PAYLOAD = 64 * 1024
 #: What a broken mesh stream raises (aborted, closed, reset, transport errors).
@@ -572,6 +575,7 @@ class RemoteWork:
                 raise RemoteUnavailable(f"results stream broke: {exc}") from None
             path = self.wc.store.path(unit_id) / "stdout"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            unnoticed = 0  # bytes written since followers were last woken
             try:
                 while True:
                     try:
@@ -584,8 +588,14 @@ class RemoteWork:
                     while view:
                         view = view[os.write(fd, view):]
                     watch.progress = time.monotonic()
-                    self.wc.notify(unit_id)
+                    unnoticed += len(chunk)
+                    if unnoticed >= NOTIFY_BYTES or not getattr(conn.stream, "buffered", 0):
+                        # followers read the new output; the status did not change
+                        self.wc.notify(unit_id, status_changed=False)
+                        unnoticed = 0
             finally:
+                if unnoticed:
+                    self.wc.notify(unit_id, status_changed=False)
                 os.close(fd)
         finally:
             if self._results_conns.get(unit_id) is watch:

@@ -243,12 +243,13 @@ class Workceptor:
 
     # -- notifications -----------------------------------------------------------------
 
-    def notify(self, unit_id: str) -> None:
-        """Wake everything following ``unit_id`` (its files changed)."""
+    def notify(self, unit_id: str, *, status_changed: bool = True) -> None:
+        """Wake everything following ``unit_id`` (its files changed); ``status_changed``
+        False when only its stdout grew (no state change to log)."""
         for waiter in self._waiters.pop(unit_id, []):
             if not waiter.done():
                 waiter.set_result(None)
-        if unit_id in self._known_states:
+        if status_changed and unit_id in self._known_states:
             self._check_state(unit_id)
 
     async def wait_change(self, unit_id: str, timeout: float = FOLLOW_POLL) -> None:
@@ -450,6 +451,8 @@ class Workceptor:
                     pos += len(chunk)
                     write(chunk)
                     await drain()
+                    if len(chunk) < CHUNK:
+                        break  # the end of what is there now: look at the status again
                 if status.state in FINAL and pos >= status.stdout_size:
                     # the status may have been written just before the last bytes: re-check
                     if os.fstat(handle.fileno()).st_size <= pos:
