@@ -59,7 +59,9 @@ def test_a_silent_relay_is_declared_dead_within_the_target(mesh: Mesh) -> None:
         relay.signal(signal.SIGCONT)
 
 
-def test_a_settled_link_is_redialed_quickly_when_it_ends(mesh: Mesh) -> None:
+def kill_settled_relay(mesh: Mesh) -> tuple[NodeProcess, float]:
+    """Start the diamond, let executor01's link to relayer01 settle, SIGKILL relayer01:
+    (executor01, when it was killed)."""
     started(mesh)
     executor, relay = mesh.nodes["executor01"], mesh.nodes["relayer01"]
     linked = executor.log_events("connection_established", peer="relayer01")[-1]
@@ -67,6 +69,11 @@ def test_a_settled_link_is_redialed_quickly_when_it_ends(mesh: Mesh) -> None:
                what="the link to relayer01 to settle")
     killed_at = time.time()
     relay.kill()
+    return executor, killed_at
+
+
+def test_a_settled_link_is_redialed_quickly_when_it_ends(mesh: Mesh) -> None:
+    executor, killed_at = kill_settled_relay(mesh)
     ended = wait_until(lambda: events_since(executor, killed_at, "backend_session_ended",
                                             peer="relayer01"),
                        timeout=30, what="executor01's session with relayer01 to end")[0]
@@ -76,13 +83,7 @@ def test_a_settled_link_is_redialed_quickly_when_it_ends(mesh: Mesh) -> None:
 def test_a_refused_dial_after_a_settled_link_is_repeated_quickly(mesh: Mesh) -> None:
     """While the lost neighbour's host refuses (the node is restarting), the dialer tries
     every quarter second instead of backing off to seconds, logging one warning a second."""
-    started(mesh)
-    executor, relay = mesh.nodes["executor01"], mesh.nodes["relayer01"]
-    linked = executor.log_events("connection_established", peer="relayer01")[-1]
-    wait_until(lambda: time.time() - at(linked) > SETTLED, timeout=30,
-               what="the link to relayer01 to settle")
-    killed_at = time.time()
-    relay.kill()
+    executor, killed_at = kill_settled_relay(mesh)
     address = f"127.0.0.1:{mesh.ports['relayer01']}"
     failures = wait_until(
         lambda: (f := events_since(executor, killed_at, "backend_dial_failed",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import random
 import time
@@ -575,47 +576,49 @@ async def echo_once(stream: MeshStream, payload: bytes) -> bytes:
     return data
 
 
-def test_pooled_dials_share_one_connection():
+@contextlib.asynccontextmanager
+async def echo_mesh(epoch_of=lambda node: 1):
+    """An echo listener on b:echo and a stream pool for a's dials: (net, listener, pool)."""
     from mesh.net.stream_pool import StreamPool
 
-    async def main():
-        net = FakeNetwork()
-        lst = listener(net)
-        server = asyncio.create_task(echo_server(lst))
-        pool = StreamPool(lambda node: 1)
-        first = await dial(net, pool=pool)
-        assert first.connection.mux
-        assert await echo_once(first, b"one") == b"one"
-        # sequential and concurrent dials: streams on the same connection, no handshake
-        second = await dial(net, pool=pool)
-        assert second.connection is first.connection
-        assert await echo_once(second, b"two") == b"two"
-        many = await asyncio.gather(*(dial(net, pool=pool) for _ in range(20)))
-        assert {s.connection for s in many} == {first.connection}
-        results = await asyncio.gather(*(echo_once(s, b"n%d" % i) for i, s in enumerate(many)))
-        assert results == [b"n%d" % i for i in range(20)]
-        assert len(lst.connections) == 1
+    net = FakeNetwork()
+    lst = listener(net)
+    server = asyncio.create_task(echo_server(lst))
+    pool = StreamPool(epoch_of)
+    try:
+        yield net, lst, pool
+    finally:
         pool.close()
         server.cancel()
         lst.close()
+
+
+def test_pooled_dials_share_one_connection():
+    async def main():
+        async with echo_mesh() as (net, lst, pool):
+            first = await dial(net, pool=pool)
+            assert first.connection.mux
+            assert await echo_once(first, b"one") == b"one"
+            # sequential and concurrent dials: streams on the same connection, no handshake
+            second = await dial(net, pool=pool)
+            assert second.connection is first.connection
+            assert await echo_once(second, b"two") == b"two"
+            many = await asyncio.gather(*(dial(net, pool=pool) for _ in range(20)))
+            assert {s.connection for s in many} == {first.connection}
+            results = await asyncio.gather(*(echo_once(s, b"n%d" % i)
+                                             for i, s in enumerate(many)))
+            assert results == [b"n%d" % i for i in range(20)]
+            assert len(lst.connections) == 1
 
     run(main())
 
 
 def test_concurrent_first_dials_wait_for_one_handshake():
-    from mesh.net.stream_pool import StreamPool
-
     async def main():
-        net = FakeNetwork()
-        lst = listener(net)
-        server = asyncio.create_task(echo_server(lst))
-        pool = StreamPool(lambda node: 1)
-        many = await asyncio.gather(*(dial(net, pool=pool) for _ in range(10)))
-        assert len({s.connection for s in many}) == 1
-        assert await echo_once(many[0], b"x") == b"x"
-        pool.close()
-        server.cancel()
-        lst.close()
+        async with echo_mesh() as (net, _, pool):
+            many = await asyncio.gather(*(dial(net, pool=pool) for _ in range(10)))
+            assert len({s.connection for s in many}) == 1
+            assert await echo_once(many[0], b"x") == b"x"
 
     run(main())
 
@@ -658,40 +661,29 @@ def test_aborting_one_stream_leaves_the_others():
 
 def test_without_a_pool_a_dial_is_receptors_one_stream_connection():
     async def main():
-        net = FakeNetwork()
-        lst = listener(net)
-        server = asyncio.create_task(echo_server(lst))
-        stream = await dial(net)
-        assert not stream.connection.mux  # only ALPN netceptor was offered, as Go does
-        with pytest.raises(streams.StreamClosedError):
-            stream.connection.open_stream()
-        assert await echo_once(stream, b"solo") == b"solo"
-        await until(lambda: stream.connection.ended)
-        server.cancel()
-        lst.close()
+        async with echo_mesh() as (net, _, _):
+            stream = await dial(net)
+            assert not stream.connection.mux  # only ALPN netceptor was offered, as Go does
+            with pytest.raises(streams.StreamClosedError):
+                stream.connection.open_stream()
+            assert await echo_once(stream, b"solo") == b"solo"
+            await until(lambda: stream.connection.ended)
 
     run(main())
 
 
 def test_a_restarted_remote_is_not_reused():
-    from mesh.net.stream_pool import StreamPool
+    epoch = {"b": 1}
 
     async def main():
-        net = FakeNetwork()
-        lst = listener(net)
-        server = asyncio.create_task(echo_server(lst))
-        epoch = {"b": 1}
-        pool = StreamPool(lambda node: epoch.get(node))
-        first = await dial(net, pool=pool)
-        assert await echo_once(first, b"1") == b"1"
-        epoch["b"] = 2  # the remote node restarted: its routing epoch changed
-        second = await dial(net, pool=pool)
-        assert second.connection is not first.connection
-        assert first.connection.ended
-        assert await echo_once(second, b"2") == b"2"
-        pool.close()
-        server.cancel()
-        lst.close()
+        async with echo_mesh(epoch.get) as (net, _, pool):
+            first = await dial(net, pool=pool)
+            assert await echo_once(first, b"1") == b"1"
+            epoch["b"] = 2  # the remote node restarted: its routing epoch changed
+            second = await dial(net, pool=pool)
+            assert second.connection is not first.connection
+            assert first.connection.ended
+            assert await echo_once(second, b"2") == b"2"
 
     run(main())
 
@@ -702,16 +694,11 @@ def test_an_idle_pooled_connection_is_closed(monkeypatch):
     monkeypatch.setattr(stream_pool, "IDLE_CLOSE", 0.2)
 
     async def main():
-        net = FakeNetwork()
-        lst = listener(net)
-        server = asyncio.create_task(echo_server(lst))
-        pool = stream_pool.StreamPool(lambda node: 1)
-        stream = await dial(net, pool=pool)
-        assert await echo_once(stream, b"bye") == b"bye"
-        await until(lambda: stream.connection.ended)
-        assert pool.connection(("b", "echo", "")) is None
-        server.cancel()
-        lst.close()
+        async with echo_mesh() as (net, _, pool):
+            stream = await dial(net, pool=pool)
+            assert await echo_once(stream, b"bye") == b"bye"
+            await until(lambda: stream.connection.ended)
+            assert pool.connection(("b", "echo", "")) is None
 
     run(main())
 
@@ -719,27 +706,20 @@ def test_an_idle_pooled_connection_is_closed(monkeypatch):
 def test_a_listener_that_speaks_only_netceptor_gets_a_connection_per_dial(monkeypatch):
     """Go Receptor's listener knows only ALPN netceptor: a pooled dial still works, one
     connection per stream, and nothing is pooled."""
-    from mesh.net.stream_pool import StreamPool
-
     real = streams._configuration
     monkeypatch.setattr(streams, "_configuration",
                         lambda is_client, tuning, mux=True: real(is_client, tuning,
                                                                  mux=mux and is_client))
 
     async def main():
-        net = FakeNetwork()
-        lst = listener(net)
-        server = asyncio.create_task(echo_server(lst))
-        pool = StreamPool(lambda node: 1)
-        first = await dial(net, pool=pool)
-        assert not first.connection.mux
-        assert await echo_once(first, b"go") == b"go"
-        second = await dial(net, pool=pool)
-        assert second.connection is not first.connection
-        assert await echo_once(second, b"again") == b"again"
-        await until(lambda: first.connection.ended and second.connection.ended)
-        assert pool.connection(("b", "echo", "")) is None
-        server.cancel()
-        lst.close()
+        async with echo_mesh() as (net, _, pool):
+            first = await dial(net, pool=pool)
+            assert not first.connection.mux
+            assert await echo_once(first, b"go") == b"go"
+            second = await dial(net, pool=pool)
+            assert second.connection is not first.connection
+            assert await echo_once(second, b"again") == b"again"
+            await until(lambda: first.connection.ended and second.connection.ended)
+            assert pool.connection(("b", "echo", "")) is None
 
     run(main())
