@@ -175,11 +175,15 @@ class Node:
         return DeferredStreamListener(endpoint, build)
 
     async def dial_stream(self, node: str, service: str, *, tls: str | None = None,
-                          timeout: float = 15.0) -> Any:
+                          timeout: float = 15.0, pooled: bool = False) -> Any:
         """Open a QUIC stream to ``node:service`` over the mesh.
 
         Fails at once when there is no route, and as soon as the remote node reports the
-        service unknown, instead of waiting for the QUIC handshake timeout.
+        service unknown, instead of waiting for the QUIC handshake timeout.  ``pooled``: the
+        stream may share a connection with other pooled streams to the same place (see
+        mesh.net.stream_pool) - for short exchanges whose reader keeps up, such as control
+        sessions, never for a byte pipe a slow consumer could stall (the streams of one
+        connection share its receive window).
         """
         from mesh.net import streams
 
@@ -205,13 +209,13 @@ class Node:
                 endpoint.unreachable_handler = unreachable
             self._live_conns(node).add(conn)
 
-        if self._stream_pool is None:
+        if pooled and self._stream_pool is None:
             self._stream_pool = StreamPool(self._node_epoch)
         return await streams.dial_stream(
             open_endpoint, node, service, local_node=self.node_id,
             max_datagram_for=self.netceptor.max_datagram_for, timeout=timeout,
-            on_connection=on_connection, tls=options, pool=self._stream_pool,
-            pool_tls=tls or "")
+            on_connection=on_connection, tls=options,
+            pool=self._stream_pool if pooled else None, pool_tls=tls or "")
 
     def _node_epoch(self, node: str) -> Any:
         """``node``'s routing epoch (a restarted node has another); None without a route."""

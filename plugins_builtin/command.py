@@ -160,7 +160,7 @@ class CommandWorkType(WorkType):
         log.debug("runner_started", unit_id=unit.unit_id, pid=pid, ready=ready,
                   forked=proc is None)
         if not ready:
-            if pid:
+            if pid and (proc is not None or _is_runner(pid, unit_dir)):  # not a reused pid
                 _kill(pid, signal.SIGKILL)
             _fail(unit, f"Error: the command runner did not start within {READY_TIMEOUT:g} s")
         elif not pid:

@@ -66,6 +66,7 @@ SERVER_MARKER = b"from runner_server import main"
 REPLY_TIMEOUT = 10.0  # seconds spawn() waits for the server's answer before giving up on it
 EXIT_REPORT_TIMEOUT = 1.0  # seconds exit_code() waits for the report of an exited runner
 CLOSE_TIMEOUT = 2.0  # seconds close() waits for the server to exit before it SIGKILLs it
+KILL_WAIT = 0.2  # seconds the node waits for a server it SIGKILLed before reaping it later
 MAX_FRAME = 16 << 20  # bytes; a longer frame means the stream is corrupt
 MAX_REMEMBERED_EXITS = 1024  # exit statuses kept for runners nobody asked about yet
 HEADER = 4
@@ -559,7 +560,8 @@ class RunnerServer:
 
     def _disconnect(self, reason: str, *, kill: bool = False) -> None:
         """Forget the current server: fail its pending requests, close our end (it exits);
-        with ``kill``, SIGKILL it and wait until it is gone (it holds no passed fds then)."""
+        with ``kill``, SIGKILL it and wait briefly until it is gone (it holds no passed fds
+        then; a caller that needs to know waits on the ready pipe, bounded)."""
         sock, proc = self.sock, self.proc
         self.sock = self.proc = None
         if sock is not None:
@@ -586,7 +588,12 @@ class RunnerServer:
                     proc.kill()
                 except OSError:
                     pass
-                self._wait(proc, CLOSE_TIMEOUT)
+                import subprocess
+
+                try:  # dead within milliseconds; the node's event loop must not wait longer
+                    proc.wait(KILL_WAIT)
+                except subprocess.TimeoutExpired:
+                    self._old.append(proc)  # reaped later (_reap_old)
             elif proc.poll() is None:
                 self._old.append(proc)  # exiting: reaped by a later spawn() or close()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from mesh.net.netceptor import KEEPALIVE_AFTER, MESH_ROUTE_REFRESH
 from mesh.testing import ControlSession, Mesh, NodeProcess, wait_until
 
@@ -79,3 +81,29 @@ def test_a_new_node_gets_the_routing_database_from_its_first_neighbour(mesh: Mes
                timeout=MESH_ROUTE_REFRESH / 8, what="n5 to know the whole line")
     wait_until(lambda: "n5" in mesh.nodes["n1"].routes(), timeout=MESH_ROUTE_REFRESH / 8,
                what="n1 to route to n5")
+
+
+def test_the_link_timeout_follows_the_keepalive_the_peer_announced() -> None:
+    """Go peers: Receptor's idle timeout; mesh peers that announce their keepalive period
+    (MeshKeepalive): that period plus a margin, three periods on a lossy link; mesh peers of
+    an earlier version, which announce none: the timeout that version needed."""
+    from types import SimpleNamespace
+
+    from mesh.net import messages
+    from mesh.net.netceptor import LEGACY_MESH_LINK_TIMEOUT, MESH_LINK_TIMEOUT, Netceptor
+
+    node = SimpleNamespace(idle_timeout=21.0)
+
+    def timeout(mesh_peer: bool, keepalive: float | None, reliable: bool = True) -> float:
+        link = SimpleNamespace(mesh_peer=mesh_peer, peer_keepalive=keepalive,
+                               session=SimpleNamespace(reliable=reliable))
+        return Netceptor._timeout_of(node, link)  # type: ignore[arg-type]
+
+    assert timeout(False, None) == 21.0
+    assert timeout(True, None) == LEGACY_MESH_LINK_TIMEOUT
+    assert timeout(True, KEEPALIVE_AFTER) == pytest.approx(MESH_LINK_TIMEOUT)
+    assert timeout(True, KEEPALIVE_AFTER, reliable=False) == pytest.approx(3 * KEEPALIVE_AFTER)
+    update = messages.RoutingUpdate("a", "u", 1, 1, {}, "a", max_datagram=60000,
+                                    keepalive_ms=1200)
+    decoded = messages.decode_routing_update(messages.encode_routing_update(update)[1:])
+    assert decoded.keepalive_ms == 1200

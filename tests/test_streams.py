@@ -715,11 +715,50 @@ def test_a_listener_that_speaks_only_netceptor_gets_a_connection_per_dial(monkey
         async with echo_mesh() as (net, _, pool):
             first = await dial(net, pool=pool)
             assert not first.connection.mux
+            assert pool.plain(("b", "echo", ""))  # later dials do not wait for each other
             assert await echo_once(first, b"go") == b"go"
             second = await dial(net, pool=pool)
             assert second.connection is not first.connection
             assert await echo_once(second, b"again") == b"again"
             await until(lambda: first.connection.ended and second.connection.ended)
             assert pool.connection(("b", "echo", "")) is None
+
+    run(main())
+
+
+def test_reset_streams_give_back_their_connection_credit():
+    """A stream the sender resets announces its final size: bytes counted against the shared
+    connection window that are never delivered must be credited back, or a long-lived
+    multiplexed connection would stall after enough resets."""
+    from mesh.net.stream_pool import StreamPool
+
+    async def main():
+        net = FakeNetwork(loss=0.05, reorder=0.3, seed=7)  # gaps when the reset arrives
+        lst = listener(net)
+
+        async def write_then_abort():
+            while True:
+                stream = await lst.accept()
+                stream.write(b"z" * (256 << 10))
+                await asyncio.sleep(0.01)  # some of it in flight, some lost or late
+                stream.abort("changed my mind")
+
+        server = asyncio.create_task(write_then_abort())
+        pool = StreamPool(lambda node: 1)
+        conn = None
+        for _ in range(10):
+            stream = await dial(net, pool=pool)
+            conn = stream.connection
+            stream.write(b"go")
+            with pytest.raises(StreamAborted):
+                for _ in range(1000):  # bounded: the reset ends it
+                    if not await stream.read():
+                        break
+            await stream.close()
+        quic = conn._quic
+        await until(lambda: quic._mesh_consumed_total == quic._local_max_data.used)
+        pool.close()
+        server.cancel()
+        lst.close()
 
     run(main())

@@ -439,6 +439,9 @@ class RoutingUpdate:
     forwarding_node: str
     suspected_duplicate: int = 0
     max_datagram: int | None = None
+    #: Mesh extension: the longest the sender stays silent on a link to a mesh peer, in ms
+    #: (its keepalive period); None from Go and from older mesh nodes.
+    keepalive_ms: int | None = None
 
 
 _RU_FIELDS = (
@@ -450,13 +453,14 @@ _RU_FIELDS = (
     "ForwardingNode",
     "SuspectedDuplicate",
     "MeshMaxDatagram",
+    "MeshKeepalive",
 )
 
 
 def encode_routing_update(u: RoutingUpdate) -> bytes:
     """Return type byte 1 followed by the update as compact Go-style JSON.
 
-    ``MeshMaxDatagram`` is appended only when ``u.max_datagram`` is not None.
+    ``MeshMaxDatagram`` and ``MeshKeepalive`` are appended only when set.
     Raises :class:`MessageError` for wrong types, out-of-range integers or non-finite costs.
     """
     parts = [
@@ -470,6 +474,8 @@ def encode_routing_update(u: RoutingUpdate) -> bytes:
     ]
     if u.max_datagram is not None:
         parts.append(f'"MeshMaxDatagram":{_go_uint(u.max_datagram, "MeshMaxDatagram")}')
+    if u.keepalive_ms is not None:
+        parts.append(f'"MeshKeepalive":{_go_uint(u.keepalive_ms, "MeshKeepalive")}')
     return b"\x01" + (",".join(parts) + "}").encode("utf-8")
 
 
@@ -478,6 +484,7 @@ def decode_routing_update(body: bytes | bytearray | memoryview) -> RoutingUpdate
     f = _fields(_load_json(body, "routing update"), _RU_FIELDS, "routing update")
     conns = _as_map(f.get("Connections"), "Connections", _as_float)
     max_dg = f.get("MeshMaxDatagram")
+    keepalive = f.get("MeshKeepalive")
     return RoutingUpdate(
         node_id=_as_str(f.get("NodeID"), "NodeID"),
         update_id=_as_str(f.get("UpdateID"), "UpdateID"),
@@ -487,6 +494,7 @@ def decode_routing_update(body: bytes | bytearray | memoryview) -> RoutingUpdate
         forwarding_node=_as_str(f.get("ForwardingNode"), "ForwardingNode"),
         suspected_duplicate=_as_uint(f.get("SuspectedDuplicate"), "SuspectedDuplicate"),
         max_datagram=None if max_dg is None else _as_uint(max_dg, "MeshMaxDatagram"),
+        keepalive_ms=None if keepalive is None else _as_uint(keepalive, "MeshKeepalive"),
     )
 
 

@@ -69,6 +69,18 @@ KEEPALIVE_MESSAGE = bytes([MSG_KEEPALIVE])
 KEEPALIVE_AFTER = 1.2
 KEEPALIVE_BATCH = 0.2
 MESH_LINK_TIMEOUT = 2.0
+#: A peer's keepalive period is negotiated (``MeshKeepalive`` in its routing updates): the
+#: link times out after that period plus this margin (MESH_LINK_TIMEOUT with ours) ...
+KEEPALIVE_MARGIN = MESH_LINK_TIMEOUT - KEEPALIVE_AFTER
+#: ... or, on a link that may lose messages (UDP), after this many periods (two keepalives
+#: may be lost) ...
+LOSSY_KEEPALIVES = 3
+#: ... and after this long with a mesh peer of an earlier version that does not say (it
+#: sends a keepalive on a link silent for a whole 1.25 s tick).
+LEGACY_MESH_LINK_TIMEOUT = 4.0
+#: A peer announcing a longer period than this is held to it (a link is never kept alive on
+#: faith for longer than Go's 21 s idle timeout allows).
+MAX_KEEPALIVE = 10.0
 #: How often unreachable nodes, stale adverts and old update IDs are forgotten.
 SWEEP_INTERVAL = 5.0
 
@@ -104,6 +116,8 @@ class Link:
     mesh_peer: bool = False
     #: When we last sent anything on it (time.monotonic()).
     last_sent: float = 0.0
+    #: The neighbour's keepalive period (seconds) if it told us (MeshKeepalive).
+    peer_keepalive: float | None = None
     #: When it last got our routing database (see LOSSY_LINK_RESYNC).
     synced_at: float = 0.0
 
@@ -209,7 +223,14 @@ class Netceptor:
             schedule.request(period)
 
     def _timeout_of(self, link: Link) -> float:
-        return MESH_LINK_TIMEOUT if link.mesh_peer else self.idle_timeout
+        if not link.mesh_peer:
+            return self.idle_timeout
+        period = link.peer_keepalive
+        if period is None:
+            return LEGACY_MESH_LINK_TIMEOUT
+        if not link.session.reliable:
+            return LOSSY_KEEPALIVES * period
+        return period + KEEPALIVE_MARGIN
 
     def _sweep_pending(self) -> bool:
         return len(self.router.known) > 1 or bool(self.router.seen_updates or self.ads)
@@ -305,7 +326,8 @@ class Netceptor:
             node_id=self.node_id, update_id=random_id(), update_epoch=self.epoch,
             update_sequence=self.sequence, connections=self.router.connections(),
             forwarding_node=self.node_id, suspected_duplicate=suspected_duplicate,
-            max_datagram=self.advertised_datagram())
+            max_datagram=self.advertised_datagram(),
+            keepalive_ms=round(KEEPALIVE_AFTER * 1000))
         return m.encode_routing_update(update)
 
     def _learn_name(self, node: str, hashed: int | None = None) -> None:
@@ -379,6 +401,8 @@ class Netceptor:
                 link = self._accept_link(session, options, update.forwarding_node)
                 if link is not None:
                     link.mesh_peer = update.max_datagram is not None
+                    if update.keepalive_ms:
+                        link.peer_keepalive = min(update.keepalive_ms / 1000, MAX_KEEPALIVE)
                 return link
         log.warning("handshake_timeout", node_id=self.node_id, peer=session.label)
         return None

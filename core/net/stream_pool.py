@@ -7,7 +7,8 @@ both ends are nodes of this project they negotiate ALPN ``mesh-mux/1`` instead (
 connection the pool already holds to the same ``node:service`` (and TLS client), without a
 handshake.  Concurrent dials to the same place wait for one handshake rather than each
 starting their own.  A Go Receptor node picks ALPN ``netceptor``: such connections are never
-pooled, and each dial is a connection of its own, as in Receptor.
+pooled, and each dial is a connection of its own, as in Receptor (once the pool has seen a
+place pick ``netceptor``, dials there no longer wait for each other).
 
 A pooled connection is dropped when the remote node restarted (its routing epoch changed:
 the new process does not know the connection, so a stream opened on it would wait for the
@@ -49,7 +50,14 @@ class StreamPool:
         self._epoch_of = epoch_of
         self._conns: dict[PoolKey, list[_Pooled]] = {}
         self._dialing: dict[PoolKey, asyncio.Future[None]] = {}
+        #: Places whose listener picked plain ``netceptor`` (Go), with the node's epoch then:
+        #: dials there neither wait for each other nor look for a pooled connection.
+        self._plain: dict[PoolKey, Any] = {}
         self._closed = False
+
+    def plain(self, key: PoolKey) -> bool:
+        """True if ``key``'s listener does not multiplex (as of the node's current epoch)."""
+        return key in self._plain and self._plain[key] == self._epoch_of(key[0])
 
     def connection(self, key: PoolKey) -> Any | None:
         """A live pooled connection for ``key`` with room for another stream, or None."""
@@ -91,7 +99,12 @@ class StreamPool:
                 del self._dialing[key]
             if not done.done():
                 done.set_result(None)
-            if conn is not None and conn.mux and not conn.ended and not self._closed:
+            if conn is None:
+                return
+            if not conn.mux:
+                self._plain[key] = self._epoch_of(key[0])
+            elif not conn.ended and not self._closed:
+                self._plain.pop(key, None)
                 self._add(key, conn)
 
         return finished
@@ -112,6 +125,8 @@ class StreamPool:
 
         conn.on_idle = idle
         conn.on_ended = ended
+        if not conn.open_streams:  # its first stream is gone already
+            idle(conn)
         log.debug("stream_pool.added", peer=key[0], service=key[1])
 
     def _forget(self, key: PoolKey, entry: _Pooled, why: str) -> None:

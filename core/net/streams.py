@@ -107,6 +107,9 @@ MAX_CLOSING_PERIOD = 3.0
 MAX_CLOSE_RESENDS = 8
 #: Default longest line MeshStream.readline() returns.
 LINE_LIMIT = 1 << 20
+#: A multiplexed connection's receive window is this many times StreamTuning's
+#: connection_window: its streams share it, and a few slow readers must not stall the rest.
+MUX_WINDOW_FACTOR = 4
 #: Application error code for a stream whose reader stopped (Receptor's cancelled reads).
 ERROR_READ_CANCELLED = 499
 #: aioquic writes 2-byte STREAM frame lengths, so frames above this need our override.
@@ -215,6 +218,21 @@ class _MeshQuicConnection(QuicConnection):
         if tls is None or tls._peer_certificate is None:
             return []
         return [tls._peer_certificate, *tls._peer_certificate_chain]
+
+    def widen_connection_window(self, factor: int) -> None:
+        """Grant ``factor`` times the connection window from now on (multiplexed
+        connections: their streams share it)."""
+        self._mesh_conn_window *= factor
+
+    def credit_undelivered(self, stream_id: int) -> None:
+        """Count a reset stream's bytes that arrived (or that its final size announced) but
+        will never be delivered as read: else the connection window would shrink for good,
+        which a long-lived multiplexed connection cannot afford."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            receiver = stream.receiver
+            self._mesh_consumed_total += max(0, receiver.highest_offset
+                                             - receiver._buffer_start)
 
     def forget_discarded(self) -> None:
         """Drop the read counts of streams aioquic has discarded (a pooled connection may
@@ -813,6 +831,7 @@ class StreamConnection:
                 if self.on_cid is not None:
                     self.on_cid(self, event.connection_id, False)
             elif isinstance(event, events.StreamReset):
+                quic.credit_undelivered(event.stream_id)
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
                     stream._reset_received(event.error_code)
@@ -859,6 +878,8 @@ class StreamConnection:
             self._fail_tls(f"peer did not negotiate ALPN {ALPN!r}")
             return
         self.mux = event.alpn_protocol == MUX_ALPN
+        if self.mux:
+            self._quic.widen_connection_window(MUX_WINDOW_FACTOR)
         if self._is_client:
             try:
                 verify_server_chain(self._quic.peer_certificates(), self._tls,
@@ -1292,10 +1313,11 @@ async def dial_stream(open_endpoint: EndpointFactory, node: str, service: str, *
                                       on_connection=on_connection, mux=False)
         return conn._open_client_stream()
     key = (node, service, pool_tls)
-    await pool.wait_dialing(key, timeout)
-    pooled = pool.connection(key)
-    if pooled is not None:
-        return pooled.open_stream()
+    if not pool.plain(key):
+        await pool.wait_dialing(key, timeout)
+        pooled = pool.connection(key)
+        if pooled is not None:
+            return pooled.open_stream()
     finished = pool.dialing(key)
     conn = None
     try:

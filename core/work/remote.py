@@ -48,8 +48,6 @@ CHUNK = 1024 * 1024
 #: While more results are already buffered, followers are woken once per this many bytes
 #: (each wake-up reads the status file), else after every chunk.
 NOTIFY_BYTES = 1024 * 1024
-#: Payloads up to this size go out right behind the submit command (see _pipelines).
-PIPELINE_PAYLOAD = 64 * 1024
 #: What a broken mesh stream raises (aborted, closed, reset, transport errors).
 STREAM_ERRORS = (ConnectionError, OSError, EOFError, StreamError)
 #: Idle control sessions kept per remote node, and for how long (see _SessionPool).
@@ -99,6 +97,11 @@ class RemoteConn:
             async with asyncio.timeout(timeout):
                 raw = await self.stream.readline()
         except asyncio.TimeoutError:
+            # A silent connection is most likely dead (the remote restarted before its new
+            # epoch reached us): drop it, not only this stream, so that no session reuses it.
+            connection = getattr(self.stream, "connection", None)
+            if connection is not None:
+                connection.abort(f"no reply from {self.node} within {timeout:.0f}s")
             raise RemoteUnavailable(f"no reply from {self.node} within {timeout:.0f}s") from None
         except STREAM_ERRORS as exc:
             raise RemoteUnavailable(f"connection to {self.node} broke: {exc}") from None
@@ -347,7 +350,7 @@ class RemoteWork:
         greeting."""
         try:
             stream = await self.wc.node.dial_stream(node, "control", tls=tls or None,
-                                                    timeout=CONNECT_TIMEOUT)
+                                                    timeout=CONNECT_TIMEOUT, pooled=True)
         except Exception as exc:
             raise RemoteUnavailable(f"cannot reach {node}: {exc}") from None
         conn = RemoteConn(stream, node)
@@ -437,7 +440,7 @@ class RemoteWork:
                            **self._signature(extra))
             stdin = self.wc.store.path(unit_id) / "stdin"
             pipelined = _pipelines(conn, stdin)
-            if pipelined:  # command and payload in one go: a round trip less
+            if pipelined:  # command and (empty) payload in one go: a round trip less
                 await conn.send(json.dumps(request))
                 await self._send_file(conn, stdin)
                 created = await conn.readline()
@@ -810,15 +813,15 @@ class RemoteWork:
 
 
 def _pipelines(conn: RemoteConn, stdin: os.PathLike[str]) -> bool:
-    """Send a submit's payload right behind its command, before ``Work unit created``?
+    """Send a submit's end of payload right behind its command, before ``Work unit created``?
 
-    Only to a node of this project (the session's connection negotiated ``mesh-mux/1``),
-    whose control service reads the payload from the same buffered stream; and only a small
-    payload, so the remote unit ID is on disk before a large one is sent (a controller that
-    dies meanwhile can still release the remote unit).
+    Only an empty payload (a lone FIN: if the remote refuses the submit, its session just
+    ends, no payload bytes are left to be read as commands), and only to a node of this
+    project (the session's connection negotiated ``mesh-mux/1``), whose control service
+    reads the command and the FIN from the same buffered stream.
     """
     try:
-        return bool(conn.stream.connection.mux) and os.path.getsize(stdin) <= PIPELINE_PAYLOAD
+        return bool(conn.stream.connection.mux) and os.path.getsize(stdin) == 0
     except (AttributeError, OSError):
         return False
 

@@ -9,7 +9,9 @@ dozen status writes of a small job cost about a millisecond, against microsecond
 A single write to a regular file cannot be half done by a process crash, and after an OS
 crash a unit that was not final is failed at restart anyway.  A file written by replacement
 gets :data:`STATUS_SLACK` spaces of room for the writes that follow.  Readers take no lock:
-one that catches an in-place write half copied reads again.
+a read counts when the next read returns the same bytes (one that overlapped an in-place
+write is read again).  A remote unit's mirrored final state is written in place too (see
+``mesh.work.remote``): the remote node holds the durable copy.
 """
 
 from __future__ import annotations
@@ -248,6 +250,13 @@ class UnitStore:
         for attempt in range(READ_ATTEMPTS):
             try:
                 data = path.read_bytes()
+                # a read that overlapped an in-place write may even be valid JSON: only two
+                # equal reads in a row count
+                for _ in range(READ_ATTEMPTS):
+                    again = path.read_bytes()
+                    if again == data:
+                        break
+                    data = again
             except FileNotFoundError:
                 raise UnknownUnit(unit_id) from None
             except OSError as exc:

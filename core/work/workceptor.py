@@ -451,8 +451,6 @@ class Workceptor:
                     pos += len(chunk)
                     write(chunk)
                     await drain()
-                    if len(chunk) < CHUNK:
-                        break  # the end of what is there now: look at the status again
                 if status.state in FINAL and pos >= status.stdout_size:
                     # the status may have been written just before the last bytes: re-check
                     if os.fstat(handle.fileno()).st_size <= pos:
