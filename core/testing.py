@@ -286,7 +286,27 @@ class Mesh:
             return all(set(n.routes()) >= names - {n.name}
                        for n in self.nodes.values() if n.alive)
 
-        wait_until(converged, timeout=timeout, what="mesh convergence")
+        try:
+            wait_until(converged, timeout=timeout, what="mesh convergence")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; {self._convergence_report(names)}") from None
+
+    def _convergence_report(self, names: set[str]) -> str:
+        """Which nodes lack which routes, and their link events (for a failed wait)."""
+        lines = []
+        for node in self.nodes.values():
+            try:
+                missing = sorted(names - {node.name} - set(node.routes())) if node.alive \
+                    else ["(not running)"]
+            except Exception as exc:  # an unreachable control socket says something too
+                missing = [f"(status failed: {exc})"]
+            if missing:
+                events = [f"{e.get('event')} {e.get('peer', '')} {e.get('reason', '')}".strip()
+                          for e in node.log_events()
+                          if e.get("event") in ("connection_established", "connection_lost",
+                                                "link_rejected", "backend_dial_failed")]
+                lines.append(f"{node.name} lacks {missing}; links: {events[-12:]}")
+        return " | ".join(lines) or "every node has every route now"
 
     def wait_until_work_types(self, viewer: str, node: str, work_types: list[str],
                               timeout: float = 60.0) -> None:

@@ -78,6 +78,10 @@ LOSSY_KEEPALIVES = 3
 #: ... and after this long with a mesh peer of an earlier version that does not say (it
 #: sends a keepalive on a link silent for a whole 1.25 s tick).
 LEGACY_MESH_LINK_TIMEOUT = 4.0
+#: A link found past its timeout is closed only if it is still silent this much later, after
+#: the event loop has read what was waiting: a node that was itself starved or stopped finds
+#: its links "silent" only because it has not read them yet.
+TIMEOUT_CONFIRM = 0.2
 #: A peer announcing a longer period than this is held to it (a link is never kept alive on
 #: faith for longer than Go's 21 s idle timeout allows).
 MAX_KEEPALIVE = 10.0
@@ -118,6 +122,8 @@ class Link:
     last_sent: float = 0.0
     #: The neighbour's keepalive period (seconds) if it told us (MeshKeepalive).
     peer_keepalive: float | None = None
+    #: When the maintenance timer first found the link past its timeout (see TIMEOUT_CONFIRM).
+    overdue_at: float | None = None
     #: When it last got our routing database (see LOSSY_LINK_RESYNC).
     synced_at: float = 0.0
 
@@ -251,7 +257,8 @@ class Netceptor:
             for link in self.links.values():
                 if link.close_reason:
                     continue
-                due.append(link.last_recv + self._timeout_of(link))
+                due.append(link.last_recv + self._timeout_of(link) if link.overdue_at is None
+                           else link.overdue_at + TIMEOUT_CONFIRM)
                 due.append(link.last_sent + self._quiet_limit(link))
                 if not link.session.reliable:
                     due.append(link.synced_at + LOSSY_LINK_RESYNC)
@@ -268,7 +275,13 @@ class Netceptor:
                 if link.close_reason:
                     continue  # closing already; its link task removes it
                 limit = self._timeout_of(link)
-                if now - link.last_recv >= limit:
+                if now - link.last_recv < limit:
+                    link.overdue_at = None
+                elif link.overdue_at is None:
+                    # Maybe it is us who fell behind (a starved or stopped process): let the
+                    # loop read what is waiting on the link before calling it dead.
+                    link.overdue_at = now
+                elif now - link.overdue_at >= TIMEOUT_CONFIRM:
                     link.close_reason = f"idle timeout ({limit:g}s without traffic)"
                     link.session.close()
                     continue
