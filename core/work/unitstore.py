@@ -104,11 +104,19 @@ READ_ATTEMPTS = 3
 def write_json_atomic(path: Path, data: Any, *, durable: bool = True, slack: int = 0) -> None:
     """Replace ``path`` with ``data`` as JSON (and ``slack`` spaces): temp file, fsync (if
     ``durable``), rename."""
+    _replace(path, _encode(data), durable=durable, slack=slack)
+
+
+def _encode(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _replace(path: Path, encoded: bytes, *, durable: bool, slack: int) -> None:
     # the PID in the name lets a sweep at start tell a live writer's file from debris
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".status.{os.getpid()}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(data, separators=(",", ":")) + " " * slack + "\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded + b" " * slack + b"\n")
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
@@ -124,22 +132,27 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True, slack: int
 def write_status(path: Path, data: Any, *, durable: bool) -> None:
     """Write a status file: in place if not ``durable`` and the JSON fits, else by atomic
     replacement (see the module docstring).  The caller holds the unit's lock."""
-    if not durable:
-        encoded = json.dumps(data, separators=(",", ":")).encode()
-        try:
-            fd = os.open(path, os.O_WRONLY)
-        except FileNotFoundError:
-            fd = -1
-        if fd >= 0:
-            try:
-                room = os.fstat(fd).st_size - 1
-                if len(encoded) <= room:
-                    padded = encoded + b" " * (room - len(encoded)) + b"\n"
-                    if os.pwrite(fd, padded, 0) == len(padded):
-                        return
-            finally:
-                os.close(fd)
-    write_json_atomic(path, data, durable=durable, slack=STATUS_SLACK)
+    encoded = _encode(data)
+    if not durable and _overwrite(path, encoded):
+        return
+    _replace(path, encoded, durable=durable, slack=STATUS_SLACK)
+
+
+def _overwrite(path: Path, encoded: bytes) -> bool:
+    """Write ``encoded`` over ``path``, padded to its size, in one ``pwrite``; False (nothing
+    written) if the file is missing or too small."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        room = os.fstat(fd).st_size - 1
+        if len(encoded) > room:
+            return False
+        padded = encoded + b" " * (room - len(encoded)) + b"\n"
+        return os.pwrite(fd, padded, 0) == len(padded)
+    finally:
+        os.close(fd)
 
 
 def _writer_alive(temp_name: str) -> bool:
