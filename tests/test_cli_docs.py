@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from file_modules import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "docs" / "gen_cli_docs.py"
@@ -15,11 +16,7 @@ CLI_MD = ROOT / "docs" / "cli.md"
 
 @pytest.fixture(scope="module")
 def gen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_cli_docs", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("gen_cli_docs", SCRIPT)
 
 
 def test_cli_md_is_up_to_date(gen: ModuleType) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from types import ModuleType
 import pytest
 
 import mesh
+from file_modules import load_file
 from mesh.plugins import make_plugin_manager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,11 +20,7 @@ CONFIG_MD = ROOT / "docs" / "config.md"
 
 @pytest.fixture(scope="module")
 def gen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_config_docs", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("gen_config_docs", SCRIPT)
 
 
 def test_config_md_is_up_to_date(gen: ModuleType) -> None:

@@ -30,7 +30,6 @@ import ast
 import builtins
 import copy
 import importlib
-import importlib.util
 import inspect
 import json
 import os
@@ -59,6 +58,7 @@ from mesh import hookspecs
 from mesh.config.loader import parse_config
 from mesh.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, PluginHost, make_plugin_manager
 from mesh.testing import Mesh, NodeProcess, wait_services, wait_until
+from file_modules import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS_MD = ROOT / "docs" / "hooks.md"
@@ -222,13 +222,7 @@ def _excerpt_source(block: Block) -> types.ModuleType:
     own: dataclasses look their module up in ``sys.modules``)."""
     path = ROOT / (block.marker("excerpt") or "")
     assert path.is_file(), f"{block.where}: excerpt of {path}, which does not exist"
-    name = f"_excerpt_source_{block.module_name}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_file(f"_excerpt_source_{block.module_name}", path, register=True)
 
 
 @pytest.fixture(scope="session")

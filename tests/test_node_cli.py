@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -26,16 +24,6 @@ from mesh.testing import ControlSession, Mesh, NodeProcess, free_port, wait_unti
 
 MESH = [sys.executable, "-m", "mesh"]
 RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    # Short paths: Unix socket paths are limited to 108 bytes.
-    path = Path(tempfile.mkdtemp(prefix="mesh-cli-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -106,9 +94,9 @@ BAD_CONFIGS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-def test_bad_config_gives_one_clear_line(scratch: Path, case: str) -> None:
+def test_bad_config_gives_one_clear_line(mesh_dir: Path, case: str) -> None:
     text, expected = BAD_CONFIGS[case]
-    path = scratch / f"{case}.yml"
+    path = mesh_dir / f"{case}.yml"
     path.write_text(text)
     result = run(*MESH, "node", "-c", str(path), timeout=60)
     assert result.returncode != 0
@@ -123,8 +111,8 @@ def test_bad_config_gives_one_clear_line(scratch: Path, case: str) -> None:
     assert result.stdout == ""
 
 
-def test_missing_config_file(scratch: Path) -> None:
-    path = scratch / "nope.yml"
+def test_missing_config_file(mesh_dir: Path) -> None:
+    path = mesh_dir / "nope.yml"
     result = run(*MESH, "node", "-c", str(path))
     assert result.returncode != 0
     assert len(result.stderr.splitlines()) == 1, result.stderr
@@ -135,30 +123,30 @@ def test_missing_config_file(scratch: Path) -> None:
 # (b) no config at all: the embedded default
 
 
-def test_node_without_config_uses_embedded_default(scratch: Path) -> None:
+def test_node_without_config_uses_embedded_default(mesh_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MESH_SOCKET", "RECEPTORCTL_SOCKET")}
-    env.update(HOME=str(scratch), XDG_STATE_HOME=str(scratch / "state"))
-    default_socket = scratch / "state" / "mesh" / "control.sock"
-    log = open(scratch / "node.log", "wb")
-    proc = subprocess.Popen([*MESH, "node"], env=env, cwd=scratch, stdout=log, stderr=log,
+    env.update(HOME=str(mesh_dir), XDG_STATE_HOME=str(mesh_dir / "state"))
+    default_socket = mesh_dir / "state" / "mesh" / "control.sock"
+    log = open(mesh_dir / "node.log", "wb")
+    proc = subprocess.Popen([*MESH, "node"], env=env, cwd=mesh_dir, stdout=log, stderr=log,
                             start_new_session=True)
     log.close()
     try:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"node exited with {proc.returncode}: "
-                                     f"{(scratch / 'node.log').read_text()}")
+                                     f"{(mesh_dir / 'node.log').read_text()}")
             with ControlSession(default_socket, timeout=5) as session:
                 return session.greeting.startswith("Receptor Control, node ")
 
         wait_until(ready, timeout=30, what="default control socket")
         hostname = socket.gethostname().split(".")[0]
 
-        status = run(*MESH, "status", env=env, cwd=scratch)
+        status = run(*MESH, "status", env=env, cwd=mesh_dir)
         assert status.returncode == 0, status.stderr
         assert f"Node ID: {hostname}" in status.stdout
 
-        as_json = run(*MESH, "status", "--json", env=env, cwd=scratch)
+        as_json = run(*MESH, "status", "--json", env=env, cwd=mesh_dir)
         assert json.loads(as_json.stdout)["NodeID"] == hostname
 
         ctl = receptorctl(default_socket, "status")
@@ -174,7 +162,7 @@ def test_node_without_config_uses_embedded_default(scratch: Path) -> None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
     # Nothing was written outside the temporary home.
-    assert {p.name for p in scratch.iterdir()} <= {"state", "node.log", ".local", ".config"}
+    assert {p.name for p in mesh_dir.iterdir()} <= {"state", "node.log", ".local", ".config"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -244,19 +232,19 @@ def test_version_2_config_is_equivalent_to_list_form(mesh: Mesh) -> None:
 # (d) --log-format json
 
 
-def test_log_format_json_every_line_is_an_event(scratch: Path) -> None:
+def test_log_format_json_every_line_is_an_event(mesh_dir: Path) -> None:
     port = free_port()
-    sock = scratch / "j.sock"
-    config = scratch / "j.yml"
+    sock = mesh_dir / "j.sock"
+    config = mesh_dir / "j.yml"
     config.write_text(yaml.safe_dump([
-        {"node": {"id": "jsonnode", "datadir": str(scratch / "data")}},
+        {"node": {"id": "jsonnode", "datadir": str(mesh_dir / "data")}},
         {"log-level": "debug"},
         {"control-service": {"filename": str(sock)}},
         {"tcp-peer": {"address": f"127.0.0.1:{port}"}},  # nobody there: dial failures
     ]))
     # The flag beats the environment variable (and stderr is no terminal, so "auto" is out).
     env = {**os.environ, "MESH_LOG_FORMAT": "console"}
-    out_path, err_path = scratch / "stdout", scratch / "stderr"
+    out_path, err_path = mesh_dir / "stdout", mesh_dir / "stderr"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen([*MESH, "--log-format", "json", "node", "-c", str(config)],
                                 env=env, stdout=out, stderr=err, start_new_session=True)

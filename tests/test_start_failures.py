@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -38,15 +35,6 @@ def hold_port(kind: int, port: int, host: str = "0.0.0.0") -> socket.socket:
     if kind == socket.SOCK_STREAM:
         sock.listen()
     return sock
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mesh-sf-"))  # short: Unix socket paths
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def run_node(config: Path) -> subprocess.CompletedProcess[str]:
@@ -87,12 +75,12 @@ LISTENERS = {"tcp-listener": socket.SOCK_STREAM, "udp-listener": socket.SOCK_DGR
 
 
 @pytest.mark.parametrize("section", sorted(LISTENERS))
-def test_a_listener_whose_port_is_taken_stops_the_start(scratch: Path, section: str) -> None:
+def test_a_listener_whose_port_is_taken_stops_the_start(mesh_dir: Path, section: str) -> None:
     port = free_port()
-    sock = scratch / "n.sock"
-    config = scratch / "n.yml"
+    sock = mesh_dir / "n.sock"
+    config = mesh_dir / "n.yml"
     config.write_text(yaml.safe_dump([
-        {"node": {"id": "busy", "datadir": str(scratch / "data")}},
+        {"node": {"id": "busy", "datadir": str(mesh_dir / "data")}},
         {"control-service": {"filename": str(sock)}},
         {"tcp-peer": {"address": f"127.0.0.1:{free_port()}"}},  # unreachable: no failure
         {section: {"port": port}}]))
@@ -106,12 +94,12 @@ def test_a_listener_whose_port_is_taken_stops_the_start(scratch: Path, section: 
     assert_not_running(sock)
 
 
-def test_a_control_listener_whose_port_is_taken_stops_the_start(scratch: Path) -> None:
+def test_a_control_listener_whose_port_is_taken_stops_the_start(mesh_dir: Path) -> None:
     port = free_port()
-    sock = scratch / "n.sock"
-    config = scratch / "n.yml"
+    sock = mesh_dir / "n.sock"
+    config = mesh_dir / "n.yml"
     config.write_text(yaml.safe_dump([
-        {"node": {"id": "busy", "datadir": str(scratch / "data")}},
+        {"node": {"id": "busy", "datadir": str(mesh_dir / "data")}},
         {"control-service": {"filename": str(sock), "tcplisten": f"127.0.0.1:{port}"}}]))
     with hold_port(socket.SOCK_STREAM, port, "127.0.0.1"):
         result = run_node(config)

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import marshal
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -51,24 +49,15 @@ def plugin_index() -> None:
                    timeout=120)
 
 
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mesh-st-"))  # short: Unix socket paths
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def imported(modules: set[str], *prefixes: str) -> list[str]:
     """The modules of ``modules`` that are, or are inside, one of ``prefixes``."""
     return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes))
 
 
-def mesh_command(scratch: Path, *args: str, env: dict[str, str] | None = None,
+def mesh_command(mesh_dir: Path, *args: str, env: dict[str, str] | None = None,
                  ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run ``mesh ARGS`` to the end; its result and the modules it had imported."""
-    out = scratch / f"modules-{time.monotonic_ns()}.json"
+    out = mesh_dir / f"modules-{time.monotonic_ns()}.json"
     result = subprocess.run([sys.executable, "-c", ENTRY, str(out), *args], capture_output=True,
                             text=True, timeout=120, env={**os.environ, **(env or {})})
     return result, set(json.loads(out.read_text()))
@@ -108,16 +97,16 @@ ECHO_COMMAND = {"work-command": {"worktype": "echo", "command": "cat"}}
 # -- the command line ------------------------------------------------------------------------
 
 
-def test_version_imports_no_framework(scratch: Path) -> None:
-    result, modules = mesh_command(scratch, "--version")
+def test_version_imports_no_framework(mesh_dir: Path) -> None:
+    result, modules = mesh_command(mesh_dir, "--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"mesh, version {__import__('mesh').__version__}\n"
     assert not imported(modules, *HEAVY, "click", "pluggy", "asyncio", "structlog", "yaml",
                         "mesh_builtin")
 
 
-def test_help_lists_every_command_and_imports_none(scratch: Path) -> None:
-    result, modules = mesh_command(scratch, "--help")
+def test_help_lists_every_command_and_imports_none(mesh_dir: Path) -> None:
+    result, modules = mesh_command(mesh_dir, "--help")
     assert result.returncode == 0, result.stderr
     listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines()
               if line.strip()}
@@ -128,21 +117,21 @@ def test_help_lists_every_command_and_imports_none(scratch: Path) -> None:
 
 
 def test_client_commands_import_no_quic_tls_work_type_or_asyncio(mesh: Mesh,
-                                                                  scratch: Path) -> None:
+                                                                  mesh_dir: Path) -> None:
     node = mesh.add("solo", listen=False, sections=[ECHO_COMMAND])
     mesh.start()
     sock = str(node.socket)
     for args in (("status", "--socket", sock), ("work", "list", "--socket", sock),
                  ("ping", "solo", "--count", "1", "--socket", sock)):
-        result, modules = mesh_command(scratch, *args)
+        result, modules = mesh_command(mesh_dir, *args)
         assert result.returncode == 0, (args, result.stderr)
         assert not imported(modules, *HEAVY, "asyncio", "structlog", "mesh_builtin",
                             "mesh_plugin_echo", "mesh.net", "mesh.work.workceptor"), args
-    assert "Node ID: solo" in mesh_command(scratch, "status", "--socket", sock)[0].stdout
+    assert "Node ID: solo" in mesh_command(mesh_dir, "status", "--socket", sock)[0].stdout
 
 
-def test_a_subcommand_imports_its_own_plugin(scratch: Path) -> None:
-    result, modules = mesh_command(scratch, "cert", "--help")
+def test_a_subcommand_imports_its_own_plugin(mesh_dir: Path) -> None:
+    result, modules = mesh_command(mesh_dir, "cert", "--help")
     assert result.returncode == 0, result.stderr
     assert "mesh_builtin.certs" in modules
     assert not imported(modules, "mesh_builtin.command", "mesh_builtin.tcp", "asyncio")
@@ -216,9 +205,9 @@ def slow_plugin(root: Path, release: Path) -> dict[str, str]:
             "MESH_LOAD_PLUGINS": "mesh,slow"}
 
 
-def test_status_is_answered_while_a_slow_plugin_loads(mesh: Mesh, scratch: Path) -> None:
-    release = scratch / "release"
-    env = slow_plugin(scratch / "site", release)
+def test_status_is_answered_while_a_slow_plugin_loads(mesh: Mesh, mesh_dir: Path) -> None:
+    release = mesh_dir / "release"
+    env = slow_plugin(mesh_dir / "site", release)
     release.touch()  # the first run builds the plugin index, which imports every plugin
     assert subprocess.run([sys.executable, "-m", "mesh", "plugins"], env={**os.environ, **env},
                           capture_output=True, timeout=120).returncode == 0
@@ -253,11 +242,11 @@ def test_status_is_answered_while_a_slow_plugin_loads(mesh: Mesh, scratch: Path)
         release.touch()
 
 
-def test_a_config_error_after_the_early_start_removes_the_socket(scratch: Path) -> None:
-    sock = scratch / "n.sock"
-    config = scratch / "n.yml"
+def test_a_config_error_after_the_early_start_removes_the_socket(mesh_dir: Path) -> None:
+    sock = mesh_dir / "n.sock"
+    config = mesh_dir / "n.yml"
     config.write_text(yaml.safe_dump([
-        {"node": {"id": "broken", "datadir": str(scratch / "data")}},
+        {"node": {"id": "broken", "datadir": str(mesh_dir / "data")}},
         {"control-service": {"filename": str(sock)}},
         {"tcp-listener": {"port": "not-a-port"}}]))
     result = subprocess.run([sys.executable, "-m", "mesh", "node", "-c", str(config)],
@@ -284,8 +273,8 @@ def test_a_second_node_on_the_same_socket_is_refused(mesh: Mesh) -> None:
 # -- the plugin index ------------------------------------------------------------------------
 
 
-def test_an_edited_plugin_is_reindexed(scratch: Path) -> None:
-    root = scratch / "site"
+def test_an_edited_plugin_is_reindexed(mesh_dir: Path) -> None:
+    root = mesh_dir / "site"
     info = root / "mesh_plugin_edit-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mesh-plugin-edit\n"
@@ -305,7 +294,7 @@ def test_an_edited_plugin_is_reindexed(scratch: Path) -> None:
     env = {"PYTHONPATH": str(root), "MESH_LOAD_PLUGINS": "mesh,edit"}
 
     def commands() -> list[str]:
-        result, _ = mesh_command(scratch, "plugins", "--json", env=env)
+        result, _ = mesh_command(mesh_dir, "plugins", "--json", env=env)
         assert result.returncode == 0, result.stderr
         listing = {p["name"]: p for p in json.loads(result.stdout)}
         return listing["edit"]["registered"]["control command"]
@@ -316,25 +305,25 @@ def test_an_edited_plugin_is_reindexed(scratch: Path) -> None:
     os.utime(module, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
     assert commands() == ["second"]
     # and a command that runs from the index sees it too (the index was rewritten)
-    result, modules = mesh_command(scratch, "--help", env=env)
+    result, modules = mesh_command(mesh_dir, "--help", env=env)
     assert result.returncode == 0 and "mesh_plugin_edit" not in modules
 
 
-def test_index_is_stored_in_the_cache_dir(scratch: Path) -> None:
-    env = {"MESH_CACHE_DIR": str(scratch / "cache")}
-    result, _ = mesh_command(scratch, "--help", env=env)
+def test_index_is_stored_in_the_cache_dir(mesh_dir: Path) -> None:
+    env = {"MESH_CACHE_DIR": str(mesh_dir / "cache")}
+    result, _ = mesh_command(mesh_dir, "--help", env=env)
     assert result.returncode == 0, result.stderr
-    stored = list((scratch / "cache").glob("plugins-*.marshal"))
+    stored = list((mesh_dir / "cache").glob("plugins-*.marshal"))
     assert len(stored) == 1
     index = marshal.loads(stored[0].read_bytes())["index"]
     assert index["cli_commands"]["status"][0] == "mesh.cli_commands"
     assert index["sections"]["tcp-listener"][0] == "tcp"
 
 
-def test_unwritable_cache_only_costs_time(scratch: Path) -> None:
-    blocker = scratch / "file"
+def test_unwritable_cache_only_costs_time(mesh_dir: Path) -> None:
+    blocker = mesh_dir / "file"
     blocker.write_text("not a directory")
-    result, _ = mesh_command(scratch, "--help", env={"MESH_CACHE_DIR": str(blocker / "x")})
+    result, _ = mesh_command(mesh_dir, "--help", env={"MESH_CACHE_DIR": str(blocker / "x")})
     assert result.returncode == 0, result.stderr
     assert "Commands:" in result.stdout
 
