@@ -210,14 +210,14 @@ class Node:
             self._live_conns(node).add(conn)
 
         if pooled and self._stream_pool is None:
-            self._stream_pool = StreamPool(self._node_epoch)
+            self._stream_pool = StreamPool(self.node_epoch)
         return await streams.dial_stream(
             open_endpoint, node, service, local_node=self.node_id,
             max_datagram_for=self.netceptor.max_datagram_for, timeout=timeout,
             on_connection=on_connection, tls=options,
             pool=self._stream_pool if pooled else None, pool_tls=tls or "")
 
-    def _node_epoch(self, node: str) -> Any:
+    def node_epoch(self, node: str) -> Any:
         """``node``'s routing epoch (a restarted node has another); None without a route."""
         if node == self.node_id:
             return "self"

@@ -180,14 +180,10 @@ class _SessionPool:
         self._refilling: set[tuple[str, str]] = set()
 
     def epoch(self, node: str) -> Any:
-        """The remote node's routing epoch (changes when it restarts); None without a route."""
-        router = getattr(getattr(self.remote.wc.node, "netceptor", None), "router", None)
-        if router is None:
-            return "unknown"
-        if node not in getattr(router, "table", {}):
-            return None
-        record = getattr(router, "records", {}).get(node)
-        return getattr(record, "epoch", "unknown")
+        """The remote node's routing epoch (changes when it restarts); None without a route
+        (see ``Node.node_epoch``; "unknown" for a node object without routing)."""
+        node_epoch = getattr(self.remote.wc.node, "node_epoch", None)
+        return "unknown" if node_epoch is None else node_epoch(node)
 
     def _take(self, node: str, tls: str) -> tuple[RemoteConn, Any] | None:
         idle = self._idle.get((node, tls))
