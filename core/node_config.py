@@ -126,10 +126,18 @@ class WorkLimitsConfig:
         default=None, metadata={"doc": "Largest payload (stdin) a client may send with `work "
                                        "submit`, e.g. '100M'; a larger one fails the unit and "
                                        "the client gets an ERROR line. Default: no limit."})
+    maxstdout: ByteSize | None = field(
+        default=None, metadata={"doc": "Largest stdout a unit run on this node may write, e.g. "
+                                       "'2G'; a unit that writes more is stopped and Failed "
+                                       "(Detail `stdout larger than the limit of N bytes "
+                                       "(work-limits maxstdout)`) and its stdout up to the "
+                                       "limit is kept. Default: no limit."})
 
     def validate(self) -> None:
-        if self.maxpayload is not None and self.maxpayload <= 0:
-            raise SectionValueError("maxpayload", "must be a positive size such as '100M'")
+        for key in ("maxpayload", "maxstdout"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise SectionValueError(key, "must be a positive size such as '100M'")
 
 
 #: The kernel's sections, registered by :mod:`mesh.node_sections`.
@@ -144,7 +152,7 @@ KERNEL_SPECS: tuple[SectionSpec, ...] = (
                 plural="unit-lifecycle",
                 doc="mesh extension: automatic release and expiry of work units."),
     SectionSpec("work-limits", WorkLimitsConfig, singleton=True, plural="work-limits",
-                doc="mesh extension: limits on what clients may submit."),
+                doc="mesh extension: limits on what clients may submit and units may write."),
     SectionSpec("control-service", ControlServiceConfig,
                 doc="The control service (receptorctl, mesh CLI, remote work)."),
 )

@@ -90,6 +90,8 @@ def kill_runner_locked(unit: UnitHandle, runner: int) -> None:
 class CommandWorkType(WorkType):
     """One ``work-command`` entry."""
 
+    stops_at_max_stdout = True  # the runner does (see command_runner.Runner.cut)
+
     def __init__(self, config: WorkCommandConfig, node: Any = None) -> None:
         super().__init__(config.worktype, verify_signature=config.verifysignature)
         self.config = config
@@ -146,7 +148,8 @@ class CommandWorkType(WorkType):
 
         unit_dir = os.path.abspath(unit.dir)
         try:
-            pid, proc, ready_r = await self._launch(unit, unit_dir, params, argv)
+            pid, proc, ready_r = await self._launch(unit, unit_dir, params, argv,
+                                                    self._max_stdout())
         except OSError as exc:
             _fail(unit, f"Error: cannot start the command runner: {exc}")
             return
@@ -167,8 +170,14 @@ class CommandWorkType(WorkType):
             _fail(unit, "Error: the command runner exited without a final status")
         unit.notify()
 
-    async def _launch(self, unit: UnitHandle, unit_dir: str, params: str,
-                      argv: list[str]) -> tuple[int, subprocess.Popen[bytes] | None, int]:
+    def _max_stdout(self) -> int | None:
+        """``work-limits maxstdout``: the runner stops the unit's command beyond it."""
+        work = getattr(self.node, "work", None)
+        return work.max_stdout if work is not None else None
+
+    async def _launch(self, unit: UnitHandle, unit_dir: str, params: str, argv: list[str],
+                      max_stdout: int | None,
+                      ) -> tuple[int, subprocess.Popen[bytes] | None, int]:
         """Start the unit's runner: (its pid, its Popen if it is this process's child, the read
         end of its ready pipe).  The pid is 0 when a runner started but is gone already.
 
@@ -179,7 +188,7 @@ class CommandWorkType(WorkType):
         ready_r, ready_w = os.pipe()
         try:
             try:
-                pid = await server.spawn(unit_dir, params, argv, ready_w)
+                pid = await server.spawn(unit_dir, params, argv, ready_w, max_stdout)
             finally:
                 os.close(ready_w)
             return pid, None, ready_r
@@ -198,7 +207,7 @@ class CommandWorkType(WorkType):
         if forked is not None:
             return forked, None, ready_r
         os.close(ready_r)
-        return _start_interpreter(unit_dir, params, argv)
+        return _start_interpreter(unit_dir, params, argv, max_stdout)
 
     # -- watching --------------------------------------------------------------------------
 
@@ -306,14 +315,15 @@ class CommandWorkType(WorkType):
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _start_interpreter(unit_dir: str, params: str,
-                       argv: list[str]) -> tuple[int, subprocess.Popen[bytes], int]:
+def _start_interpreter(unit_dir: str, params: str, argv: list[str], max_stdout: int | None,
+                       ) -> tuple[int, subprocess.Popen[bytes], int]:
     """Start a runner as a new interpreter: (pid, Popen, read end of its ready pipe)."""
     ready_r, ready_w = os.pipe()
+    limit = ["--max-stdout", str(max_stdout)] if max_stdout is not None else []
     try:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", RUNNER_BOOT, "--unitdir", unit_dir,
-             "--params", params, "--ready-fd", str(ready_w), "--", *argv],
+             "--params", params, "--ready-fd", str(ready_w), *limit, "--", *argv],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, pass_fds=(ready_w,))
     except BaseException:

@@ -6,7 +6,7 @@ the ~20 ms of a new interpreter.  If the server fails, the node starts it the ol
 interpreter in a new session (see ``mesh_builtin.command.RUNNER_BOOT``)::
 
     python -I -S -c "<import command_runner; main()>" --unitdir DIR [--params TEXT] [--ready-fd N] \
-        -- COMMAND [ARG...]
+        [--max-stdout BYTES] -- COMMAND [ARG...]
 
 ``python -m mesh_builtin.command_runner ...`` works too, but starts ~15 ms slower (site-packages).
 With a ready fd (``--ready-fd``) it writes one byte to that fd and closes it once Running (or a
@@ -15,8 +15,11 @@ final state) is recorded, so the node's ``start()`` returns without polling.
 It runs COMMAND with stdin from ``DIR/stdin`` and stdout+stderr appended to ``DIR/stdout``, in a process
 group of its own, and keeps ``DIR/status`` current: ``Running: PID <child>`` (ExtraData
 ``{"Pid": <runner pid>, "Params": TEXT}``), the stdout size every 250 ms, and finally Succeeded
-``exit status 0`` or Failed ``exit status N`` / ``signal: killed`` with ExtraData null.  It outlives the
-node (which may be killed and restarted meanwhile).
+``exit status 0`` or Failed ``exit status N`` / ``signal: killed`` with ExtraData null, and
+``StdoutFinalSize`` and ``StdoutSHA256`` (stdout is hashed while it grows, at every status tick).  With
+``--max-stdout`` (``work-limits maxstdout``) a command whose stdout grows past BYTES is killed, stdout
+is cut to BYTES and the unit is Failed ``stdout larger than the limit of BYTES bytes (work-limits
+maxstdout)``.  It outlives the node (which may be killed and restarted meanwhile).
 
 Status writes hold an exclusive ``flock`` on ``DIR/status.lock`` (the kernel's ``UnitLock`` takes the same
 lock) and read-modify-write the JSON: in place, or replaced atomically for a final State.  A status that
@@ -47,13 +50,16 @@ except ImportError:  # pragma: no cover - other interpreters
     _json = None  # type: ignore[assignment]
     import signal as _sig  # type: ignore[no-redef]
 
-USAGE = ("usage: command_runner.py --unitdir DIR [--params TEXT] [--ready-fd N] -- COMMAND [ARG...]\n"
+USAGE = ("usage: command_runner.py --unitdir DIR [--params TEXT] [--ready-fd N] [--max-stdout BYTES] "
+         "-- COMMAND [ARG...]\n"
          "Runs one work-command unit detached from the node; see the module docstring.\n")
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED = 0, 1, 2, 3, 4
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELED)
 
 STATUS_INTERVAL = 0.25  # seconds between StdoutSize updates (Receptor's 250 ms)
+CHUNK = 1 << 20  # bytes read at a time to hash stdout
+HASH_INTERVAL = 0.02  # seconds between two hashing rounds while stdout grows
 KILL_GRACE = 10.0  # seconds between SIGINT and SIGKILL when the runner is told to stop
 STATUS_SLACK = 128  # spaces after the JSON of a replaced status file (the kernel's too)
 MAX_WRITE_FAILURES = 3  # consecutive status-write failures before the runner gives up (as Receptor)
@@ -246,12 +252,60 @@ def find_executable(command: str) -> str:
                   f"PATH={os.environ.get('PATH', os.defpath)})")
 
 
+class StdoutHash:
+    """SHA-256 of the unit's stdout, fed while the command writes it (at every status tick),
+    so that the final status gets ``StdoutFinalSize`` and ``StdoutSHA256`` without reading
+    a large output again at the end (the kernel's ``mesh.work.stdout_digest`` fields)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pos = 0
+        self.fd = -1
+        self.hash = None
+
+    def catch_up(self, end: int) -> bool:
+        """Hash the file up to offset ``end`` (or its end, if shorter); True if there was
+        anything to hash."""
+        if self.pos >= end and self.hash is not None:
+            return False
+        if self.hash is None:
+            try:  # OpenSSL's (~1 GB/s; the runner server imported it already)
+                from _hashlib import openssl_sha256 as sha256
+            except ImportError:  # pragma: no cover - Python without OpenSSL
+                from hashlib import sha256
+            self.hash = sha256()
+        if self.fd < 0:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                return False
+        start = self.pos
+        while self.pos < end:
+            chunk = os.pread(self.fd, min(CHUNK, end - self.pos), self.pos)
+            if not chunk:
+                break
+            self.hash.update(chunk)
+            self.pos += len(chunk)
+        return self.pos > start
+
+    def fields(self, size: int) -> dict:
+        """The final status fields for a stdout of ``size`` bytes (hashed to there first)."""
+        self.catch_up(size)
+        if self.pos != size:  # the file shrank or cannot be read: record no digest
+            return {}
+        return {"StdoutFinalSize": size, "StdoutSHA256": self.hash.hexdigest()}
+
+
 class Runner:
-    def __init__(self, unitdir: str, params: str, argv: list[str], ready_fd: int | None) -> None:
+    def __init__(self, unitdir: str, params: str, argv: list[str], ready_fd: int | None,
+                 max_stdout: int | None = None) -> None:
         self.unitdir = unitdir
         self.params = params
         self.argv = argv
         self.ready_fd = ready_fd
+        #: ``work-limits maxstdout``: the command is stopped once stdout grows past it.
+        self.max_stdout = max_stdout
+        self.digest = StdoutHash(os.path.join(unitdir, "stdout"))
         self.child = 0
         self.pidfd: int | None = None
         self.stdout_fd = -1
@@ -289,10 +343,15 @@ class Runner:
         else:
             self.write_failures = 0
 
+    def final(self, state: int, detail: str) -> dict:
+        """The status changes of a final state: size, digest, no ExtraData."""
+        size = self.stdout_size()
+        return {"State": state, "Detail": detail, "StdoutSize": size, "ExtraData": None,
+                **self.digest.fields(size)}
+
     def fail(self, detail: str) -> int:
         try:
-            self.write({"State": FAILED, "Detail": detail, "StdoutSize": self.stdout_size(),
-                        "ExtraData": None})
+            self.write(self.final(FAILED, detail))
         except Exception:
             pass
         self.signal_ready()
@@ -392,6 +451,9 @@ class Runner:
         self.stop_requested = True
 
     def supervise(self, wake_r: int) -> int:
+        """Until the command exits or a stop is asked: StdoutSize every STATUS_INTERVAL, and
+        stdout hashed (and checked against ``max_stdout``) every HASH_INTERVAL while it grows,
+        so that the final status waits for at most the last few milliseconds of output."""
         watch = [wake_r] if self.pidfd is None else [wake_r, self.pidfd]
         tick = STATUS_INTERVAL if self.pidfd is not None else 0.05
         next_status = time.monotonic() + STATUS_INTERVAL
@@ -402,13 +464,17 @@ class Runner:
             if pid:
                 return self.finish(wait_status)
             now = time.monotonic()
+            size = self.stdout_size()
+            if self.max_stdout is not None and size > self.max_stdout:
+                return self.cut()
             if now >= next_status:
                 next_status = now + STATUS_INTERVAL
-                size = self.stdout_size()
                 if size != self.last_size:
                     self.last_size = size
                     self.write({"StdoutSize": size})
-            ready, _, _ = select.select(watch, [], [], max(0.0, min(tick, next_status - now)))
+            growing = self.digest.catch_up(size)
+            wait = min(HASH_INTERVAL if growing else tick, next_status - now)
+            ready, _, _ = select.select(watch, [], [], max(0.0, wait))
             if wake_r in ready:
                 try:
                     os.read(wake_r, 512)
@@ -416,11 +482,12 @@ class Runner:
                     pass
 
     def finish(self, wait_status: int) -> int:
+        if self.max_stdout is not None and self.stdout_size() > self.max_stdout:
+            return self.cut()  # it outgrew the limit since the last tick
         detail = describe_wait_status(wait_status)
         ok = os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
         try:
-            self.write({"State": SUCCEEDED if ok else FAILED, "Detail": detail,
-                        "StdoutSize": self.stdout_size(), "ExtraData": None})
+            self.write(self.final(SUCCEEDED if ok else FAILED, detail))
         except (StatusFinal, UnitGone):
             pass
         if os.WIFEXITED(wait_status):
@@ -433,15 +500,30 @@ class Runner:
         self.kill_group(_sig.SIGKILL)  # also whatever the command left behind in its group
         self.wait_child(5.0)
         try:
-            self.write({"State": FAILED, "Detail": "Killed", "StdoutSize": self.stdout_size(),
-                        "ExtraData": None})
+            self.write(self.final(FAILED, "Killed"))
+        except (StatusFinal, UnitGone):
+            pass
+        return EXIT_KILLED
+
+    def cut(self) -> int:
+        """stdout outgrew ``max_stdout``: kill the command's group, keep stdout up to the
+        limit, record Failed with the kernel's Detail (``stdout_limit_detail``)."""
+        self.kill_group(_sig.SIGKILL)
+        self.wait_child(5.0)
+        try:
+            os.ftruncate(self.stdout_fd, self.max_stdout)
+        except OSError:
+            pass
+        detail = f"stdout larger than the limit of {self.max_stdout} bytes (work-limits maxstdout)"
+        try:
+            self.write(self.final(FAILED, detail))
         except (StatusFinal, UnitGone):
             pass
         return EXIT_KILLED
 
 
-def parse_args(args: list[str]) -> tuple[str, str, int | None, list[str]]:
-    unitdir, params, ready_fd = None, "", None
+def parse_args(args: list[str]) -> tuple[str, str, int | None, int | None, list[str]]:
+    unitdir, params, ready_fd, max_stdout = None, "", None, None
     i = 0
     while i < len(args):
         arg = args[i]
@@ -451,12 +533,14 @@ def parse_args(args: list[str]) -> tuple[str, str, int | None, list[str]]:
         if arg == "--":
             argv = args[i + 1:]
             break
-        if arg in ("--unitdir", "--params", "--ready-fd") and i + 1 < len(args):
+        if arg in ("--unitdir", "--params", "--ready-fd", "--max-stdout") and i + 1 < len(args):
             value = args[i + 1]
             if arg == "--unitdir":
                 unitdir = value
             elif arg == "--params":
                 params = value
+            elif arg == "--max-stdout":
+                max_stdout = int(value)
             else:
                 ready_fd = int(value)
             i += 2
@@ -466,14 +550,15 @@ def parse_args(args: list[str]) -> tuple[str, str, int | None, list[str]]:
         argv = []
     if not unitdir or not argv:
         raise SystemExit(f"command_runner: --unitdir and a command after -- are required\n{USAGE}")
-    return unitdir, params, ready_fd, argv
+    return unitdir, params, ready_fd, max_stdout, argv
 
 
 def main(args: list[str] | None = None) -> int:
-    unitdir, params, ready_fd, argv = parse_args(sys.argv[1:] if args is None else args)
+    unitdir, params, ready_fd, max_stdout, argv = parse_args(
+        sys.argv[1:] if args is None else args)
     if ready_fd is not None:
         os.set_inheritable(ready_fd, False)  # the command must not hold the node's pipe open
-    return Runner(unitdir, params, argv, ready_fd).run()
+    return Runner(unitdir, params, argv, ready_fd, max_stdout).run()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ on: they own the unit's status, exactly as a runner started the old way.
 **Protocol** (both ways: a 4-byte big-endian length, then compact JSON):
 
 * node to server: ``{"id": N, "unitdir": DIR, "params": TEXT, "argv": [...], "env": {...},
-  "cwd": DIR}`` with the write end of the unit's ready pipe attached (``SCM_RIGHTS``);
+  "cwd": DIR, "maxstdout": BYTES-or-null}`` with the write end of the unit's ready pipe attached (``SCM_RIGHTS``);
 * server to node: ``{"id": N, "pid": P}`` or ``{"id": N, "error": TEXT}``; and, whenever a child
   exits, ``{"exited": P, "status": WAIT_STATUS}``.
 
@@ -196,13 +196,13 @@ class _Server:
         try:
             request = self.runner.json_loads(body.decode("ascii"))
             request_id = request.get("id") if isinstance(request, dict) else None
-            unitdir, params, argv, env, cwd = _checked(request)
+            unitdir, params, argv, env, cwd, max_stdout = _checked(request)
             try:
                 pid = os.fork()
             except OSError as exc:
                 return {"id": request_id, "error": f"cannot fork a runner: {exc.strerror or exc}"}
             if pid == 0:
-                self.run_child(unitdir, params, argv, env, cwd, ready)
+                self.run_child(unitdir, params, argv, env, cwd, ready, max_stdout)
             return {"id": request_id, "pid": pid}
         except (ValueError, UnicodeError) as exc:
             return {"id": request_id, "error": f"bad request: {exc}"}
@@ -211,7 +211,7 @@ class _Server:
                 os.close(ready)  # only the runner holds the ready pipe now
 
     def run_child(self, unitdir: str, params: str, argv: list[str], env: dict[str, str] | None,
-                  cwd: str | None, ready: int | None) -> NoReturn:
+                  cwd: str | None, ready: int | None, max_stdout: int | None) -> NoReturn:
         code = 1
         try:
             try:  # kept open while the runner lives: it marks this process as the unit's runner
@@ -235,7 +235,7 @@ class _Server:
                     pass  # as if the node's working directory were the server's
             if ready is not None:
                 os.set_inheritable(ready, False)  # the command must not hold the node's pipe
-            code = self.runner.Runner(unitdir, params, argv, ready).run()
+            code = self.runner.Runner(unitdir, params, argv, ready, max_stdout).run()
         finally:
             os._exit(code)
 
@@ -252,8 +252,10 @@ def _close_all(fds: list[int]) -> None:
             pass
 
 
-def _checked(request: Any) -> tuple[str, str, list[str], dict[str, str] | None, str | None]:
-    """(unitdir, params, argv, env, cwd) of a request; ValueError says what is wrong."""
+def _checked(request: Any,
+             ) -> tuple[str, str, list[str], dict[str, str] | None, str | None, int | None]:
+    """(unitdir, params, argv, env, cwd, maxstdout) of a request; ValueError says what is
+    wrong."""
     if not isinstance(request, dict):
         raise ValueError("not a JSON object")
     unitdir, params, argv = request.get("unitdir"), request.get("params", ""), request.get("argv")
@@ -269,7 +271,10 @@ def _checked(request: Any) -> tuple[str, str, list[str], dict[str, str] | None, 
         raise ValueError("env must map names to strings")
     if cwd is not None and not isinstance(cwd, str):
         raise ValueError("cwd must be a string")
-    return unitdir, params, argv, env, cwd
+    max_stdout = request.get("maxstdout")
+    if max_stdout is not None and not (isinstance(max_stdout, int) and max_stdout > 0):
+        raise ValueError("maxstdout must be a positive integer")
+    return unitdir, params, argv, env, cwd, max_stdout
 
 
 def main(args: list[str] | None = None) -> int:
@@ -288,6 +293,10 @@ def main(args: list[str] | None = None) -> int:
         raise SystemExit(f"runner_server: unexpected argument {args[i]!r}\n{USAGE}")
     if fd is None:
         raise SystemExit(f"runner_server: --fd is required\n{USAGE}")
+    try:  # runners hash their unit's stdout with OpenSSL: imported once here, not per fork
+        import _hashlib  # noqa: F401
+    except ImportError:  # pragma: no cover - Python without OpenSSL
+        pass
     return _Server(fd).serve()
 
 
@@ -346,8 +355,10 @@ class RunnerServer:
 
     # -- spawning ----------------------------------------------------------------------------
 
-    async def spawn(self, unitdir: str, params: str, argv: list[str], ready_fd: int) -> int:
-        """Fork a runner for the unit in ``unitdir``; its pid once forked.
+    async def spawn(self, unitdir: str, params: str, argv: list[str], ready_fd: int,
+                    max_stdout: int | None = None) -> int:
+        """Fork a runner for the unit in ``unitdir`` (stopped when its stdout outgrows
+        ``max_stdout`` bytes); its pid once forked.
 
         ``ready_fd`` (the write end of the unit's ready pipe) is passed to the runner; the
         caller closes its own copy.
@@ -368,7 +379,8 @@ class RunnerServer:
             self._next_id += 1
             request_id = self._next_id
             body = json.dumps({"id": request_id, "unitdir": unitdir, "params": params,
-                               "argv": argv, "env": dict(os.environ), "cwd": _cwd()},
+                               "argv": argv, "env": dict(os.environ), "cwd": _cwd(),
+                               "maxstdout": max_stdout},
                               separators=(",", ":")).encode("ascii")
             reply = loop.create_future()
             self._replies[request_id] = reply

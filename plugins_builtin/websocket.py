@@ -4,11 +4,16 @@ message (Receptor §1.4), on the ``websockets`` library's asyncio API.
 Only binary messages are sent; a text message from the neighbour is a protocol error that closes
 the link.  Unlike Receptor, both ends send WebSocket pings so a dead neighbour is noticed even
 when it is a Go node without the mesh keepalive.
+
+A ws-peer reaches its listener through an HTTP proxy (CONNECT) named by its ``proxy`` key or,
+like Receptor (Go's ``http.ProxyFromEnvironment``), by ``HTTPS_PROXY``/``HTTP_PROXY`` and
+``NO_PROXY``; :func:`mesh_builtin.ws_proxy.choose_proxy` decides.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -33,6 +38,7 @@ from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listene
                                       listener_allowedpeers_field, listener_cost_field,
                                       nodecost_field, peer_allowedpeers_field, peer_cost_field)
 from mesh_builtin.tcp import link_tls
+from mesh_builtin.ws_proxy import DIRECT, check_proxy_url, choose_proxy, proxy_failure
 
 log = structlog.get_logger(__name__)
 
@@ -262,6 +268,12 @@ class WsPeerConfig:
                "first `:`; the value is sent as written)."})
     tls: str | None = field(default=None, metadata={
         "doc": "Name of a tls-client section for wss:// (default: system CAs)."})
+    proxy: str = field(default="", repr=False, metadata={  # repr: may hold a password
+        "doc": "HTTP proxy to dial through with CONNECT: `http://[user:password@]host:port` "
+               "(or `https://`; the user and password are sent as basic auth), or `direct` "
+               "for no proxy even when the environment names one.  Empty: like Receptor, "
+               "`HTTPS_PROXY` for wss:// and `HTTP_PROXY` for ws:// (or lower case), except "
+               "for localhost, loopback addresses and hosts in `NO_PROXY`."})
     cost: float = peer_cost_field()
     allowedpeers: list[str] = peer_allowedpeers_field()
 
@@ -278,6 +290,13 @@ class WsPeerConfig:
                 split_extraheader(self.extraheader)
             except ValueError as exc:
                 raise SectionValueError("extraheader", str(exc)) from None
+        if self.proxy and self.proxy != DIRECT:
+            try:
+                check_proxy_url(self.proxy)
+            except ValueError as exc:
+                raise SectionValueError("proxy", f"{exc}: write http://host:port or "
+                                                 f"http://user:password@host:port, or "
+                                                 f"'{DIRECT}' for no proxy") from None
         check_costs(self.cost)
 
 
@@ -372,8 +391,20 @@ class WsPeer(Backend):
         self.origin = Origin(f"{scheme}://{_host_port(urlsplit(config.address).netloc, scheme)}")
         self.headers = [split_extraheader(config.extraheader)] if config.extraheader else []
         self.options = LinkOptions(config.cost, {}, tuple(config.allowedpeers))
+        # Read once, as Go does: the environment of a running process does not change.
+        self.proxy = choose_proxy(config.proxy, self.uri, os.environ)
+        #: Why the environment's proxy cannot be used (each dial fails with it), or None.
+        self.proxy_problem: str | None = None
+        if self.proxy.url is not None and self.proxy.source != "proxy key":
+            try:
+                check_proxy_url(self.proxy.url)
+            except ValueError as exc:
+                self.proxy_problem = (f"{self.proxy.source}: {exc}; fix the variable, or set "
+                                      f"proxy (a URL or '{DIRECT}') in this ws-peer section")
 
     async def dial(self) -> WsSession:
+        if self.proxy_problem is not None:
+            raise SessionClosed(self.proxy_problem)
         kwargs: dict[str, Any] = {}
         if self.ssl is not None:
             kwargs["ssl"] = self.ssl
@@ -382,13 +413,26 @@ class WsPeer(Backend):
                 self.config.address, origin=self.origin, additional_headers=self.headers,
                 compression=None, open_timeout=OPEN_TIMEOUT, ping_interval=PING_INTERVAL,
                 ping_timeout=PING_TIMEOUT, max_size=MAX_SIZE, write_limit=WRITE_LIMIT,
-                **kwargs)
-        except WebSocketException as exc:  # refused upgrade, bad status, bad handshake
+                proxy=self.proxy.url, **kwargs)
+        except (WebSocketException, OSError) as exc:
+            if self.proxy.url is not None:
+                raise SessionClosed(proxy_failure(
+                    exc, self.proxy, join_host_port(self.uri.host, self.uri.port),
+                    OPEN_TIMEOUT)) from None
+            if isinstance(exc, OSError):
+                raise
+            # refused upgrade, bad status, bad handshake
             raise SessionClosed(f"{type(exc).__name__}: {exc}") from None
         return WsSession(connection, f"ws {self.config.address}",
                          tls_identity=self.tls_identity)
 
     async def run(self, host: LinkHost) -> None:
+        if self.proxy.url is not None:
+            log.info("ws_peer_proxy", node_id=host.node_id, peer=self.config.address,
+                     proxy=self.proxy.shown, source=self.proxy.source)
+        elif self.proxy.source:
+            log.debug("ws_peer_direct", node_id=host.node_id, peer=self.config.address,
+                      reason=self.proxy.source)
         await redial_loop(self.dial, host, self.options, redial=self.config.redial,
                           what=f"ws-peer {self.config.address}", peer=self.config.address)
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import pytest
 
 from mesh.testing import Mesh
-from work_helpers import BIN, MESH, RECEPTORCTL, cleanup, make_line
+from work_helpers import BIN, MESH, RECEPTORCTL, running_line
 
 PATH = f"{BIN}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
 ANSIBLE_RUNNER = shutil.which("ansible-runner", path=PATH)
@@ -60,16 +60,13 @@ def ansible_env(scratch: Path, who: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def line(scratch: Path) -> Iterator[Mesh]:
-    cluster = make_line(
+    with running_line(
         "mesh-wawx-",
         executor_sections=[{"work-command": {"worktype": "ansible-runner-worker",
                                              "command": "ansible-runner",
                                              "params": "worker"}}],
-        executor_env=ansible_env(scratch, "executor"))
-    try:
+        executor_env=ansible_env(scratch, "executor")) as cluster:
         yield cluster
-    finally:
-        cleanup(cluster)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.plugins import make_plugin_manager
 from mesh.work.states import FINAL, UnitState
+from mesh.work.stdout_digest import Digest
 from mesh.work.unitstore import UnitStatus, UnitStore
 from mesh.work.worktype import UnitHandle, WorkError
 from mesh_builtin import command as command_plugin
@@ -247,7 +249,8 @@ def test_cat_echoes_stdin_byte_exact(store: UnitStore, cleanup: list[int]) -> No
         return unit, notified, final
 
     unit, notified, status = run(main())
-    assert status == UnitStatus(UnitState.SUCCEEDED, "exit status 0", len(payload), "test", None)
+    assert status == UnitStatus(UnitState.SUCCEEDED, "exit status 0", len(payload), "test", None,
+                                Digest(len(payload), hashlib.sha256(payload).hexdigest()))
     assert unit.stdout_path.read_bytes() == payload
     assert notified.seen and notified.seen[-1].state == UnitState.SUCCEEDED
     assert sorted(os.listdir(unit.dir)) == ["status", "status.lock", "stdin", "stdout"]
@@ -520,7 +523,8 @@ def test_unit_survives_the_node(tmp_path: Path, store: UnitStore, cleanup: list[
                       "the orphaned runner to finish")
     stdout = (store.path(unit_id) / "stdout").read_bytes()
     assert stdout == b"started\ngo\n" + bytes(100000) + b"finished\n"
-    assert status == UnitStatus(UnitState.SUCCEEDED, "exit status 0", len(stdout), "test", None)
+    assert status == UnitStatus(UnitState.SUCCEEDED, "exit status 0", len(stdout), "test", None,
+                                Digest(len(stdout), hashlib.sha256(stdout).hexdigest()))
     wait_for(lambda: not alive(runner), "the runner to exit")
 
 

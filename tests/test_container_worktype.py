@@ -9,6 +9,7 @@ a real node process and its control socket.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shlex
@@ -38,6 +39,7 @@ from mesh.config.schema import SectionSpec
 from mesh.plugins import make_plugin_manager
 from mesh.testing import Mesh, NodeProcess, wait_until
 from mesh.work.states import UnitState
+from mesh.work.stdout_digest import Digest
 from mesh.work.unitstore import UnitStatus, UnitStore
 from mesh.work.worktype import UnitHandle, WorkError
 from mesh_builtin import container as container_plugin
@@ -230,7 +232,8 @@ def test_cat_echoes_5mb_binary_payload_byte_exact(podman: Scratch, store: UnitSt
     payload = bytes(range(256)) * 64 + os.urandom(5 * 1024 * 1024) + b"\x10\x11"  # ^P^Q too
     wt = busybox(podman, command="cat")
     unit, status = run(run_unit(wt, store, payload))
-    assert status == UnitStatus(UnitState.SUCCEEDED, "exit status 0", len(payload), "test", None)
+    assert status == UnitStatus(UnitState.SUCCEEDED, "exit status 0", len(payload), "test", None,
+                                Digest(len(payload), hashlib.sha256(payload).hexdigest()))
     assert unit.stdout_path.read_bytes() == payload
     wait_for(lambda: gone(podman, name_of(unit)), "the finished container to be removed", WAIT)
 

@@ -15,20 +15,16 @@ from typing import Iterator
 import pytest
 
 from mesh.testing import Mesh, wait_until
-from work_helpers import (MESH, cleanup, json_out, make_line, mesh_cli, pid_alive, receptorctl,
-                          remote_id, run, status, submitted_unit, unit_dir, wait_state,
-                          work_types)
+from work_helpers import (MESH, json_out, mesh_cli, pid_alive, receptorctl, remote_id, run,
+                          running_line, status, submitted_unit, unit_dir, wait_state, work_types)
 
 HOSTNAME = socket.gethostname()
 
 
 @pytest.fixture(scope="module")
 def line() -> Iterator[Mesh]:
-    cluster = make_line("mesh-wcli-", executor_sections=work_types(interval=0.5))
-    try:
+    with running_line("mesh-wcli-", executor_sections=work_types(interval=0.5)) as cluster:
         yield cluster
-    finally:
-        cleanup(cluster)
 
 
 @pytest.fixture

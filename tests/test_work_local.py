@@ -3,6 +3,7 @@ for what receptorctl cannot send)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -53,9 +54,11 @@ def test_submit_list_status_results(node: NodeProcess) -> None:
     unit_id = submitted_unit(out)
     assert UNIT_ID.fullmatch(unit_id)
     done = wait_state(node, unit_id, {2, 3})
+    output = f"{HOSTNAME}\n".encode()
     assert done == {"State": 2, "StateName": "Succeeded", "Detail": "exit status 0",
-                    "StdoutSize": len(HOSTNAME) + 1, "WorkType": "gather-hostname",
-                    "ExtraData": None}
+                    "StdoutSize": len(output), "WorkType": "gather-hostname",
+                    "ExtraData": None, "StdoutFinalSize": len(output),
+                    "StdoutSHA256": hashlib.sha256(output).hexdigest()}
     assert receptorctl(node, "work", "results", unit_id).stdout == f"{HOSTNAME}\n".encode()
     units = json_out(receptorctl(node, "work", "list"))
     assert units[unit_id] == done
@@ -91,7 +94,9 @@ def test_unit_dir_holds_status_stdin_stdout(node: NodeProcess, tmp_path: Path) -
     assert (path / "stdout").read_bytes() == payload
     on_disk = json.loads((path / "status").read_text())
     assert on_disk == {"State": 2, "Detail": "exit status 0", "StdoutSize": len(payload),
-                       "WorkType": "echo-reply", "ExtraData": None}
+                       "WorkType": "echo-reply", "ExtraData": None,
+                       "StdoutFinalSize": len(payload),
+                       "StdoutSHA256": hashlib.sha256(payload).hexdigest()}
     assert (path.stat().st_mode & 0o777) == 0o700
     assert ((path / "stdout").stat().st_mode & 0o777) == 0o600
 

@@ -18,9 +18,9 @@ from typing import Iterator
 import pytest
 
 from mesh.testing import ControlSession, Mesh, wait_until
-from work_helpers import (MESH, RECEPTORCTL, bigout_sha256, cleanup, file_sha256, json_out,
-                          make_line, mesh_cli, pid_alive, receptorctl, remote_id, status,
-                          submitted_unit, unit_dir, wait_state, work_types)
+from work_helpers import (MESH, RECEPTORCTL, bigout_sha256, file_sha256, json_out, mesh_cli,
+                          pid_alive, receptorctl, remote_id, running_line, status, submitted_unit,
+                          unit_dir, wait_state, work_types)
 
 HOSTNAME = socket.gethostname()
 UNIT_ID = re.compile(r"[0-9A-Za-z]{8}")
@@ -30,22 +30,16 @@ CLIS = ["receptorctl", "mesh"]
 @pytest.fixture(scope="module")
 def line() -> Iterator[Mesh]:
     # echo-sleep at 0.5 s a line: cancels land mid-job even on a busy machine
-    cluster = make_line("mesh-wremote-", executor_sections=work_types(interval=0.5))
-    try:
+    with running_line("mesh-wremote-", executor_sections=work_types(interval=0.5)) as cluster:
         yield cluster
-    finally:
-        cleanup(cluster)
 
 
 @pytest.fixture(scope="module")
 def long_line() -> Iterator[Mesh]:
     """controller01 - relayer01 - relayer02 - executor01: two relays between the ends."""
-    cluster = make_line("mesh-wremote4-",
-                        ("controller01", "relayer01", "relayer02", "executor01"))
-    try:
+    with running_line("mesh-wremote4-",
+                      ("controller01", "relayer01", "relayer02", "executor01")) as cluster:
         yield cluster
-    finally:
-        cleanup(cluster)
 
 
 def submit(cli: str, node, worktype: str, *args: str, stdin: bytes | None = None,
@@ -88,7 +82,7 @@ def test_gather_hostname_submit_then_results(line: Mesh, cli: str) -> None:
 
     listed = json_out(receptorctl(ctl, "work", "list"))[unit_id]
     assert set(listed) == {"State", "StateName", "Detail", "StdoutSize", "WorkType",
-                           "ExtraData"}
+                           "ExtraData", "StdoutFinalSize", "StdoutSHA256"}
     assert listed["WorkType"] == "remote"
     assert listed["StdoutSize"] == len(HOSTNAME) + 1
     extra = listed["ExtraData"]

@@ -12,19 +12,17 @@ from typing import Iterator
 import pytest
 
 from mesh.testing import Mesh, NodeProcess, wait_until
-from work_helpers import (cleanup, json_out, make_line, pid_alive, receptorctl, remote_id,
-                          status, submitted_unit, unit_dir, wait_state, work_types)
+from work_helpers import (json_out, pid_alive, receptorctl, remote_id, running_line, status,
+                          submitted_unit, unit_dir, wait_state, work_types)
 
 INTERVAL = 0.5  # echo-sleep: 12 lines, one every half second (about 6 s in all)
 
 
 @pytest.fixture(scope="module")
 def line() -> Iterator[Mesh]:
-    cluster = make_line("mesh-wrestart-", executor_sections=work_types(interval=INTERVAL))
-    try:
+    with running_line("mesh-wrestart-",
+                      executor_sections=work_types(interval=INTERVAL)) as cluster:
         yield cluster
-    finally:
-        cleanup(cluster)
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import re
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from mesh.testing import Mesh, NodeProcess, kill_runners, wait_until
 
@@ -90,6 +91,17 @@ def make_line(prefix: str, names: Iterable[str] = ("controller01", "relayer01", 
         cleanup(cluster)
         raise
     return cluster
+
+
+@contextmanager
+def running_line(prefix: str, names: Iterable[str] = ("controller01", "relayer01", "executor01"),
+                 **kwargs: Any) -> Iterator[Mesh]:
+    """:func:`make_line` for a ``with`` block (a fixture's), cleaned up at its end."""
+    cluster = make_line(prefix, names, **kwargs)
+    try:
+        yield cluster
+    finally:
+        cleanup(cluster)
 
 
 def cleanup(cluster: Mesh) -> None:

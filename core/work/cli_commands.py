@@ -14,13 +14,16 @@ import socket
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from mesh import hookimpl
 from mesh.control.client import ControlClient, ControlClientError
 from mesh.work.states import FINAL, UnitState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mesh.work.stdout_digest import Digest
 
 CREATED = re.compile(r"Work unit created with ID (.+)\. Send stdin data and EOF\.")
 RESERVED_PARAMS = ("command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork")
@@ -234,17 +237,22 @@ class DetailWatch(threading.Thread):
 
 
 def stream_results(socket_path: str | None, unit_id: str, out: IO[bytes],
-                   timeout: float | None = None) -> None:
-    """Copy a unit's stdout to ``out`` until the node closes the stream, showing the
-    unit's Detail on stderr meanwhile (see :class:`DetailWatch`).
+                   timeout: float | None = None, start: int = 0) -> "Digest | None":
+    """Copy a unit's stdout from byte ``start`` to ``out`` until the node closes the stream,
+    showing the unit's Detail on stderr meanwhile (see :class:`DetailWatch`).  Returns the
+    size and SHA-256 of what was received from byte 0 (None for a later ``start``), for
+    :func:`check_received`.
 
     Raises :class:`FollowStopped` after ``timeout`` seconds or on Ctrl-C; the unit is not
     touched then.
     """
+    from mesh.work.stdout_digest import RunningDigest
+
     client = _client(socket_path)
     watch: DetailWatch | None = None
+    received = RunningDigest() if start == 0 else None
     try:
-        client.send_line(f"work results {unit_id} 0")
+        client.send_line(f"work results {unit_id} {start}")
         line = client.readline()
         if line != f"Streaming results for work unit {unit_id}":
             _fail(f"failed to get results: {line.removeprefix('ERROR: ')}")
@@ -254,6 +262,8 @@ def stream_results(socket_path: str | None, unit_id: str, out: IO[bytes],
         progress = Progress("results", None)
         while chunk := client.file.read1(CHUNK):
             out.write(chunk)
+            if received is not None:
+                received.update(chunk)
             watch.output()
             progress.add(len(chunk))
         watch.finish()  # at once: a deadline passing now must not call a finished unit stopped
@@ -271,6 +281,21 @@ def stream_results(socket_path: str | None, unit_id: str, out: IO[bytes],
 
         raise FollowStopped(f"after {format_go_duration(timeout or 0)} (--timeout)",
                             EXIT_TIMEOUT, watch.status)
+    return received.result() if received is not None else None
+
+
+def check_received(unit_id: str, status: dict[str, Any], received: "Digest | None") -> None:
+    """Exit 1 if the whole stdout received for a final unit differs from the size and SHA-256
+    its node recorded (nothing to check for a unit that has no record, e.g. on Receptor)."""
+    from mesh.work.stdout_digest import DigestMismatch, recorded
+
+    expected = recorded(status)
+    if received is None or expected is None or status.get("State") not in FINAL:
+        return
+    try:
+        expected.check(received, f"the stdout received for unit {unit_id}")
+    except DigestMismatch as exc:
+        _fail(str(exc))
 
 
 def _follow_command(unit_id: str) -> str:
@@ -388,7 +413,7 @@ def submit_command(socket_path: str | None, worktype: str, node: str, payload_fi
         return
     stopped: FollowStopped | None = None
     try:
-        stream_results(socket_path, unit_id, sys.stdout.buffer, timeout)
+        received = stream_results(socket_path, unit_id, sys.stdout.buffer, timeout)
         status = _simple(socket_path, f"work status {unit_id}")
     except FollowStopped as exc:
         stopped = exc  # the unit may still run: it stays, --rm or not
@@ -400,6 +425,7 @@ def submit_command(socket_path: str | None, worktype: str, node: str, payload_fi
                 click.echo(f"({value}, {key})", err=True)
     if stopped is not None:
         _stopped(unit_id, stopped, kept=remove)
+    check_received(unit_id, status, received)
     _check_failed(status)
 
 
@@ -422,13 +448,68 @@ def list_command(socket_path: str | None, unit_id: str | None, quiet: bool) -> N
 @click.argument("unit_id")
 @click.option("--timeout", type=Duration(), default=None, metavar="DURATION",
               help=FOLLOW_TIMEOUT_HELP)
-def results_command(socket_path: str | None, unit_id: str, timeout: float | None) -> None:
-    """Stream a unit's stdout until it finishes (its Detail on stderr while it waits)."""
+@click.option("--tail", type=int, default=None, metavar="BYTES",
+              help="Start with the last BYTES of the output so far (the rest is not "
+                   "transferred), then follow.")
+@click.option("--from", "offset", type=int, default=None, metavar="OFFSET",
+              help="Start at byte OFFSET of the output (0 is the start), then follow.")
+@click.option("--verify", is_flag=True,
+              help="Stream nothing: have the node check the unit's stored stdout (for a "
+                   "remote unit, the controller's copy) against the size and SHA-256 "
+                   "recorded when the unit ended.")
+@click.option("--verify-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="FILE", help="Stream nothing: check FILE, a copy of the results "
+                                   "fetched earlier, against that record.")
+def results_command(socket_path: str | None, unit_id: str, timeout: float | None,
+                    tail: int | None, offset: int | None, verify: bool,
+                    verify_file: str | None) -> None:
+    """Stream a unit's stdout until it finishes (its Detail on stderr while it waits).
+
+    The whole stdout is checked against the size and SHA-256 its node recorded when the
+    unit ended: a truncated or corrupted copy exits 1 with an error on stderr.
+    """
+    if sum(x is not None and x is not False for x in (tail, offset, verify or None,
+                                                       verify_file)) > 1:
+        _fail("give one of --tail, --from, --verify and --verify-file", 2)
+    if verify:
+        reply = _simple(socket_path, json.dumps({"command": "work", "subcommand": "verify",
+                                                 "unitid": unit_id}))
+        click.echo(f"{unit_id}: verified {reply['size']} bytes, SHA-256 {reply['sha256']}")
+        return
+    if verify_file is not None:
+        _verify_file(socket_path, unit_id, verify_file)
+        return
+    for name, value in (("--tail", tail), ("--from", offset)):
+        if value is not None and value < 0:
+            _fail(f"{name} {value} is negative; give a byte count of 0 or more", 2)
+    start = offset or 0
+    if tail is not None:
+        size = _simple(socket_path, f"work status {unit_id}").get("StdoutSize", 0)
+        start = max(0, int(size) - tail)
     try:
-        stream_results(socket_path, unit_id, sys.stdout.buffer, timeout)
+        received = stream_results(socket_path, unit_id, sys.stdout.buffer, timeout, start)
     except FollowStopped as stop:
         _stopped(unit_id, stop)
-    _check_failed(_simple(socket_path, f"work status {unit_id}"))
+    status = _simple(socket_path, f"work status {unit_id}")
+    check_received(unit_id, status, received)
+    _check_failed(status)
+
+
+def _verify_file(socket_path: str | None, unit_id: str, path: str) -> None:
+    """Check a saved copy of a unit's results against the size and SHA-256 its node recorded."""
+    from mesh.work.stdout_digest import DigestMismatch, file_digest, recorded
+
+    expected = recorded(_simple(socket_path, f"work status {unit_id}"))
+    if expected is None:
+        _fail(f"unit {unit_id} has no recorded size and SHA-256 (it has not ended, or it ended "
+              f"on a node that does not record them, e.g. Receptor)")
+        return
+    actual = file_digest(path)
+    try:
+        expected.check(actual, path)
+    except DigestMismatch as exc:
+        _fail(str(exc))
+    click.echo(f"{unit_id}: verified {actual.size} bytes, SHA-256 {actual.sha256} ({path})")
 
 
 def _each(socket_path: str | None, verb: str, unit_ids: list[str]) -> None:
@@ -450,20 +531,78 @@ def _each(socket_path: str | None, verb: str, unit_ids: list[str]) -> None:
         sys.exit(1)
 
 
+#: The release options that select units on the node (one ``work release-matching``).
+FILTER_OPTIONS = "--failed, --succeeded, --canceled, --older-than, --dry-run"
+
+
 @work_group.command("release")
 @socket_option
 @click.argument("unit_ids", nargs=-1)
-@click.option("--all", "release_all", is_flag=True, help="Release every unit.")
+@click.option("--all", "release_all", is_flag=True,
+              help="Release every unit (with --older-than: of any state, older than that).")
+@click.option("--failed", is_flag=True, help="Release the Failed units.")
+@click.option("--succeeded", is_flag=True, help="Release the Succeeded units.")
+@click.option("--canceled", is_flag=True, help="Release the Canceled units.")
+@click.option("--older-than", type=Duration(), default=None, metavar="DURATION",
+              help="Only units whose status last changed DURATION (30m, 1h, 168h) ago or "
+                   "earlier; alone it selects finished (Succeeded, Failed, Canceled) units.")
+@click.option("--dry-run", is_flag=True,
+              help="Print (ID, would release) for what would be released; release nothing.")
 @click.option("--force", is_flag=True, help="Release locally even if the remote node is down.")
 def release_command(socket_path: str | None, unit_ids: tuple[str, ...], release_all: bool,
-                    force: bool) -> None:
-    """Release (delete) work units, locally and on the remote node."""
-    ids = list(unit_ids)
+                    failed: bool, succeeded: bool, canceled: bool, older_than: float | None,
+                    dry_run: bool, force: bool) -> None:
+    """Release (delete) work units, locally and on the remote node.
+
+    Give unit IDs, --all, or a policy: --failed, --succeeded and --canceled add states,
+    --older-than limits by age (e.g. `mesh work release --failed --canceled --older-than 1h`).
+    """
+    states = [name for name, chosen in (("failed", failed), ("succeeded", succeeded),
+                                         ("canceled", canceled)) if chosen]
+    if not states and older_than is None and not dry_run:
+        ids = list(unit_ids)
+        if release_all:
+            ids = list(_simple(socket_path, "work list"))
+        if not ids and not release_all:
+            _fail(f"give unit IDs or --all, or a selection ({FILTER_OPTIONS})", 2)
+        _each(socket_path, "force-release" if force else "release", ids)
+        return
+    if unit_ids:
+        _fail(f"give unit IDs or a selection ({FILTER_OPTIONS}), not both", 2)
     if release_all:
-        ids = list(_simple(socket_path, "work list"))
-    if not ids and not release_all:
-        _fail("give unit IDs or --all", 2)
-    _each(socket_path, "force-release" if force else "release", ids)
+        states = ["all"]
+    if not states and older_than is None:
+        _fail("--dry-run needs --all, --failed, --succeeded, --canceled or --older-than", 2)
+    _release_matching(socket_path, states, older_than, dry_run=dry_run, force=force)
+
+
+def _release_matching(socket_path: str | None, states: list[str], older_than: float | None,
+                      *, dry_run: bool, force: bool) -> None:
+    """Release (or list, dry) the units the node selects, with one ``work release-matching``."""
+    request: dict[str, Any] = {"command": "work", "subcommand": "release-matching",
+                               "states": states, "dryrun": dry_run, "force": force}
+    if older_than is not None:
+        from mesh.config.duration import format_go_duration
+
+        request["olderthan"] = format_go_duration(older_than)
+    client = _client(socket_path)
+    try:
+        reply = client.command(json.dumps(request))
+    except ControlClientError as exc:
+        if str(exc) == "bad command":  # Receptor's answer to a subcommand it lacks
+            _fail("the node does not know `work release-matching` (a Receptor node?): give "
+                  "unit IDs or --all alone")
+        _fail(str(exc))
+    finally:
+        client.close()
+    for verb in ("would release", "released", "release pending"):
+        for unit_id in reply.get(verb, []):
+            click.echo(f"({unit_id}, {verb})")
+    errors = reply.get("errors") or {}
+    for unit_id, message in errors.items():
+        click.echo(f"ERROR: {unit_id}: {message}", err=True)
+    if errors:
+        sys.exit(1)
 
 
 @work_group.command("cancel")

@@ -1,4 +1,5 @@
-"""The control service's ``work`` command (submit, list, status, results, cancel, release).
+"""The control service's ``work`` command (submit, list, status, results, cancel, release,
+and the mesh extensions ``release-matching`` and ``verify``).
 
 A kernel plugin like any other (listed in ``mesh.plugins.DEFAULT_PLUGINS``); replies and
 texts follow Receptor exactly (see docs/compatibility.md for the deliberate differences).
@@ -14,12 +15,14 @@ from mesh.config.duration import DurationError, parse_go_duration
 from mesh.control.protocol import CommandError, Request, encode_error, encode_reply
 from mesh.control.server import STREAMED, CommandContext, ControlConn
 from mesh.net.stream_errors import StreamError
+from mesh.work.release_policy import SUBCOMMAND as RELEASE_MATCHING
+from mesh.work.release_policy import parse_request, release_matching
 from mesh.work.remote import split_params
 from mesh.work.unitstore import UnitStoreError
 from mesh.work.workceptor import CHUNK, PayloadRejected, Workceptor, redact
 from mesh.work.worktype import WorkError
 
-UNIT_COMMANDS = ("status", "cancel", "release", "force-release")
+UNIT_COMMANDS = ("status", "cancel", "release", "force-release", "verify")
 #: How long the rest of a rejected payload is read and dropped before the ERROR reply.
 DISCARD_TIMEOUT = 60.0
 
@@ -61,10 +64,19 @@ async def work_command(ctx: CommandContext, request: Request) -> Any:
             return wc.list(unit_id or None)
         if sub == "results":
             return await _results(ctx, request, words)
+        if sub == RELEASE_MATCHING:
+            selection = parse_request(request.params if request.is_json else None, words)
+            report = await release_matching(wc, selection,
+                                            authorize=lambda wt: _refusal(ctx, wt, request))
+            return report.reply()
         if sub in UNIT_COMMANDS:
             unit_id = _unit_arg(request, words, sub)
             if sub == "status":
                 return redact(wc.status(unit_id))
+            if sub == "verify":
+                check_signature(ctx, wc.status(unit_id).work_type, request)
+                digest = await wc.verify(unit_id)
+                return {"verified": unit_id, "size": digest.size, "sha256": digest.sha256}
             if wc.store.exists(unit_id):
                 try:
                     work_type = wc.status(unit_id).work_type
@@ -106,6 +118,22 @@ def check_signature(ctx: CommandContext, work_type_name: str, request: Request) 
         verifier.verify(signature, ctx.node.node_id)
     except Exception as exc:
         raise CommandError(f"could not verify signature: {exc}") from None
+
+
+def _refusal(ctx: CommandContext, work_type_name: str, request: Request) -> str | None:
+    """Why a bulk release may not release a unit of this work type (None: it may).
+
+    Only work types with ``verifysignature`` are checked: a signature in the request must
+    not make every other unit an error.
+    """
+    work_type = ctx.node.work.work_types.get(work_type_name)
+    if work_type is None or not work_type.verify_signature:
+        return None
+    try:
+        check_signature(ctx, work_type_name, request)
+    except CommandError as exc:
+        return str(exc)
+    return None
 
 
 def _unknown_work_type(ctx: CommandContext, work_type: str) -> str:

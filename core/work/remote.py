@@ -26,6 +26,7 @@ import structlog
 from mesh.control.protocol import GREETING_PATTERN
 from mesh.net.stream_errors import StreamError
 from mesh.work.states import FINAL, UnitState
+from mesh.work.stdout_digest import DigestMismatch, file_digest, recorded
 from mesh.work.unitstore import UnitStatus, UnitStoreError, UnknownUnit
 from mesh.work.worktype import WorkError
 
@@ -48,6 +49,8 @@ CHUNK = 1024 * 1024
 #: While more results are already buffered, followers are woken once per this many bytes
 #: (each wake-up reads the status file), else after every chunk.
 NOTIFY_BYTES = 1024 * 1024
+#: A mirrored stdout up to this size is hashed in the event loop (no thread hand-off).
+INLINE_HASH = 64 * 1024
 #: What a broken mesh stream raises (aborted, closed, reset, transport errors).
 STREAM_ERRORS = (ConnectionError, OSError, EOFError, StreamError)
 #: Idle control sessions kept per remote node, and for how long (see _SessionPool).
@@ -614,9 +617,32 @@ class RemoteWork:
             raise RemoteUnavailable(f"bad status reply: {exc}") from None
         if not isinstance(remote, dict):
             raise RemoteUnavailable(f"bad status reply: {reply[:200]}")
-        self._mirror(unit_id, remote, final_ok=final_ok)
+        mismatch = None
+        if final_ok and remote.get("State") in FINAL:
+            mismatch = await self._verified(unit_id, remote)
+        self._mirror(unit_id, remote, final_ok=final_ok, mismatch=mismatch)
 
-    def _mirror(self, unit_id: str, remote: dict[str, Any], *, final_ok: bool) -> None:
+    async def _verified(self, unit_id: str, remote: dict[str, Any]) -> str | None:
+        """Check the complete mirrored stdout, as it is on disk, against the size and SHA-256
+        the remote node recorded (a Receptor node records none); why they differ, or None.
+        A large file is hashed in a thread (~1 ms per MB)."""
+        expected = recorded(remote)
+        size = self.wc.store.stdout_size(unit_id)
+        if expected is None or size < expected.size:
+            return None  # no digest, or results still to come
+        path = self.wc.store.path(unit_id) / "stdout"
+        actual = file_digest(path) if size <= INLINE_HASH else \
+            await asyncio.to_thread(file_digest, path)
+        try:
+            expected.check(actual, "the mirrored stdout")
+        except DigestMismatch as exc:
+            log.error("remote_results_mismatch", node_id=self.wc.node.node_id,
+                      unit_id=unit_id, error=str(exc))
+            return str(exc)
+        return None
+
+    def _mirror(self, unit_id: str, remote: dict[str, Any], *, final_ok: bool,
+                mismatch: str | None = None) -> None:
         state, detail = remote.get("State", 0), str(remote.get("Detail", ""))
         size = remote.get("StdoutSize", 0)
         local_size = self.wc.store.stdout_size(unit_id)
@@ -633,6 +659,12 @@ class RemoteWork:
             if isinstance(state, int) and 0 <= state <= 4:
                 status.state = state
             status.detail = detail
+            if state in FINAL:
+                # the remote's record (a Receptor node has none: the store hashes the mirror)
+                status.digest = recorded(remote)
+                if mismatch is not None:
+                    status.state = UnitState.FAILED
+                    status.detail = f"Results corrupted: {mismatch} (remote state: {detail})"
 
         try:
             # Not fsynced even when it makes the unit final: the remote node holds the

@@ -12,6 +12,11 @@ gets :data:`STATUS_SLACK` spaces of room for the writes that follow.  Readers ta
 a read counts when the next read returns the same bytes (one that overlapped an in-place
 write is read again).  A remote unit's mirrored final state is written in place too (see
 ``mesh.work.remote``): the remote node holds the durable copy.
+
+The write that makes a unit final also records the size and SHA-256 of its stdout
+(``StdoutFinalSize``, ``StdoutSHA256``; see :mod:`mesh.work.stdout_digest`) unless the
+writer recorded them already: inline up to ``INLINE_MAX`` bytes, else the work manager calls
+:meth:`UnitStore.record_digest` from a thread.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ import string
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 
 from mesh.work.states import FINAL, UnitState, check_transition
 from mesh.work.unit_lock import UnitLock
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mesh.work.stdout_digest import Digest
 
 UNIT_ID_ALPHABET = string.ascii_letters + string.digits
 UNIT_ID_LENGTH = 8
@@ -71,10 +79,16 @@ class UnitStatus:
     stdout_size: int = 0
     work_type: str = ""
     extra_data: Any = None
+    #: Size and SHA-256 of the complete stdout, recorded when the unit became final
+    #: (``StdoutFinalSize`` and ``StdoutSHA256``, see :mod:`mesh.work.stdout_digest`).
+    digest: "Digest | None" = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"State": int(self.state), "Detail": self.detail, "StdoutSize": self.stdout_size,
+        data = {"State": int(self.state), "Detail": self.detail, "StdoutSize": self.stdout_size,
                 "WorkType": self.work_type, "ExtraData": self.extra_data}
+        if self.digest is not None:
+            data["StdoutFinalSize"], data["StdoutSHA256"] = self.digest.size, self.digest.sha256
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> "UnitStatus":
@@ -90,7 +104,12 @@ class UnitStatus:
             raise ValueError("StdoutSize is not a non-negative 64-bit integer")
         if not isinstance(detail, str) or not isinstance(work_type, str):
             raise ValueError("Detail and WorkType must be strings")
-        return cls(state, detail, size, work_type, data.get("ExtraData"))
+        digest = None
+        if "StdoutSHA256" in data:  # a final status of a mesh node: a Receptor one has none
+            from mesh.work.stdout_digest import recorded
+
+            digest = recorded(data)
+        return cls(state, detail, size, work_type, data.get("ExtraData"), digest)
 
 
 #: Spaces written after the JSON when a status file is replaced, so that the next writes (a
@@ -304,12 +323,49 @@ class UnitStore:
             change(status)
             if check:
                 check_transition(old_state, status.state)
+            if status.state in FINAL and status.digest is None:
+                status.digest = self._inline_digest(unit_id)
             after = status.to_dict()
             if after != before:  # followers re-read on every notify: skip no-op rewrites
                 if durable is None:
                     durable = status.state != old_state and status.state in FINAL
                 write_status(self.path(unit_id) / "status", after, durable=durable)
             return status
+
+    def _inline_digest(self, unit_id: str) -> "Digest | None":
+        """The stdout digest recorded with a final state, if stdout is small enough to hash
+        inline (the work manager records a larger one from a thread, see
+        :meth:`record_digest`)."""
+        from mesh.work.stdout_digest import INLINE_MAX, file_digest
+
+        path = self.path(unit_id) / "stdout"
+        if self.stdout_size(unit_id) > INLINE_MAX:
+            return None
+        return file_digest(path)
+
+    def record_digest(self, unit_id: str) -> "Digest | None":
+        """Hash the stdout of a final unit that has no digest yet and record it; returns it
+        (None if the unit is not final or has one).  Slow for a large stdout: called from a
+        thread.  The unit's lock is held only for the write: a final unit's stdout does
+        not change."""
+        from mesh.work.stdout_digest import file_digest
+
+        status = self.read(unit_id)
+        if status.state not in FINAL or status.digest is not None:
+            return None
+        digest = file_digest(self.path(unit_id) / "stdout")
+
+        def change(current: UnitStatus) -> None:
+            if current.digest is None:
+                current.digest = digest
+
+        self.update(unit_id, change, check=False, durable=True)
+        return digest
+
+    def changed_at(self, unit_id: str) -> float:
+        """When the unit's status last changed (its file's mtime, wall clock): the age that
+        ``unit-lifecycle`` and ``work release-matching`` go by.  OSError if it has none."""
+        return (self.path(unit_id) / "status").stat().st_mtime
 
     def stdout_size(self, unit_id: str) -> int:
         try:

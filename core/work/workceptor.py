@@ -21,6 +21,7 @@ from mesh.work.worktype import UnitHandle, WorkError, WorkType
 
 if TYPE_CHECKING:  # pragma: no cover
     from mesh.net.messages import WorkCommand
+    from mesh.work.stdout_digest import Digest
     from mesh.node import Node
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,9 @@ class Workceptor:
         self.lifecycle = node.config.one("unit-lifecycle")
         #: Wall-clock time at which a unit next falls under a lifecycle policy.
         self._lifecycle_due = 0.0
+        #: Final units whose digest a thread is computing; units being stopped at maxstdout.
+        self._digesting: set[str] = set()
+        self._over_limit: set[str] = set()
         from mesh.work.remote import RemoteWork  # the remote work type lives beside us
 
         self.remote = RemoteWork(self)
@@ -201,7 +205,7 @@ class Workceptor:
         for unit_id in self.store.ids():
             try:
                 status = self.store.read(unit_id)
-                changed = (self.store.path(unit_id) / "status").stat().st_mtime
+                changed = self.store.changed_at(unit_id)
             except (UnitStoreError, OSError):
                 continue
             age = now - changed
@@ -231,6 +235,8 @@ class Workceptor:
             self._known_states.pop(unit_id, None)
             return
         current = (status.state, status.detail)
+        if status.state not in FINAL:
+            self._check_stdout_limit(unit_id, status)
         if self._known_states.get(unit_id) != current:
             self._known_states[unit_id] = current
             log.info("unit_state_changed", node_id=self.node.node_id, unit_id=unit_id,
@@ -240,6 +246,63 @@ class Workceptor:
         if status.state in FINAL:  # a final state never changes: stop watching it
             self._known_states.pop(unit_id, None)
             self._lifecycle_in(getattr(self.lifecycle, "retention", None))
+            if status.digest is None:
+                self._record_digest(unit_id)
+
+    def _record_digest(self, unit_id: str) -> None:
+        """Record the digest of a unit that became final with too large a stdout to hash
+        inline, from a thread (see :mod:`mesh.work.stdout_digest`)."""
+        if unit_id in self._digesting:
+            return
+        self._digesting.add(unit_id)
+
+        async def record() -> None:
+            try:
+                await asyncio.to_thread(self.store.record_digest, unit_id)
+            except UnitStoreError:
+                pass  # released meanwhile
+            finally:
+                self._digesting.discard(unit_id)
+            self.notify(unit_id, status_changed=False)
+
+        self.spawn(record(), f"digest-{unit_id}", unit_id=unit_id)
+
+    # -- work-limits maxstdout -----------------------------------------------------------
+
+    @property
+    def max_stdout(self) -> int | None:
+        """The ``work-limits`` section's ``maxstdout`` in bytes, or None for no limit."""
+        limits = self.node.config.one("work-limits")
+        return limits.maxstdout if limits is not None else None
+
+    def _check_stdout_limit(self, unit_id: str, status: UnitStatus) -> None:
+        """Stop a running unit whose stdout outgrew ``maxstdout``, for work types that do not
+        stop their units at the limit themselves (the command runner does, within 250 ms);
+        checked every WATCH_POLL and on each notify."""
+        limit = self.max_stdout
+        work_type = self.work_types.get(status.work_type)
+        if limit is None or work_type is None or work_type.stops_at_max_stdout \
+                or unit_id in self._over_limit or self.store.stdout_size(unit_id) <= limit:
+            return
+        self._over_limit.add(unit_id)
+
+        async def stop() -> None:
+            try:
+                await work_type.cancel(self.handle(unit_id))
+                with open(self.store.path(unit_id) / "stdout", "r+b") as handle:
+                    handle.truncate(limit)
+                status = self.handle(unit_id).update(lambda s: _set_size(
+                    s, UnitState.FAILED, stdout_limit_detail(limit), limit), check=False)
+                if status.digest is None:
+                    self._record_digest(unit_id)
+            except UnitStoreError:
+                pass  # released meanwhile
+            finally:
+                self._over_limit.discard(unit_id)
+
+        log.warning("unit_stdout_limit", node_id=self.node.node_id, unit_id=unit_id,
+                    limit=limit)
+        self.spawn(stop(), f"stdout-limit-{unit_id}", unit_id=unit_id)
 
     # -- notifications -----------------------------------------------------------------
 
@@ -419,6 +482,25 @@ class Workceptor:
 
     # -- results -----------------------------------------------------------------------
 
+    async def verify(self, unit_id: str) -> "Digest":
+        """Check the unit's stdout on disk against the size and SHA-256 recorded when it
+        became final; returns the digest, or raises WorkError saying what differs."""
+        from mesh.work.stdout_digest import DigestMismatch, file_digest
+
+        status = self.store.read(unit_id)
+        if status.state not in FINAL:
+            raise WorkError(f"unit {unit_id} is {state_name(status.state)}: its size and "
+                            f"SHA-256 are recorded when it ends")
+        if status.digest is None:
+            raise WorkError(f"unit {unit_id} has no recorded size and SHA-256 (it ended on "
+                            f"a node that does not record them, e.g. Receptor)")
+        actual = await asyncio.to_thread(file_digest, self.store.path(unit_id) / "stdout")
+        try:
+            status.digest.check(actual, "the stored stdout")
+        except DigestMismatch as exc:
+            raise WorkError(f"unit {unit_id}: {exc}") from None
+        return actual
+
     async def stream_results(self, unit_id: str, start: int,
                              write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]],
                              ) -> None:
@@ -451,8 +533,12 @@ class Workceptor:
                     pos += len(chunk)
                     write(chunk)
                     await drain()
-                if status.state in FINAL and pos >= status.stdout_size:
-                    # the status may have been written just before the last bytes: re-check
+                if status.state in FINAL:
+                    # Nothing is written after a final state, so the stream ends at EOF (also
+                    # when the file is shorter than StdoutSize, e.g. a mirror truncated on
+                    # disk: the client's digest check then says so, instead of a stream that
+                    # never ends).  The status may have been written just before the last
+                    # bytes were read: re-check.
                     if os.fstat(handle.fileno()).st_size <= pos:
                         return
                     continue
@@ -471,6 +557,16 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _set(status: UnitStatus, state: int, detail: str) -> None:
     status.state, status.detail = state, detail
+
+
+def stdout_limit_detail(limit: int) -> str:
+    """The Detail of a unit stopped at ``work-limits maxstdout`` (the command runner's too)."""
+    return f"stdout larger than the limit of {limit} bytes (work-limits maxstdout)"
+
+
+def _set_size(status: UnitStatus, state: int, detail: str, stdout_size: int) -> None:
+    status.state, status.detail, status.stdout_size = state, detail, stdout_size
+    status.digest = None  # the output was cut: hash what is kept
 
 
 def _cancel(status: UnitStatus, stdout_size: int) -> None:

@@ -58,6 +58,10 @@ class WorkType(abc.ABC):
     """
 
     abi = WORK_ABI
+    #: True if the work type stops a unit whose stdout outgrows ``work-limits maxstdout``
+    #: itself (the command runner does); else the work manager checks every second, then
+    #: cancels the unit, cuts its stdout at the limit and records it Failed.
+    stops_at_max_stdout = False
 
     def __init__(self, name: str, *, verify_signature: bool = False) -> None:
         self.name = name

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import mesh_plugin_echo
 from mesh.config.errors import SectionValueError
 from mesh.plugins import PluginHost
-from mesh.testing import Mesh, WatchedUnit
+from mesh.testing import Mesh, WatchedUnit, wait_until
 from mesh.work.states import UnitState
 from mesh.work.worktype import WorkError
 from mesh_plugin_echo import EchoWorkType, WorkEchoConfig
@@ -125,3 +126,27 @@ def test_echo_through_the_mesh(mesh_cluster: Callable[..., Mesh]) -> None:
     [unit] = cluster.nodes["node2"].control("work list").values()
     assert (unit["WorkType"], unit["StateName"], unit["Detail"]) == ("echo", "Succeeded",
                                                                      "Echoed 2 lines")
+
+
+def test_work_limits_maxstdout_stops_an_echo(mesh_cluster: Callable[..., Mesh]) -> None:
+    """The node stops an in-process unit whose stdout outgrows ``maxstdout`` (echo does not
+    check it): Failed with the limit in its Detail, its stdout cut at the limit."""
+    cluster = mesh_cluster(1, sections={"node1": [{"work-echo": {"worktype": "echo"}},
+                                                  {"work-limits": {"maxstdout": "100K"}}]},
+                           plugins=["mesh-plugin-echo"])
+    node = cluster.nodes["node1"]
+    payload = b"".join(b"line %07d\n" % i for i in range(200_000))  # 2.4 MB
+    result = subprocess.run(
+        [RECEPTORCTL, "--socket", str(node.socket), "work", "submit", "--node", "localhost",
+         "--payload", "-", "echo"], input=payload, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    [(unit_id, unit)] = wait_until(
+        lambda: [(k, u) for k, u in node.control("work list").items()
+                 if u["StateName"] in ("Succeeded", "Failed")],
+        timeout=60, what="the echo unit to end")
+    assert (unit["StateName"], unit["Detail"]) == (
+        "Failed", "stdout larger than the limit of 102400 bytes (work-limits maxstdout)")
+    stdout = (node.datadir / "node1" / unit_id / "stdout").read_bytes()
+    assert stdout == payload[:102400]
+    assert (unit["StdoutSize"], unit["StdoutFinalSize"]) == (102400, 102400)
+    assert unit["StdoutSHA256"] == hashlib.sha256(stdout).hexdigest()
