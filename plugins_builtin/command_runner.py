@@ -540,6 +540,9 @@ def parse_args(args: list[str]) -> tuple[str, str, int | None, int | None, list[
             elif arg == "--params":
                 params = value
             elif arg == "--max-stdout":
+                if not value.isdigit() or int(value) <= 0:
+                    raise SystemExit(f"command_runner: --max-stdout {value!r} is not a positive "
+                                     f"number of bytes\n{USAGE}")
                 max_stdout = int(value)
             else:
                 ready_fd = int(value)

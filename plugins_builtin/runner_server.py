@@ -272,7 +272,8 @@ def _checked(request: Any,
     if cwd is not None and not isinstance(cwd, str):
         raise ValueError("cwd must be a string")
     max_stdout = request.get("maxstdout")
-    if max_stdout is not None and not (isinstance(max_stdout, int) and max_stdout > 0):
+    if max_stdout is not None and not (isinstance(max_stdout, int) and max_stdout > 0
+                                       and not isinstance(max_stdout, bool)):
         raise ValueError("maxstdout must be a positive integer")
     return unitdir, params, argv, env, cwd, max_stdout
 

@@ -36,13 +36,16 @@ _PROXY_STATUS_HINTS = {
 
 
 def redact_proxy(url: str) -> str:
-    """``url`` with the password of its user information shown as ``***`` (logs, errors)."""
+    """``url`` with the password of its user information shown as ``***`` (logs, errors); a
+    user without a password (it may be a token) is hidden whole."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
     userinfo, at, hostport = rest.rpartition("@")  # the last "@": a password may hold one
-    if not at or ":" not in userinfo:
+    if not at:
         return url
+    if ":" not in userinfo:  # a user alone may be a token
+        return f"{scheme}{sep}***@{hostport}"
     return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{hostport}"
 
 

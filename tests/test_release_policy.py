@@ -280,3 +280,18 @@ def test_remote_node_down_gives_release_pending(line: Mesh, ctl: NodeProcess,
         exe.start()
         line.wait_converged()
     assert remote in units(exe)  # it never heard of the release: the fixture cleans it
+
+
+def test_a_refused_remote_release_is_tried_again(ctl: NodeProcess, exe: NodeProcess) -> None:
+    """A release the remote node refuses is an error each time it is asked, not a release
+    that waits forever ("release pending" is only for a node that cannot be reached)."""
+    unit_id = submit(ctl, "succeed", on="executor01")
+    wait_state(ctl, unit_id, {SUCCEEDED})
+    remote = remote_id(ctl, unit_id)
+    (unit_dir(exe, remote) / "status").write_bytes(b"not json\n")  # the remote refuses
+    for _ in range(2):
+        out = work(ctl, "release", "--succeeded", check=False)
+        assert out.returncode == 1 and out.stdout == b"", out
+        assert f"ERROR: {unit_id}: error from remote: " in out.stderr.decode()
+    out = work(ctl, "release", "--succeeded", "--force")
+    assert out.stdout.decode() == lines((unit_id, "released"))

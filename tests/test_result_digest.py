@@ -215,3 +215,51 @@ def test_units_without_a_record_are_not_checked(pair: Mesh) -> None:
     assert out.returncode == 1
     assert b"has no recorded size and SHA-256" in out.stderr
 
+
+
+#: A unit that ends at once, leaving a process that writes once the test creates the gate.
+LATE = ("echo main; (i=0; while [ ! -e {gate} ] && [ $i -lt 1200 ]; do sleep 0.05; "
+        "i=$((i+1)); done; echo late) &")
+
+
+def test_output_written_after_the_end_is_no_part_of_the_results(pair: Mesh,
+                                                                 tmp_path: Path) -> None:
+    """A process the unit left behind appends to stdout after the unit ended: the results
+    stream ends at the recorded size, and --verify checks what was recorded."""
+    exe = pair.nodes["executor01"]
+    gate = tmp_path / "gate"
+    unit_id = submit(exe, "shell", "-a", f"params='{LATE.format(gate=gate)}'", "--no-payload")
+    done = wait_state(exe, unit_id, {2})
+    assert recorded(done) == (5, sha(b"main\n"))
+    gate.touch()
+    stdout = unit_dir(exe, unit_id) / "stdout"
+    wait_until(lambda: stdout.read_bytes() == b"main\nlate\n", timeout=60,
+               what="the late line in the file")
+    assert mesh_cli(exe, "work", "results", unit_id).stdout == b"main\n"
+    assert b"verified 5 bytes" in mesh_cli(exe, "work", "results", "--verify", unit_id).stdout
+
+
+def test_a_remote_stdout_shorter_than_its_size_fails_the_unit(pair: Mesh,
+                                                              tmp_path: Path) -> None:
+    """The remote node's copy lost its end while the controller was down: the controller
+    does not spin on streams that end short, it fails the unit and says why."""
+    ctl, exe = pair.nodes["controller01"], pair.nodes["executor01"]
+    gate = tmp_path / "gate"
+    unit_id = submit(ctl, "shell", "-a", f"params='{GATED.format(gate=gate)}'", "--no-payload",
+                     remote="executor01")
+    mirror = unit_dir(ctl, unit_id) / "stdout"
+    wait_until(lambda: mirror.exists() and mirror.read_bytes() == b"first\n", timeout=60,
+               what="the first line in the mirror")
+    remote = remote_id(ctl, unit_id)
+    ctl.stop()
+    try:
+        gate.touch()
+        wait_state(exe, remote, {2})
+        os.truncate(unit_dir(exe, remote) / "stdout", 8)  # of 13 bytes
+    finally:
+        ctl.start()
+    pair.wait_converged()
+    done = wait_state(ctl, unit_id, {2, 3}, timeout=60)
+    assert (done["State"], done["Detail"]) == (
+        3, "Results incomplete: the remote node's stdout ends at 8 of 13 bytes"), done
+    assert mirror.read_bytes() == b"first\nse"

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from mesh.testing import Mesh, wait_until
-from work_helpers import (BIG_BLOCK, MESH, pid_alive, receptorctl, remote_id, status,
-                          submitted_unit, unit_dir, wait_state, work_types)
+from work_helpers import (BIG_BLOCK, MESH, mesh_cli, pid_alive, receptorctl, remote_id,
+                          status, submitted_unit, unit_dir, wait_state, work_types)
 
 LIMIT = 1 << 20
 DETAIL = f"stdout larger than the limit of {LIMIT} bytes (work-limits maxstdout)"
@@ -89,3 +89,28 @@ def test_a_bad_limit_is_refused_at_start(tmp_path: Path) -> None:
         assert out.returncode != 0
         text = out.stderr.decode()
         assert str(config) in text and "work-limits" in text and why in text, text
+
+
+#: A burst past the limit between two of the runner's checks, while results are followed.
+BURST = "sleep 1; head -c 1300000 /dev/zero; exec sleep 5"
+
+
+def test_no_byte_past_the_limit_reaches_a_follower(mesh: Mesh) -> None:
+    """The executor never streams bytes past its limit, even those written before the runner
+    cut them: the controller's copy and the follower's match the record (no false
+    "Results corrupted")."""
+    ctl = mesh.add("controller01")
+    limited_node(mesh, "executor01")
+    mesh.link("executor01", "controller01")
+    mesh.start()
+    mesh.wait_until_work_types("controller01", "executor01", ["shell"])
+    for _ in range(3):  # the race the cap closes showed up in about half the runs
+        out = mesh_cli(ctl, "work", "submit", "--node", "executor01", "--no-payload",
+                       "-a", f"params='{BURST}'", "--follow", "shell", check=False)
+        assert out.returncode == 1, out
+        assert out.stdout == bytes(LIMIT)
+        assert f"Remote unit failed: {DETAIL}".encode() in out.stderr, out.stderr
+        assert b"match" not in out.stderr and b"truncated" not in out.stderr
+        (unit_id, done), = ctl.control("work list").items()
+        check_cut(unit_dir(ctl, unit_id) / "stdout", done, bytes(LIMIT))
+        ctl.control(f"work release {unit_id}")

@@ -362,6 +362,7 @@ def test_redaction_and_url_checks() -> None:
     assert redact_proxy("http://u:p@ss@h:1") == "http://u:***@h:1"
     assert redact_proxy("http://h:1") == "http://h:1"
     assert redact_proxy("u:secret@h:1") == "u:***@h:1"
+    assert redact_proxy("http://TOKEN@h:1") == "http://***@h:1"  # a user alone may be a token
     with pytest.raises(ValueError) as info:
         check_proxy_url("http://u:secret@h:1/x")
     assert "secret" not in str(info.value)

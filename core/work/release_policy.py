@@ -185,7 +185,7 @@ class _Unit(NamedTuple):
     work_type: str
     #: Seconds since the status file last changed.
     age: float
-    #: A remote unit whose release already waits for its remote node (``LocalReleased``).
+    #: A remote unit whose release already waits for its remote node (a retry runs).
     releasing: bool
 
 
@@ -203,8 +203,7 @@ def _inspect(wc: Workceptor, unit_id: str, now: float) -> _Unit | None:
         if not wc.store.exists(unit_id):
             return None
         return _Unit(UnitState.FAILED, "", now - changed, False)
-    extra = status.extra_data if isinstance(status.extra_data, dict) else {}
-    releasing = status.work_type == REMOTE and extra.get("LocalReleased") is True
+    releasing = status.work_type == REMOTE and wc.remote.release_pending(unit_id)
     return _Unit(status.state, status.work_type, now - changed, releasing)
 
 

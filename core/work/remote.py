@@ -49,6 +49,9 @@ CHUNK = 1024 * 1024
 #: While more results are already buffered, followers are woken once per this many bytes
 #: (each wake-up reads the status file), else after every chunk.
 NOTIFY_BYTES = 1024 * 1024
+#: Results streams in a row that end without bringing the bytes a final remote unit's
+#: StdoutSize promises before the unit is Failed (its remote stdout file is damaged).
+SHORT_READS = 3
 #: A mirrored stdout up to this size is hashed in the event loop (no thread hand-off).
 INLINE_HASH = 64 * 1024
 #: What a broken mesh stream raises (aborted, closed, reset, transport errors).
@@ -385,6 +388,12 @@ class RemoteWork:
         self.tasks[unit_id] = self.wc.spawn(coro, f"remote-{what}-{unit_id}",
                                             unit_id=unit_id, peer=self._peer(unit_id))
 
+    def release_pending(self, unit_id: str) -> bool:
+        """Whether a release of the unit waits for its remote node (a retry is running)."""
+        task = self.tasks.get(unit_id)
+        return task is not None and not task.done() and \
+            task.get_name() == f"remote-release-{unit_id}"
+
     def _stop(self, unit_id: str) -> None:
         task = self.tasks.pop(unit_id, None)
         if task is not None and task is not asyncio.current_task():
@@ -529,6 +538,7 @@ class RemoteWork:
 
     async def _stdout_loop(self, unit_id: str) -> None:
         retry = self._retry(unit_id)
+        short_reads = 0  # results streams in a row that ended early, bringing nothing
         while True:
             try:
                 status = self.wc.store.read(unit_id)
@@ -544,7 +554,13 @@ class RemoteWork:
             try:
                 await self._fetch_stdout(unit_id, extra, local_size)
                 await self._refresh_status(unit_id, extra, final_ok=True)
-                retry.reset()
+                if self.wc.store.stdout_size(unit_id) > local_size:
+                    short_reads = 0
+                    retry.reset()
+                elif self._results_short(unit_id, short_reads := short_reads + 1):
+                    return
+                else:
+                    await retry.wait()
             except RemoteRefused as exc:
                 if "unknown work unit" in str(exc):
                     self._gone(unit_id)
@@ -559,6 +575,25 @@ class RemoteWork:
                 log.exception("remote_stdout_loop_error", node_id=self.wc.node.node_id,
                               unit_id=unit_id, peer=extra.get("RemoteNode"))
                 await retry.wait()
+
+    def _results_short(self, unit_id: str, attempts: int) -> bool:
+        """A results stream of a remote unit ended without bringing anything.  The remote
+        unit is final then (a stream of a running unit stays open), and when the remote's
+        StdoutSize is beyond what it sends, its stdout file was damaged: after
+        :data:`SHORT_READS` such streams the unit is Failed with why (True)."""
+        try:
+            status = self.wc.store.read(unit_id)
+        except UnitStoreError:
+            return True
+        if status.state in FINAL or attempts < SHORT_READS:
+            return status.state in FINAL
+        local_size = self.wc.store.stdout_size(unit_id)
+        self._update(unit_id, state=UnitState.FAILED,
+                     detail=f"Results incomplete: the remote node's stdout ends at "
+                            f"{local_size} of {status.stdout_size} bytes")
+        log.error("remote_results_incomplete", node_id=self.wc.node.node_id, unit_id=unit_id,
+                  received=local_size, remote_size=status.stdout_size)
+        return True
 
     async def _fetch_stdout(self, unit_id: str, extra: dict[str, Any], start: int) -> None:
         conn = await self.sessions.take(extra["RemoteNode"], _tls_client(extra))
@@ -631,14 +666,20 @@ class RemoteWork:
         if expected is None or size < expected.size:
             return None  # no digest, or results still to come
         path = self.wc.store.path(unit_id) / "stdout"
-        actual = file_digest(path) if size <= INLINE_HASH else \
-            await asyncio.to_thread(file_digest, path)
+        actual = file_digest(path, expected.size) if expected.size <= INLINE_HASH else \
+            await asyncio.to_thread(file_digest, path, expected.size)
         try:
             expected.check(actual, "the mirrored stdout")
         except DigestMismatch as exc:
             log.error("remote_results_mismatch", node_id=self.wc.node.node_id,
                       unit_id=unit_id, error=str(exc))
             return str(exc)
+        if size > expected.size:
+            # bytes the remote streamed before they were cut (maxstdout) or that a process of
+            # the unit wrote after it ended: no part of its results
+            os.truncate(path, expected.size)
+            log.warning("remote_results_trimmed", node_id=self.wc.node.node_id,
+                        unit_id=unit_id, received=size, recorded=expected.size)
         return None
 
     def _mirror(self, unit_id: str, remote: dict[str, Any], *, final_ok: bool,

@@ -20,6 +20,7 @@ from pathlib import Path
 INLINE_MAX = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
 SIZE_FIELD, SHA256_FIELD = "StdoutFinalSize", "StdoutSHA256"
+HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 class DigestMismatch(Exception):
@@ -52,11 +53,7 @@ def recorded(fields: object) -> Digest | None:
     size, sha = fields.get(SIZE_FIELD), fields.get(SHA256_FIELD)
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         return None
-    if not isinstance(sha, str) or len(sha) != 64:
-        return None
-    try:
-        int(sha, 16)
-    except ValueError:
+    if not isinstance(sha, str) or len(sha) != 64 or not set(sha.lower()) <= HEX_DIGITS:
         return None
     return Digest(size, sha.lower())
 
@@ -79,15 +76,18 @@ class RunningDigest:
         return Digest(self.pos, self._hash.hexdigest())
 
 
-def file_digest(path: Path | str) -> Digest:
-    """The digest of the file at ``path`` as it is now (a missing file is empty)."""
+def file_digest(path: Path | str, limit: int | None = None) -> Digest:
+    """The digest of the file at ``path`` as it is now (a missing file is empty), of its
+    first ``limit`` bytes if given: what a process the unit started wrote after the unit
+    ended is no part of its results (a final unit's results stream ends at the recorded
+    size too, as Receptor's ends at StdoutSize)."""
     running = RunningDigest()
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return running.result()
     try:
-        while chunk := os.read(fd, CHUNK):
+        while chunk := os.read(fd, CHUNK if limit is None else min(CHUNK, limit - running.pos)):
             running.update(chunk)
     finally:
         os.close(fd)

@@ -174,6 +174,15 @@ def _overwrite(path: Path, encoded: bytes) -> bool:
         os.close(fd)
 
 
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """(size, mtime in ns, inode) of a file, None if it is missing: changes when it does."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
 def _writer_alive(temp_name: str) -> bool:
     """Whether the process that made the temp status file ``.status.PID.*.tmp`` still runs
     (and so may be between writing and renaming it).  Every writer names its temp files so:
@@ -343,24 +352,33 @@ class UnitStore:
             return None
         return file_digest(path)
 
-    def record_digest(self, unit_id: str) -> "Digest | None":
-        """Hash the stdout of a final unit that has no digest yet and record it; returns it
-        (None if the unit is not final or has one).  Slow for a large stdout: called from a
-        thread.  The unit's lock is held only for the write: a final unit's stdout does
-        not change."""
+    def record_digest(self, unit_id: str) -> bool:
+        """Hash the stdout of a final unit that has no digest yet and record it.  Slow for a
+        large stdout: called from a thread, without the unit's lock while hashing.  False
+        (nothing recorded: call again) if the status or stdout changed meanwhile, e.g. the
+        unit was stopped at ``maxstdout`` and its stdout cut; True when done or not needed."""
         from mesh.work.stdout_digest import file_digest
 
         status = self.read(unit_id)
         if status.state not in FINAL or status.digest is not None:
-            return None
-        digest = file_digest(self.path(unit_id) / "stdout")
+            return True
+        path = self.path(unit_id) / "stdout"
+        before = _identity(path)
+        digest = file_digest(path)
+        fresh = True
 
         def change(current: UnitStatus) -> None:
-            if current.digest is None:
-                current.digest = digest
+            nonlocal fresh
+            if current.digest is not None:
+                return
+            if _identity(path) != before or (current.state, current.detail, current.stdout_size) \
+                    != (status.state, status.detail, status.stdout_size):
+                fresh = False
+                return
+            current.digest = digest
 
         self.update(unit_id, change, check=False, durable=True)
-        return digest
+        return fresh
 
     def changed_at(self, unit_id: str) -> float:
         """When the unit's status last changed (its file's mtime, wall clock): the age that

@@ -33,6 +33,9 @@ FOLLOW_POLL = 0.25
 #: notified (to report them through the lifecycle hook).
 WATCH_POLL = 1.0
 CHUNK = 1024 * 1024
+#: Threads hashing large stdouts at once, and how often one unit is hashed again when its
+#: status or stdout changed while it was hashed.
+DIGEST_THREADS, DIGEST_ATTEMPTS = 2, 3
 
 
 class PayloadRejected(WorkError):
@@ -74,8 +77,11 @@ class Workceptor:
         self.lifecycle = node.config.one("unit-lifecycle")
         #: Wall-clock time at which a unit next falls under a lifecycle policy.
         self._lifecycle_due = 0.0
-        #: Final units whose digest a thread is computing; units being stopped at maxstdout.
+        #: Final units whose digest a thread is computing (and those to hash once more);
+        #: units being stopped at maxstdout.
         self._digesting: set[str] = set()
+        self._digest_again: set[str] = set()
+        self._digest_slots = asyncio.Semaphore(DIGEST_THREADS)
         self._over_limit: set[str] = set()
         from mesh.work.remote import RemoteWork  # the remote work type lives beside us
 
@@ -235,8 +241,7 @@ class Workceptor:
             self._known_states.pop(unit_id, None)
             return
         current = (status.state, status.detail)
-        if status.state not in FINAL:
-            self._check_stdout_limit(unit_id, status)
+        self._check_stdout_limit(unit_id, status)
         if self._known_states.get(unit_id) != current:
             self._known_states[unit_id] = current
             log.info("unit_state_changed", node_id=self.node.node_id, unit_id=unit_id,
@@ -251,18 +256,26 @@ class Workceptor:
 
     def _record_digest(self, unit_id: str) -> None:
         """Record the digest of a unit that became final with too large a stdout to hash
-        inline, from a thread (see :mod:`mesh.work.stdout_digest`)."""
+        inline, from a thread (see :mod:`mesh.work.stdout_digest`); asked again while it
+        runs (the stdout was cut meanwhile), it hashes again."""
         if unit_id in self._digesting:
+            self._digest_again.add(unit_id)
             return
         self._digesting.add(unit_id)
 
         async def record() -> None:
             try:
-                await asyncio.to_thread(self.store.record_digest, unit_id)
-            except UnitStoreError:
+                async with self._digest_slots:
+                    for _ in range(DIGEST_ATTEMPTS):
+                        self._digest_again.discard(unit_id)
+                        done = await asyncio.to_thread(self.store.record_digest, unit_id)
+                        if done and unit_id not in self._digest_again:
+                            break
+            except (UnitStoreError, OSError):
                 pass  # released meanwhile
             finally:
                 self._digesting.discard(unit_id)
+                self._digest_again.discard(unit_id)
             self.notify(unit_id, status_changed=False)
 
         self.spawn(record(), f"digest-{unit_id}", unit_id=unit_id)
@@ -276,9 +289,10 @@ class Workceptor:
         return limits.maxstdout if limits is not None else None
 
     def _check_stdout_limit(self, unit_id: str, status: UnitStatus) -> None:
-        """Stop a running unit whose stdout outgrew ``maxstdout``, for work types that do not
-        stop their units at the limit themselves (the command runner does, within 250 ms);
-        checked every WATCH_POLL and on each notify."""
+        """Stop a unit whose stdout outgrew ``maxstdout``, for work types that do not stop
+        their units at the limit themselves (the command runner does, within 20 ms while
+        stdout grows); checked every WATCH_POLL and on each notify while the unit runs, and
+        when it becomes final (a unit that ended over the limit is Failed all the same)."""
         limit = self.max_stdout
         work_type = self.work_types.get(status.work_type)
         if limit is None or work_type is None or work_type.stops_at_max_stdout \
@@ -288,14 +302,14 @@ class Workceptor:
 
         async def stop() -> None:
             try:
-                await work_type.cancel(self.handle(unit_id))
-                with open(self.store.path(unit_id) / "stdout", "r+b") as handle:
-                    handle.truncate(limit)
-                status = self.handle(unit_id).update(lambda s: _set_size(
+                if status.state not in FINAL:
+                    await work_type.cancel(self.handle(unit_id))
+                os.truncate(self.store.path(unit_id) / "stdout", limit)
+                failed = self.handle(unit_id).update(lambda s: _set_size(
                     s, UnitState.FAILED, stdout_limit_detail(limit), limit), check=False)
-                if status.digest is None:
+                if failed.digest is None:
                     self._record_digest(unit_id)
-            except UnitStoreError:
+            except (UnitStoreError, OSError):
                 pass  # released meanwhile
             finally:
                 self._over_limit.discard(unit_id)
@@ -494,7 +508,8 @@ class Workceptor:
         if status.digest is None:
             raise WorkError(f"unit {unit_id} has no recorded size and SHA-256 (it ended on "
                             f"a node that does not record them, e.g. Receptor)")
-        actual = await asyncio.to_thread(file_digest, self.store.path(unit_id) / "stdout")
+        actual = await asyncio.to_thread(file_digest, self.store.path(unit_id) / "stdout",
+                                         status.digest.size)
         try:
             status.digest.check(actual, "the stored stdout")
         except DigestMismatch as exc:
@@ -506,7 +521,13 @@ class Workceptor:
                              ) -> None:
         """Send stdout from ``start`` until the unit is final and all output was sent.
 
-        Unlike Receptor, a Canceled unit's stream ends too.
+        A final unit's stream ends at its recorded size (``StdoutFinalSize``; what processes
+        the unit started write after it ended is not sent, as Receptor ends at StdoutSize),
+        or at the end of the file if it has no record or the file is shorter (a damaged
+        copy: the client's digest check says what is missing, instead of a stream that never
+        ends).  A unit run here is never streamed past ``work-limits maxstdout``: the bytes
+        it writes beyond it before it is stopped are cut.  Unlike Receptor, a Canceled
+        unit's stream ends too.
         """
         pos = start
         path = self.store.path(unit_id) / "stdout"
@@ -525,27 +546,34 @@ class Workceptor:
                             return
                         await self.wait_change(unit_id)
                         continue
+                final = status.state in FINAL
+                end = _stream_end(status, self.max_stdout)
                 handle.seek(pos)
-                while True:
-                    chunk = handle.read(CHUNK)
+                while end is None or pos < end:
+                    chunk = handle.read(CHUNK if end is None else min(CHUNK, end - pos))
                     if not chunk:
                         break
                     pos += len(chunk)
                     write(chunk)
                     await drain()
-                if status.state in FINAL:
-                    # Nothing is written after a final state, so the stream ends at EOF (also
-                    # when the file is shorter than StdoutSize, e.g. a mirror truncated on
-                    # disk: the client's digest check then says so, instead of a stream that
-                    # never ends).  The status may have been written just before the last
-                    # bytes were read: re-check.
-                    if os.fstat(handle.fileno()).st_size <= pos:
+                if final:
+                    # the status may have been written just before the last bytes were
+                    # read: re-check the size
+                    if (end is not None and pos >= end) or \
+                            os.fstat(handle.fileno()).st_size <= pos:
                         return
                     continue
                 await self.wait_change(unit_id)
         finally:
             if handle is not None:
                 handle.close()
+
+
+def _stream_end(status: UnitStatus, max_stdout: int | None) -> int | None:
+    """Where a results stream of a unit in ``status`` stops for now (None: end of file)."""
+    if status.state in FINAL:
+        return status.digest.size if status.digest is not None else None
+    return max_stdout if status.work_type != REMOTE else None
 
 
 def _write_all(fd: int, data: bytes) -> None:
