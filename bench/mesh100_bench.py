@@ -6,7 +6,11 @@ every node lists all the nodes (in KnownConnectionCosts) and routes to all the o
 Reports the time from the last node being ready to that, and the RSS per node.  Exits 1
 naming the nodes that miss others when it does not converge.
 
-    .venv/bin/python bench/mesh100_bench.py [--nodes 100] [--timeout 600]
+With ``--route-auth off|prefer|require`` every link is TLS (one CA, a node-ID certificate per
+node, made as ``mesh cert`` makes them) and every node has that ``route-auth`` mode, so
+``require`` against ``off`` measures what signing and checking routing updates costs.
+
+    .venv/bin/python bench/mesh100_bench.py [--nodes 100] [--timeout 600] [--route-auth MODE]
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class Mesh100Result:
     checked: int
     #: RSS of each node process after convergence, in MiB.
     rss_mib: list[float]
+    #: The route-auth mode of every node (TLS links), or None for plain TCP links.
+    route_auth: str | None = None
 
 
 def rss_mib(pid: int) -> float:
@@ -64,6 +70,33 @@ def build(mesh: Mesh, nodes: int, seed: int = 7) -> int:
     return links
 
 
+def secure(mesh: Mesh, mode: str) -> None:
+    """Make every link of ``mesh`` TLS with node-ID certificates from one CA, and give every
+    node ``route-auth`` ``mode``."""
+    from mesh_builtin import certs
+
+    pki = mesh.workdir / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key = certs.make_ca("mesh100 bench CA")
+    ca = str(pki / "ca.crt")
+    certs.write_cert(ca, ca_cert)
+    for name, node in mesh.nodes.items():
+        key = certs.generate_key()
+        req = certs.make_request(name, key, ip_addresses=["127.0.0.1"], node_ids=[name])
+        cert, key_path = str(pki / f"{name}.crt"), str(pki / f"{name}.key")
+        certs.write_key(key_path, key)
+        certs.write_cert(cert, certs.sign_request(req, ca_cert, ca_key))
+        for section in node.sections:
+            for kind, tls in (("tcp-listener", "srv"), ("tcp-peer", "cli")):
+                if kind in section:
+                    section[kind]["tls"] = tls
+        node.sections += [
+            {"tls-server": {"name": "srv", "cert": cert, "key": key_path,
+                            "requireclientcert": True, "clientcas": ca}},
+            {"tls-client": {"name": "cli", "cert": cert, "key": key_path, "rootcas": ca}},
+            {"route-auth": {"mode": mode, "tls": "srv"}}]
+
+
 def missing(node: NodeProcess, everyone: set[str]) -> str:
     """What ``node``'s status lacks of ``everyone`` ("" when nothing)."""
     status = node.status()
@@ -74,10 +107,14 @@ def missing(node: NodeProcess, everyone: set[str]) -> str:
                      if names)
 
 
-def run(mesh: Mesh, nodes: int = 100, timeout: float = 600.0) -> Mesh100Result:
+def run(mesh: Mesh, nodes: int = 100, timeout: float = 600.0,
+        route_auth: str | None = None) -> Mesh100Result:
     """Start a ``nodes``-node mesh in ``mesh`` and wait until every node's status lists every
-    node; raises MeshCheckFailed if that does not happen within ``timeout`` seconds."""
+    node; raises MeshCheckFailed if that does not happen within ``timeout`` seconds.
+    ``route_auth``: TLS links and that route-auth mode on every node (see :func:`secure`)."""
     links = build(mesh, nodes)
+    if route_auth is not None:
+        secure(mesh, route_auth)
     everyone = set(mesh.nodes)
     started = time.perf_counter()
     try:
@@ -97,7 +134,8 @@ def run(mesh: Mesh, nodes: int = 100, timeout: float = 600.0) -> Mesh100Result:
                                   f"{dict(list(lacking.items())[:3])}") from None
         converged = time.perf_counter() - ready
         rss = [rss_mib(n.proc.pid) for n in mesh.nodes.values() if n.proc]
-        return Mesh100Result(nodes, links, ready - started, converged, len(everyone), rss)
+        return Mesh100Result(nodes, links, ready - started, converged, len(everyone), rss,
+                             route_auth)
     finally:
         mesh.stop()  # SIGTERM to all at once, then reap
 
@@ -110,8 +148,10 @@ def report(r: Mesh100Result) -> str:
             ("RSS per node median / max",
              f"{statistics.median(r.rss_mib):.0f} / {max(r.rss_mib):.0f} MiB"),
             ("RSS all nodes", f"{sum(r.rss_mib) / 1024:.1f} GiB")]
+    links = "plain TCP links" if r.route_auth is None else \
+        f"TLS links, route-auth {r.route_auth}"
     return "\n".join([f"\n{r.nodes}-node mesh ({r.links} links: binary tree + cross links), "
-                      f"one process per node",
+                      f"one process per node, {links}",
                       f"{'measure':<44} | value", f"{'-' * 44}-+-{'-' * 14}",
                       *(f"{label:<44} | {value}" for label, value in rows)])
 
@@ -121,8 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for start and for convergence")
+    parser.add_argument("--route-auth", choices=("off", "prefer", "require"), default=None,
+                        help="TLS links with node-ID certificates and this route-auth mode")
     args = parser.parse_args(argv)
-    run_bench("mesh-100-", lambda mesh: run(mesh, args.nodes, args.timeout), report,
+    run_bench("mesh-100-", lambda mesh: run(mesh, args.nodes, args.timeout, args.route_auth),
+              report,
               (MeshCheckFailed, TimeoutError))
 
 

@@ -150,6 +150,26 @@ def mesh_tls_config(node: Any, kind: str, name: str) -> Any:
     """
 
 
+@hookspec(firstresult=True)
+def mesh_route_authenticator(node: Any) -> Any:
+    """Give a node the object that signs its routing updates and service adverts and checks
+    those it receives (authenticated routing; the builtin ``route-auth`` section provides one).
+
+    Called once while the node is built, after its config is loaded and before any link
+    comes up.  First non-None result wins; with none, nothing is signed or checked (Receptor's
+    behaviour).  Raise :class:`mesh.config.errors.ConfigError` for a bad setting.
+
+    :param node: the :class:`mesh.node.Node` being built (``node.config``, ``node.node_id``).
+    :return: ``None``, or an object with ``sign_update(update)`` and
+        ``sign_advertisement(ad)`` (set the ``signature`` and ``certificate`` fields of a
+        :class:`mesh.net.messages.RoutingUpdate` / :class:`~mesh.net.messages.ServiceAdvertisement`
+        this node originates, just before it is encoded) and ``accept_update(update, peer)`` /
+        ``accept_advertisement(ad, peer) -> bool`` (called for every update and advert
+        received from neighbour ``peer``, before it is applied or forwarded; ``False`` drops
+        it, and the object logs why).  They run on the event loop for every message: no I/O.
+    """
+
+
 # --------------------------------------------------------------------------------------
 # Lifecycle notifications (called by a running node)
 # --------------------------------------------------------------------------------------

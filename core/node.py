@@ -78,7 +78,7 @@ class Node:
         self.netceptor = Netceptor(
             self.node_id, firewall=firewall,
             idle_timeout=node_cfg.maxidleconnectiontimeout or DEFAULT_IDLE_TIMEOUT,
-            max_datagram=node_cfg.streamdatagram,
+            max_datagram=node_cfg.streamdatagram, max_nodes=node_cfg.maxnodes,
             on_link_up=lambda peer, cost: plugins.link_up(self, peer, cost),
             on_link_down=lambda peer, reason: plugins.link_down(self, peer, reason),
             on_duplicate=lambda _id: self.stop("duplicate node ID"),
@@ -100,6 +100,7 @@ class Node:
         #: Objects plugins attach to the node, by name (e.g. the tls provider).
         self.services: dict[str, Any] = {}
         self.signer, self.verifier = self._signing()
+        self.netceptor.route_auth = plugins.route_authenticator(self)
         self.work = Workceptor(self, UnitStore(self.datadir, self.node_id), self._work_types())
         self.netceptor.work_commands = self.work.work_commands
 
@@ -224,6 +225,11 @@ class Node:
         record = self.netceptor.router.records.get(node)
         return None if record is None or node not in self.netceptor.router.table \
             else record.epoch
+
+    def alarms(self) -> dict[str, str | None]:
+        """Each alarm the node can raise (e.g. ``duplicate_node_id``): its reason while
+        raised, else None.  A raised alarm degrades ``/health``; the node keeps serving."""
+        return self.netceptor.alarms()
 
     def routed(self, node: str) -> bool:
         """True if ``node`` is this node or the routing table has a route to it."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import ByteSize, Duration, SectionSpec
 from mesh.defaults import LOG_LEVELS, default_node_id, default_socket, state_dir
+from mesh.net.control_limits import DEFAULT_MAX_NODES
 from mesh.net.firewall import FirewallRuleError, parse_rule
 
 __all__ = ["KERNEL_SPECS", "SAFE_NAME_RE", "ControlServiceConfig", "LogLevelConfig",
@@ -49,9 +50,17 @@ class NodeConfig:
         default=60000, metadata={"doc": "mesh extension: largest QUIC datagram offered to other "
                                         "mesh nodes (1200-65000; 1200 behaves like Receptor). "
                                         "Go Receptor peers always get 1200."})
+    maxnodes: int = field(
+        default=DEFAULT_MAX_NODES,
+        metadata={"doc": "mesh extension: most nodes this node keeps track of; routing updates "
+                         "and adverts that would add more are dropped (and logged as "
+                         "control_plane_limit). The other control-plane limits (connections, "
+                         "adverts, per-link message budget) scale with it."})
 
     def validate(self) -> None:
         check_node_id(self.id)
+        if self.maxnodes <= 0:
+            raise SectionValueError("maxnodes", f"must be greater than 0, got {self.maxnodes}")
         if not 1200 <= self.streamdatagram <= 65000:
             raise SectionValueError("streamdatagram", "must be between 1200 and 65000")
         for index, rule in enumerate(self.firewallrules, 1):

@@ -348,6 +348,10 @@ class PluginHost:
         """The TLS configuration ``name`` of ``kind`` (server/client), or None if unknown."""
         return self.pm.hook.mesh_tls_config(node=node, kind=kind, name=name)
 
+    def route_authenticator(self, node: Any) -> Any:
+        """The node's route authenticator (``mesh_route_authenticator``), or None."""
+        return self.pm.hook.mesh_route_authenticator(node=node)
+
     def node_started(self, node: Any) -> None:
         self.pm.hook.mesh_node_started(node=node)
 

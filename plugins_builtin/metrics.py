@@ -2,6 +2,11 @@
 
 A small HTTP/1.1 server on asyncio streams (no framework): it answers GET only, closes
 each connection after one response, and bounds request size and time.
+
+``/health`` answers ``200 ok`` while no alarm is raised, and ``200 degraded`` followed by one
+``alarm: reason`` line per raised alarm (e.g. ``duplicate_node_id``) otherwise: the node still
+serves, and a liveness probe that restarted it on an alarm would let anyone who can raise one
+(a forged routing update) restart it.  Monitors alert on the body or on ``mesh_alarm``.
 """
 
 from __future__ import annotations
@@ -88,7 +93,24 @@ def render_metrics(node: Any) -> str:
            [(f'state="{state.label}"', count) for state, count in counts.items()])
     metric("mesh_stream_bytes_total", "counter", "Bytes of work results streamed to clients.",
            [("", getattr(node.work, "results_bytes", 0))])
+    metric("mesh_alarm", "gauge", "1 while an alarm is raised (see /health for the reason).",
+           [(f'alarm="{_escape(name)}"', 0 if reason is None else 1)
+            for name, reason in sorted(node.alarms().items())])
+    metric("mesh_duplicate_id_suspicions_total", "counter",
+           "Routing updates that said another node uses this node's ID.",
+           [("", net.counters["duplicate_id_suspicions"])])
+    metric("mesh_control_plane_dropped_total", "counter",
+           "Routing updates and adverts dropped by a control-plane limit, by kind.",
+           [(f'what="{_escape(what)}"', count)
+            for what, count in sorted(net.limits.totals.items())])
     return "\n".join(lines) + "\n"
+
+
+def render_health(node: Any) -> str:
+    """``ok``, or ``degraded`` and a line per raised alarm (always served with status 200)."""
+    raised = [f"{name}: {reason}" for name, reason in sorted(node.alarms().items())
+              if reason is not None]
+    return "\n".join(["degraded", *raised]) + "\n" if raised else "ok\n"
 
 
 class MetricsServer:
@@ -109,7 +131,7 @@ class MetricsServer:
                 status, body = "200 OK", render_metrics(self.node)
                 ctype = "text/plain; version=0.0.4; charset=utf-8"
             elif path.split("?")[0] == "/health":
-                status, body, ctype = "200 OK", "ok\n", "text/plain"
+                status, body, ctype = "200 OK", render_health(self.node), "text/plain"
             else:
                 status, body, ctype = "404 Not Found", "not found\n", "text/plain"
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,

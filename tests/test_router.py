@@ -85,9 +85,28 @@ def test_own_id_rules():
     r = Router("a")
     assert update(r, "a", {}, epoch=100).verdict is UpdateVerdict.IGNORE
     assert update(r, "a", {}, epoch=200).verdict is UpdateVerdict.CONFLICT
-    assert update(r, "a", {}, epoch=50).verdict is UpdateVerdict.IGNORE
-    assert update(r, "a", {}, epoch=50, dup=100).verdict is UpdateVerdict.DUPLICATE_SELF
+    older = update(r, "a", {}, epoch=50)
+    assert older.verdict is UpdateVerdict.OLDER_SELF and not older.accused
+    accusation = update(r, "a", {}, epoch=50, dup=100)
+    assert accusation.verdict is UpdateVerdict.OLDER_SELF and accusation.accused
     assert update(r, "", {}).verdict is UpdateVerdict.IGNORE
+
+
+def test_known_nodes_connections_and_seen_ids_are_capped():
+    from mesh.net.control_limits import EDGES_PER_NODE, SEEN_PER_NODE, ControlCaps
+
+    r = Router("a", ControlCaps(max_nodes=3))
+    r.add_link("b", 1.0)
+    assert update(r, "c", {"b": 1.0}).verdict is UpdateVerdict.ACCEPT
+    over = update(r, "d", {"b": 1.0})
+    assert (over.verdict, over.limit) == (UpdateVerdict.LIMIT, "routing update of a new node")
+    assert "d" not in r.known and len(r.known) == 3
+    assert update(r, "c", {"b": 1.0, "x": 1.0}, seq=2).verdict is UpdateVerdict.ACCEPT
+    many = {f"n{i}": 1.0 for i in range(3 * EDGES_PER_NODE + 1)}
+    assert update(r, "c", many, seq=3).verdict is UpdateVerdict.LIMIT
+    for seq in range(4, 4 + 3 * SEEN_PER_NODE + 10):
+        update(r, "c", {"b": 1.0}, seq=seq)
+    assert len(r.seen_updates) == 3 * SEEN_PER_NODE
 
 
 def test_unreachable_nodes_expire_but_reachable_ones_stay():

@@ -14,7 +14,7 @@ import json
 import math
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "MSG_ROUTING_UPDATE",
     "MSG_SERVICE_ADVERTISEMENT",
     "REJECT_MESSAGE",
+    "SIGNED_PREFIX",
     "DataHeader",
     "DataMessage",
     "MessageError",
@@ -35,6 +36,7 @@ __all__ = [
     "Unreachable",
     "WorkCommand",
     "ad_to_status_dict",
+    "advertisement_signed_bytes",
     "decode_data",
     "decode_data_header",
     "decode_message",
@@ -50,6 +52,7 @@ __all__ = [
     "format_go_time",
     "parse_go_time",
     "peek_to_node",
+    "routing_update_signed_bytes",
 ]
 
 MSG_DATA = 0
@@ -442,6 +445,11 @@ class RoutingUpdate:
     #: Mesh extension: the longest the sender stays silent on a link to a mesh peer, in ms
     #: (its keepalive period); None from Go and from older mesh nodes.
     keepalive_ms: int | None = None
+    #: Mesh extension (route authentication): the origin's signature over
+    #: :func:`routing_update_signed_bytes`, base64; None when unsigned.
+    signature: str | None = None
+    #: Mesh extension (route authentication): the origin's certificate (DER), base64.
+    certificate: str | None = None
 
 
 _RU_FIELDS = (
@@ -454,14 +462,17 @@ _RU_FIELDS = (
     "SuspectedDuplicate",
     "MeshMaxDatagram",
     "MeshKeepalive",
+    "MeshSig",
+    "MeshCert",
 )
 
 
 def encode_routing_update(u: RoutingUpdate) -> bytes:
     """Return type byte 1 followed by the update as compact Go-style JSON.
 
-    ``MeshMaxDatagram`` and ``MeshKeepalive`` are appended only when set.
-    Raises :class:`MessageError` for wrong types, out-of-range integers or non-finite costs.
+    ``MeshMaxDatagram``, ``MeshKeepalive``, ``MeshSig`` and ``MeshCert`` are appended only
+    when set.  Raises :class:`MessageError` for wrong types, out-of-range integers or
+    non-finite costs.
     """
     parts = [
         f'{{"NodeID":{_go_str(u.node_id, "NodeID")}',
@@ -476,6 +487,7 @@ def encode_routing_update(u: RoutingUpdate) -> bytes:
         parts.append(f'"MeshMaxDatagram":{_go_uint(u.max_datagram, "MeshMaxDatagram")}')
     if u.keepalive_ms is not None:
         parts.append(f'"MeshKeepalive":{_go_uint(u.keepalive_ms, "MeshKeepalive")}')
+    parts += _signature_parts(u.signature, u.certificate)
     return b"\x01" + (",".join(parts) + "}").encode("utf-8")
 
 
@@ -495,6 +507,8 @@ def decode_routing_update(body: bytes | bytearray | memoryview) -> RoutingUpdate
         suspected_duplicate=_as_uint(f.get("SuspectedDuplicate"), "SuspectedDuplicate"),
         max_datagram=None if max_dg is None else _as_uint(max_dg, "MeshMaxDatagram"),
         keepalive_ms=None if keepalive is None else _as_uint(keepalive, "MeshKeepalive"),
+        signature=_as_optional_str(f.get("MeshSig"), "MeshSig"),
+        certificate=_as_optional_str(f.get("MeshCert"), "MeshCert"),
     )
 
 
@@ -657,9 +671,15 @@ class ServiceAdvertisement:
     tags: dict[str, str] | None = None
     work_commands: list[WorkCommand] | None = None
     cancel: bool = False
+    #: Mesh extension (route authentication): the origin's signature over
+    #: :func:`advertisement_signed_bytes`, base64; None when unsigned.
+    signature: str | None = None
+    #: Mesh extension (route authentication): the origin's certificate (DER), base64.
+    certificate: str | None = None
 
 
-_AD_FIELDS = ("NodeID", "Service", "Time", "ConnType", "Tags", "WorkCommands", "Cancel")
+_AD_FIELDS = ("NodeID", "Service", "Time", "ConnType", "Tags", "WorkCommands", "Cancel",
+              "MeshSig", "MeshCert")
 _WC_FIELDS = ("WorkType", "Secure")
 
 
@@ -686,7 +706,8 @@ def _go_work_commands(wcs: list[WorkCommand] | None) -> str:
 
 
 def encode_service_advertisement(ad: ServiceAdvertisement) -> bytes:
-    """Return type byte 2 followed by the advertisement as compact Go-style JSON."""
+    """Return type byte 2 followed by the advertisement as compact Go-style JSON
+    (``MeshSig`` and ``MeshCert`` appended only when set)."""
     body = (
         f'{{"NodeID":{_go_str(ad.node_id, "NodeID")},'
         f'"Service":{_go_str(ad.service, "Service")},'
@@ -694,9 +715,10 @@ def encode_service_advertisement(ad: ServiceAdvertisement) -> bytes:
         f'"ConnType":{_check_uint(ad.conn_type, 8, "ConnType")},'
         f'"Tags":{_go_str_map(ad.tags, "Tags", _go_str)},'
         f'"WorkCommands":{_go_work_commands(ad.work_commands)},'
-        f'"Cancel":{_go_bool(ad.cancel, "Cancel")}}}'
+        f'"Cancel":{_go_bool(ad.cancel, "Cancel")}'
     )
-    return b"\x02" + body.encode("utf-8")
+    extra = _signature_parts(ad.signature, ad.certificate)
+    return b"\x02" + (",".join([body, *extra]) + "}").encode("utf-8")
 
 
 def _as_work_commands(v: Any) -> list[WorkCommand] | None:
@@ -734,6 +756,8 @@ def decode_service_advertisement(body: bytes | bytearray | memoryview) -> Servic
         tags=_as_map(f.get("Tags"), "Tags", _as_str),
         work_commands=_as_work_commands(f.get("WorkCommands")),
         cancel=_as_bool(f.get("Cancel"), "Cancel"),
+        signature=_as_optional_str(f.get("MeshSig"), "MeshSig"),
+        certificate=_as_optional_str(f.get("MeshCert"), "MeshCert"),
     )
 
 
@@ -749,6 +773,45 @@ def ad_to_status_dict(ad: ServiceAdvertisement) -> dict[str, Any]:
         if ad.work_commands is None
         else [{"WorkType": wc.work_type, "Secure": wc.secure} for wc in ad.work_commands],
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# Route authentication (mesh extension): what an origin signs
+
+#: Prefix of every signed byte string (a signature for one purpose is useless for another).
+SIGNED_PREFIX = b"mesh-route-auth/1\n"
+
+
+def _signature_parts(signature: str | None, certificate: str | None) -> list[str]:
+    parts = []
+    if signature is not None:
+        parts.append(f'"MeshSig":{_go_str(signature, "MeshSig")}')
+    if certificate is not None:
+        parts.append(f'"MeshCert":{_go_str(certificate, "MeshCert")}')
+    return parts
+
+
+def _as_optional_str(v: Any, what: str) -> str | None:
+    return None if v is None else _as_str(v, what)
+
+
+def routing_update_signed_bytes(u: RoutingUpdate) -> bytes:
+    """The bytes an origin signs for its routing update: :data:`SIGNED_PREFIX` and the update
+    as :func:`encode_routing_update` writes it (type byte, Go field order, sorted
+    ``Connections``, Go float forms), without ``ForwardingNode`` (every relay rewrites it),
+    ``MeshSig`` and ``MeshCert``.  Canonical: a decoded update gives back the bytes its origin
+    signed, however a mesh relay re-encoded it.
+    """
+    return SIGNED_PREFIX + encode_routing_update(
+        replace(u, forwarding_node="", signature=None, certificate=None))
+
+
+def advertisement_signed_bytes(ad: ServiceAdvertisement) -> bytes:
+    """The bytes an origin signs for its service advertisement: :data:`SIGNED_PREFIX` and the
+    advert as :func:`encode_service_advertisement` writes it, without ``MeshSig`` and
+    ``MeshCert`` (the type byte keeps an advert's signature from passing for an update's)."""
+    return SIGNED_PREFIX + encode_service_advertisement(
+        replace(ad, signature=None, certificate=None))
 
 
 # ------------------------------------------------------------------------------------------------

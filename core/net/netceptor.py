@@ -14,16 +14,19 @@ import string
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import structlog
 
 from mesh.net import messages as m
 from mesh.net.backend import LinkOptions, Session, SessionClosed
+from mesh.net.control_limits import (DEFAULT_MAX_NODES, AdTable, ControlCaps, ControlLimits,
+                                     pruned_names)
+from mesh.net.duplicate_watch import ALARM as DUPLICATE_ALARM, DuplicateWatch
 from mesh.net.endpoint import Endpoint, RouteError
 from mesh.net.firewall import Firewall, Verdict
 from mesh.net.highwayhash import node_hash
-from mesh.net.router import Router, UpdateVerdict
+from mesh.net.router import Router, UpdateResult, UpdateVerdict
 from mesh.tasks import DueTimer, cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -40,6 +43,11 @@ ROUTE_UPDATE_INTERVAL = 10.0
 #: keepalives prove that links are alive, so this is only a safety net.  Every node's refresh
 #: reaches every node, so it is most of what a big mesh does at rest.
 MESH_ROUTE_REFRESH = 120.0
+#: A forged update of ours with a sequence from here on is answered with a new epoch, not a
+#: higher sequence (sequences are Go uint64s: a forger could take the top one).
+SEQUENCE_CEILING = 2 ** 63
+#: Seconds between two log lines about forged updates of this node.
+RECLAIM_LOG_INTERVAL = 10.0
 #: A link that may lose messages (UDP) gets the database again this often, so an update it
 #: dropped is repaired without a refresh of the whole mesh.
 LOSSY_LINK_RESYNC = 30.0
@@ -144,7 +152,7 @@ class Netceptor:
 
     def __init__(self, node_id: str, *, firewall: Firewall | None = None,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT, node_expiry: float = NODE_EXPIRY,
-                 max_datagram: int = OUR_DATAGRAM,
+                 max_datagram: int = OUR_DATAGRAM, max_nodes: int = DEFAULT_MAX_NODES,
                  on_link_up: Callable[[str, float], None] | None = None,
                  on_link_down: Callable[[str, str], None] | None = None,
                  on_duplicate: Callable[[str], None] | None = None,
@@ -160,12 +168,18 @@ class Netceptor:
         # clock keeps restarts ordered and stays comparable with Go's epochs.
         self.epoch = int(time.time() * (1 << 24))
         self.sequence = 0
+        #: When a forged update of ours was last logged (see _reclaim).
+        self._reclaimed_at = -RECLAIM_LOG_INTERVAL
         #: Our latest flooded routing update.
         self._own_update = b""
         #: The latest routing update of every node we route to, as we forward it: the
         #: link-state database a new neighbour gets at once.
         self._updates: dict[str, bytes] = {}
-        self.router = Router(node_id)
+        #: Caps on what peers make us remember, and per-link budgets (``node: maxnodes``).
+        self.limits = ControlLimits(ControlCaps(max_nodes))
+        self.router = Router(node_id, self.limits.caps)
+        #: Updates with our node ID from other processes: alarms, evidence, settling.
+        self.duplicates = DuplicateWatch(node_id, self.epoch)
         self.links: dict[str, Link] = {}
         #: Set when the link to a neighbour ends (see :meth:`wait_link_down`).
         self._link_down_events: dict[str, asyncio.Event] = {}
@@ -176,16 +190,21 @@ class Netceptor:
         self.services: dict[str, Endpoint] = {}
         self.local_ads: dict[str, LocalAd] = {}
         #: Adverts from other nodes: (node, service) → (advert, received at, raw message).
-        self.ads: dict[tuple[str, str], tuple[m.ServiceAdvertisement, float, bytes]] = {}
+        self.ads: AdTable = AdTable(self.limits.caps)
         self.work_commands: Callable[[], list[m.WorkCommand] | None] = lambda: None
+        #: Signs our routing updates and adverts, checks others' (mesh_route_authenticator).
+        self.route_auth: Any = None
         self.on_link_up = on_link_up
         self.on_link_down = on_link_down
         self.on_duplicate = on_duplicate
         #: Called after every recomputation of the routing table.
         self.on_routes_changed = on_routes_changed
         self.counters = {"routing_updates_sent": 0, "routing_updates_received": 0,
-                         "data_forwarded": 0, "data_dropped": 0, "keepalives_sent": 0}
+                         "data_forwarded": 0, "data_dropped": 0, "keepalives_sent": 0,
+                         "duplicate_id_suspicions": 0}
         self._flood = DueTimer()
+        #: When to repeat our "you are the duplicate" update (see mesh.net.duplicate_watch).
+        self._settle = DueTimer()
         self._recompute = DueTimer()
         self._advertise = DueTimer()
         #: The link maintenance timer (keepalives, idle timeouts, sweeps).
@@ -200,7 +219,10 @@ class Netceptor:
         self._recompute = DueTimer()
         self._advertise = DueTimer()
         self._maintain = DueTimer()
+        self._settle = DueTimer()
         self._tasks = [
+            asyncio.create_task(self._run_schedule(self._settle, 24 * 3600.0,
+                                                   self._settle_duplicates), name="settle"),
             asyncio.create_task(self._run_schedule(self._flood, MESH_ROUTE_REFRESH,
                                                    self._flood_update), name="flood"),
             asyncio.create_task(self._run_schedule(self._recompute, 24 * 3600.0,
@@ -330,6 +352,8 @@ class Netceptor:
                 del self.ads[key]
         if forgotten:
             self._recompute.request(0.0)
+        for peer, what, count in self.limits.flush(now):
+            self._log_drops(peer, what, count)
 
     # -- links -------------------------------------------------------------------------
 
@@ -341,17 +365,26 @@ class Netceptor:
             forwarding_node=self.node_id, suspected_duplicate=suspected_duplicate,
             max_datagram=self.advertised_datagram(),
             keepalive_ms=round(KEEPALIVE_AFTER * 1000))
+        if self.route_auth is not None:
+            self.route_auth.sign_update(update)
         return m.encode_routing_update(update)
 
     def _learn_name(self, node: str, hashed: int | None = None) -> None:
         """Remember which node ID a 64-bit node hash stands for (data headers carry only
         hashes).  Receptor keeps the first name silently; a collision is logged here."""
         hashed = node_hash(node) if hashed is None else hashed
+        if hashed not in self.names and len(self.names) >= self.limits.caps.max_names:
+            self.names = pruned_names(self.names, self._name_in_use)
+            if len(self.names) >= self.limits.caps.max_names:
+                return
         known = self.names.setdefault(hashed, node)
         if known != node:
             log.error("node_hash_collision", node_id=self.node_id, peer=node, known=known,
                       detail=f"node IDs {known!r} and {node!r} have the same 64-bit hash; "
                              f"traffic for {node!r} goes to {known!r}: rename one")
+
+    def _name_in_use(self, node: str) -> bool:
+        return node == self.node_id or node in self.router.known or node in self.links
 
     async def wait_link_down(self, peer: str) -> None:
         """Return once this node has no link to ``peer``."""
@@ -519,6 +552,9 @@ class Netceptor:
         link.session.close()
 
     def _handle_routing_update(self, link: Link, msg: bytes) -> None:
+        if not self.limits.within_budget(link.peer, time.monotonic()):
+            self._dropped(link.peer, "routing update over the link budget")
+            return
         seen = m.peek_routing_update(msg[1:])
         if seen is not None and seen[0] not in (link.peer, self.node_id) and \
                 seen[1] in self.router.seen_updates:
@@ -536,6 +572,8 @@ class Netceptor:
             log.warning("bad_routing_update", node_id=self.node_id, peer=link.peer,
                         error="connection costs must be greater than 0")
             return
+        if self.route_auth is not None and not self.route_auth.accept_update(update, link.peer):
+            return
         self.counters["routing_updates_received"] += 1
         if update.forwarding_node != link.peer:
             self._tear_down(link, "remote node ID changed unexpectedly")
@@ -551,6 +589,10 @@ class Netceptor:
                 self._tear_down(link, f"we disagree about the connection cost "
                                       f"(ours {link.cost}, theirs {their_cost})")
                 return
+        if update.node_id == self.node_id and update.update_epoch == self.epoch:
+            if update.update_sequence > self.sequence:
+                self._reclaim(link.peer, update.update_sequence)
+            return  # our own update, coming back (or a forged one, outbid above)
         result = self.router.apply_update(
             node_id=update.node_id, update_id=update.update_id, epoch=update.update_epoch,
             sequence=update.update_sequence, connections=update.connections,
@@ -558,17 +600,11 @@ class Netceptor:
             now=time.monotonic(), max_datagram=update.max_datagram)
         if result.verdict is UpdateVerdict.IGNORE:
             return
-        if result.verdict is UpdateVerdict.DUPLICATE_SELF:
-            log.error("duplicate_node_id", node_id=self.node_id, peer=link.peer,
-                      detail="another node with this node ID was running first; stopping")
-            if self.on_duplicate:
-                self.on_duplicate(self.node_id)
+        if result.verdict is UpdateVerdict.LIMIT:
+            self._dropped(link.peer, result.limit)
             return
-        if result.verdict is UpdateVerdict.CONFLICT:
-            log.error("duplicate_node_id_detected", node_id=self.node_id, peer=link.peer,
-                      other_epoch=result.conflict_epoch,
-                      detail="a newer node uses our node ID; telling it to stop")
-            self._send_to_links(self._routing_update(result.conflict_epoch))
+        if result.verdict in (UpdateVerdict.OLDER_SELF, UpdateVerdict.CONFLICT):
+            self._own_id_update(link, update, result)
             return
         heard = self._heard_events.pop(update.node_id, None)
         if heard is not None:
@@ -579,7 +615,7 @@ class Netceptor:
             self._learn_name(update.node_id)
         if result.connections_changed:
             self._recompute.request(0.1)
-        if update.suspected_duplicate:
+        if result.settled:
             # a node ID conflict is being settled: what the impostor's updates made us (and
             # others) forget about the real node comes back with everyone's fresh update
             self._flood.request(0.1)
@@ -590,7 +626,88 @@ class Netceptor:
         self._updates[update.node_id] = out
         self._send_to_links(out, exclude=link)
 
+    def _own_id_update(self, link: Link, update: m.RoutingUpdate, result: UpdateResult) -> None:
+        """An update with our node ID from another process: an accusation raises an alarm; only
+        evidence of an older live instance stops us (see mesh.net.duplicate_watch)."""
+        now = time.monotonic()
+        if result.accused:
+            self.counters["duplicate_id_suspicions"] += 1
+            if self.duplicates.accused(peer=link.peer, epoch=update.update_epoch,
+                                       now=now).reassert:
+                log.error("duplicate_node_id_suspected", node_id=self.node_id, peer=link.peer,
+                          other_epoch=update.update_epoch,
+                          suspicions=self.counters["duplicate_id_suspicions"],
+                          detail="a routing update says another node uses this node ID; "
+                                 "still running unless that node proves it was first")
+                self._flood.request(0.1)  # others restore their record of us
+        if result.verdict is UpdateVerdict.CONFLICT:
+            if self.duplicates.heard_newer(peer=link.peer, epoch=result.conflict_epoch, now=now):
+                log.error("duplicate_node_id_detected", node_id=self.node_id, peer=link.peer,
+                          other_epoch=result.conflict_epoch,
+                          detail="a newer node uses our node ID; telling it to stop")
+            self._settle.request(0.0)
+        elif self.duplicates.heard_older(peer=link.peer, epoch=update.update_epoch,
+                                         sequence=update.update_sequence, now=now):
+            log.error("duplicate_node_id", node_id=self.node_id, peer=link.peer,
+                      other_epoch=update.update_epoch,
+                      detail=self.duplicates.stop_message(update.update_epoch))
+            if self.on_duplicate:
+                self.on_duplicate(self.node_id)
+
+    def _reclaim(self, peer: str, sequence: int) -> None:
+        """An update with our node ID, our epoch and a sequence we never sent: forged (only
+        this process has this epoch), to make others believe our links are other than they
+        are.  Outbid it as OSPF does with a stale copy of its own LSA: our next update gets a
+        higher sequence, flooded at once (without route-auth, nothing else can tell a forged
+        update of ours from a real one)."""
+        now = time.monotonic()
+        if sequence >= SEQUENCE_CEILING:
+            # Outbidding would soon run out of numbers (a forger can send the top one): take
+            # a new, higher epoch instead, as a restarted process would.  Updates with the old
+            # epoch can then never count as another instance of this node.
+            self.epoch = max(self.epoch + 1, int(time.time() * (1 << 24)))
+            self.sequence = 0
+            self.duplicates.renew(self.epoch)
+            how = "taking a new epoch"
+        else:
+            self.sequence = sequence  # the next update is sequence + 1
+            how = "flooding a newer one"
+        if now - self._reclaimed_at >= RECLAIM_LOG_INTERVAL:
+            self._reclaimed_at = now
+            log.warning("routing_update_forged", node_id=self.node_id, peer=peer,
+                        sequence=sequence, detail=f"a routing update of this node that it did "
+                        f"not send (turn on route-auth to drop them): {how}")
+        self._flood.request(0.1)
+
+    def _settle_duplicates(self) -> None:
+        """Tell newer nodes with our ID, again, that we were first (rate-limited)."""
+        now = time.monotonic()
+        epoch = self.duplicates.settle_due(now)
+        if epoch and self.links:
+            self._send_to_links(self._routing_update(epoch))
+        delay = self.duplicates.next_settle_in(now)
+        if delay is not None:
+            self._settle.request(delay)
+
+    def alarms(self) -> dict[str, str | None]:
+        """Each alarm this layer can raise: its reason while raised, else None."""
+        return {DUPLICATE_ALARM: self.duplicates.alarm(time.monotonic())}
+
+    def _dropped(self, peer: str, what: str) -> None:
+        """A control message from ``peer`` was dropped by a limit (logged in summary)."""
+        count = self.limits.note_drop(peer, what, time.monotonic())
+        if count:
+            self._log_drops(peer, what, count)
+
+    def _log_drops(self, peer: str, what: str, count: int) -> None:
+        log.warning("control_plane_limit", node_id=self.node_id, peer=peer, what=what,
+                    dropped=count, maxnodes=self.limits.caps.max_nodes,
+                    detail="messages dropped by a control-plane limit (node maxnodes)")
+
     def _handle_ad(self, link: Link, msg: bytes) -> None:
+        if not self.limits.within_budget(link.peer, time.monotonic()):
+            self._dropped(link.peer, "advertisement over the link budget")
+            return
         try:
             ad = m.decode_service_advertisement(msg[1:])
         except m.MessageError as exc:
@@ -599,6 +716,8 @@ class Netceptor:
             return
         if ad.node_id == self.node_id:
             return
+        if self.route_auth is not None and not self.route_auth.accept_advertisement(ad, link.peer):
+            return
         key = (ad.node_id, ad.service)
         held = self.ads.get(key)
         if held is not None and held[0].time_ns >= ad.time_ns:
@@ -606,6 +725,10 @@ class Netceptor:
         if ad.cancel:
             self.ads.pop(key, None)
         else:
+            refused = self.ads.refuses(key, node_admitted=self.router.admits_node(ad.node_id))
+            if refused:
+                self._dropped(link.peer, refused)
+                return
             self.ads[key] = (ad, time.monotonic(), bytes(msg))
         self._send_to_links(msg, exclude=link)
 
@@ -672,11 +795,18 @@ class Netceptor:
             conn_type=ad.conn_type, tags=None if cancel else ad.tags,
             work_commands=work, cancel=cancel)
 
+    def _encode_ad(self, service: str, ad: LocalAd, *, cancel: bool = False) -> bytes:
+        """One of our adverts as we send it (signed when route authentication is on)."""
+        advert = self._make_ad(service, ad, cancel=cancel)
+        if self.route_auth is not None:
+            self.route_auth.sign_advertisement(advert)
+        return m.encode_service_advertisement(advert)
+
     def _send_ads(self) -> None:
         if not self.links:
             return
         for service, ad in list(self.local_ads.items()):
-            self._send_to_links(m.encode_service_advertisement(self._make_ad(service, ad)))
+            self._send_to_links(self._encode_ad(service, ad))
         foreign = [raw for _, _, raw in self.ads.values()]
         for link in list(self.links.values()):
             if link.needs_ads:
@@ -713,7 +843,7 @@ class Netceptor:
             del self.services[service]
         ad = self.local_ads.pop(service, None)
         if ad is not None and self.links:
-            self._send_to_links(m.encode_service_advertisement(self._make_ad(service, ad, cancel=True)))
+            self._send_to_links(self._encode_ad(service, ad, cancel=True))
 
     def advertised_datagram(self) -> int:
         """The datagram size we offer: our setting, lowered by links that prefer smaller

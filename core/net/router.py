@@ -2,7 +2,9 @@
 
 This object does no I/O and reads no clock: callers pass ``now`` in.  It implements
 Receptor's rules (reference §2.3, §2.7) plus bounded expiry of nodes that became
-unreachable, which Receptor never forgets.
+unreachable, which Receptor never forgets, and caps on known nodes, connections and
+remembered update IDs (:mod:`mesh.net.control_limits`).  Updates that carry our own node ID
+are classified for :mod:`mesh.net.duplicate_watch`, which decides what they prove.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import heapq
 from dataclasses import dataclass, field
 from enum import Enum
 
+from mesh.net.control_limits import ControlCaps
+
 SEEN_UPDATE_TTL = 3600.0
 
 
@@ -18,9 +22,10 @@ class UpdateVerdict(Enum):
     """What the caller must do with a routing update after :meth:`Router.apply_update`."""
 
     IGNORE = "ignore"              # echo, duplicate, stale: drop, do not re-flood
-    DUPLICATE_SELF = "we-are-dup"  # another, older node owns our ID: shut down
+    OLDER_SELF = "older-self"      # our ID, an older epoch: evidence we may be the duplicate
     CONFLICT = "conflict"          # a newer node uses our ID: flood with SuspectedDuplicate
     ACCEPT = "accept"              # apply done; re-flood
+    LIMIT = "limit"                # over a control-plane cap (see ``limit``): drop
 
 
 @dataclass
@@ -43,6 +48,13 @@ class UpdateResult:
     new_node: bool = False
     connections_changed: bool = False
     conflict_epoch: int = 0
+    #: OLDER_SELF or CONFLICT whose SuspectedDuplicate is our epoch: we are accused of being
+    #: the duplicate (an accusation alone proves nothing, see mesh.net.duplicate_watch).
+    accused: bool = False
+    #: ACCEPT of a SuspectedDuplicate update that gave a node's record back to the older one.
+    settled: bool = False
+    #: LIMIT: which cap the update would exceed.
+    limit: str = ""
 
 
 @dataclass
@@ -50,6 +62,7 @@ class Router:
     """Routing state of one node."""
 
     node_id: str
+    caps: ControlCaps = field(default_factory=ControlCaps)
     known: dict[str, dict[str, float]] = field(default_factory=dict)
     records: dict[str, NodeRecord] = field(default_factory=dict)
     table: dict[str, str] = field(default_factory=dict)
@@ -57,9 +70,19 @@ class Router:
     paths: dict[str, list[str]] = field(default_factory=dict)
     seen_updates: dict[str, float] = field(default_factory=dict)
     unreachable_since: dict[str, float] = field(default_factory=dict)
+    #: Edges in ``known`` of other nodes (recounted at every sweep, kept up by updates).
+    edge_count: int = 0
 
     def __post_init__(self) -> None:
         self.known.setdefault(self.node_id, {})
+
+    def admits_node(self, node: str) -> bool:
+        """True if ``node`` is known or there is room for one more node (``maxnodes``)."""
+        return node in self.known or len(self.known) < self.caps.max_nodes
+
+    def _set_connections(self, node: str, connections: dict[str, float]) -> None:
+        self.edge_count += len(connections) - len(self.known.get(node, ()))
+        self.known[node] = dict(connections)
 
     # -- direct links ------------------------------------------------------------------
 
@@ -91,15 +114,21 @@ class Router:
         if node_id == self.node_id:
             if epoch == own_epoch:
                 return UpdateResult(UpdateVerdict.IGNORE)
-            if suspected_duplicate == own_epoch:
-                return UpdateResult(UpdateVerdict.DUPLICATE_SELF)
+            accused = suspected_duplicate == own_epoch
             if epoch > own_epoch:
-                return UpdateResult(UpdateVerdict.CONFLICT, conflict_epoch=epoch)
-            return UpdateResult(UpdateVerdict.IGNORE)
+                return UpdateResult(UpdateVerdict.CONFLICT, conflict_epoch=epoch, accused=accused)
+            return UpdateResult(UpdateVerdict.OLDER_SELF, accused=accused)
         if update_id in self.seen_updates:
             return UpdateResult(UpdateVerdict.IGNORE)
-        self.seen_updates[update_id] = now
         record = self.records.get(node_id)
+        if record is None and not self.admits_node(node_id):
+            return UpdateResult(UpdateVerdict.LIMIT, limit="routing update of a new node")
+        if self.edge_count + len(connections) - len(self.known.get(node_id, ())) > \
+                self.caps.max_edges:
+            return UpdateResult(UpdateVerdict.LIMIT, limit="routing update over the connections limit")
+        self.seen_updates[update_id] = now
+        if len(self.seen_updates) > self.caps.max_seen:
+            del self.seen_updates[next(iter(self.seen_updates))]  # the oldest
         if suspected_duplicate:
             if record is None or record.epoch != suspected_duplicate:
                 return UpdateResult(UpdateVerdict.ACCEPT)
@@ -108,8 +137,8 @@ class Router:
             # ``known`` otherwise, and compute() needs both ends to list an edge).
             record.epoch, record.sequence = epoch, sequence
             changed = self.known.get(node_id) != connections
-            self.known[node_id] = dict(connections)
-            return UpdateResult(UpdateVerdict.ACCEPT, connections_changed=changed)
+            self._set_connections(node_id, connections)
+            return UpdateResult(UpdateVerdict.ACCEPT, connections_changed=changed, settled=True)
         if record is not None and ((epoch < record.epoch and record.reachable)
                                    or (epoch == record.epoch and sequence <= record.sequence)):
             return UpdateResult(UpdateVerdict.IGNORE)
@@ -121,7 +150,7 @@ class Router:
             # not list.  We keep each node's own word instead and use an edge only when both
             # ends list it (see compute): deleting made an old update that arrived late (in a
             # new neighbour's database) erase a live edge until its owner flooded again.
-            self.known[node_id] = dict(connections)
+            self._set_connections(node_id, connections)
         return UpdateResult(UpdateVerdict.ACCEPT, new_node=new_node, connections_changed=changed)
 
     def sweep(self, now: float, node_expiry: float) -> list[str]:
@@ -146,6 +175,8 @@ class Router:
             self.unreachable_since.pop(node, None)
             for edges in self.known.values():
                 edges.pop(node, None)
+        self.edge_count = sum(len(edges) for node, edges in self.known.items()
+                              if node != self.node_id)
         return forgotten
 
     def confirmed_connections(self) -> dict[str, dict[str, float]]:

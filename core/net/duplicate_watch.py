@@ -1,0 +1,203 @@
+"""Duplicate node IDs: what proves one, what is only an accusation, and how the older settles it.
+
+Receptor stops a node at the first routing update that carries its node ID and
+``SuspectedDuplicate`` = its epoch (reference §2.3).  Every node learns every epoch from the
+flooded updates, so one forged message stopped any node.  Here:
+
+* an **accusation** alone (our ID, SuspectedDuplicate = our epoch) raises an alarm (log, health,
+  metric) for :data:`ALARM_HOLD` seconds and makes us flood our own fresh update (at most every
+  :data:`REASSERT_INTERVAL` s, so that others restore their record of us); the node keeps
+  serving;
+* the node stops only on **evidence** of an older live instance with its ID (Receptor's rule:
+  the newer one stops): that instance's own updates, with an older epoch, heard with
+  :data:`EVIDENCE_UPDATES` increasing sequence numbers spanning :data:`EVIDENCE_SPAN` s;
+* the **older** instance, when it sees a newer one, provides that evidence: it floods its own
+  update with SuspectedDuplicate = the newer epoch every :data:`SETTLE_INTERVAL` s for
+  :data:`SETTLE_DURATION` s (at most :data:`MAX_EPOCHS` newer epochs at a time, and one such
+  update per interval in all, so forged "newer" updates cannot make it flood without end).
+
+Pure: no I/O, no clock (callers pass ``now``, a ``time.monotonic()`` value); memory is
+bounded (at most MAX_EPOCHS epochs of each kind and MAX_PEERS peers per epoch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Distinct, increasing sequence numbers of an older instance's updates that prove it is live ...
+EVIDENCE_UPDATES = 3
+#: ... heard over at least this many seconds (so the older's settle updates, every
+#: SETTLE_INTERVAL s, prove it after 2 intervals; a single burst or one replayed update never).
+EVIDENCE_SPAN = 10.0
+#: An epoch (older or newer) not heard from for this long is forgotten (at least
+#: SETTLE_DURATION, so a newer epoch still heard is not settled twice).
+FORGET_AFTER = 60.0
+#: At most this many foreign epochs of each kind are tracked (the least recently heard goes).
+MAX_EPOCHS = 4
+#: At most this many peers are remembered per epoch (for the messages).
+MAX_PEERS = 8
+#: How long the ``duplicate_node_id`` alarm stays raised after the last accusation.
+ALARM_HOLD = 300.0
+#: After an accusation we flood our own update again, at most this often.
+REASSERT_INTERVAL = 5.0
+#: The older instance repeats its "you are the duplicate" update this often ...
+SETTLE_INTERVAL = 5.0
+#: ... for this long after it first saw a newer epoch (at most SETTLE_DURATION / SETTLE_INTERVAL
+#: + 1 updates per epoch).
+SETTLE_DURATION = 60.0
+
+ALARM = "duplicate_node_id"
+
+
+@dataclass
+class _Older:
+    """Updates of another instance with our ID and an older epoch."""
+
+    first_seen: float
+    last_seen: float
+    last_sequence: int
+    count: int = 1
+    peers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Newer:
+    """A newer instance with our ID that we tell to stop."""
+
+    first_seen: float
+    last_seen: float
+    floods: int = 0
+    peers: list[str] = field(default_factory=list)
+
+
+def _add_peer(peers: list[str], peer: str) -> None:
+    if peer not in peers and len(peers) < MAX_PEERS:
+        peers.append(peer)
+
+
+@dataclass
+class Accusation:
+    """What :meth:`DuplicateWatch.accused` decided."""
+
+    #: Flood our own update now (rate-limited by REASSERT_INTERVAL).
+    reassert: bool
+
+
+@dataclass
+class DuplicateWatch:
+    """The duplicate-ID state of one node (whose epoch is ``own_epoch``)."""
+
+    node_id: str
+    own_epoch: int
+    older: dict[int, _Older] = field(default_factory=dict)
+    newer: dict[int, _Newer] = field(default_factory=dict)
+    _alarm_until: float | None = None
+    _alarm_reason: str = ""
+    _reasserted_at: float | None = None
+    _settled_at: float | None = None
+    #: The evidence was complete once (we stop): later updates change nothing.
+    _proven: bool = False
+    #: Epochs this process had before (see :meth:`renew`): never evidence of another node.
+    retired: set[int] = field(default_factory=set)
+
+    def renew(self, epoch: int) -> None:
+        """This process takes a new, higher epoch (a forged update of ours took the top of
+        the sequence space); updates with the old one are forgeries or late copies of ours."""
+        self.retired.add(self.own_epoch)
+        while len(self.retired) > MAX_EPOCHS:
+            self.retired.remove(min(self.retired))
+        self.own_epoch = epoch
+
+    # -- we may be the newer one ---------------------------------------------------------
+
+    def accused(self, *, peer: str, epoch: int, now: float) -> Accusation:
+        """An update with our ID and SuspectedDuplicate = our epoch arrived from ``peer``
+        (sent by an instance with ``epoch``): raise the alarm; never a reason to stop."""
+        self._alarm_until = now + ALARM_HOLD
+        self._alarm_reason = (f"a routing update from peer {peer} says another node uses node "
+                              f"ID {self.node_id} (its epoch {epoch}); this node keeps "
+                              f"running unless that node's own updates prove it was first")
+        reassert = self._reasserted_at is None or \
+            now - self._reasserted_at >= REASSERT_INTERVAL
+        if reassert:
+            self._reasserted_at = now
+        return Accusation(reassert)
+
+    def heard_older(self, *, peer: str, epoch: int, sequence: int, now: float) -> bool:
+        """An update with our ID and an ``epoch`` older than ours arrived from ``peer``;
+        True once (the first time) the evidence says that older instance is live: we must
+        stop."""
+        if self._proven or epoch in self.retired:
+            return False
+        self._forget(now)
+        entry = self.older.get(epoch)
+        if entry is None:
+            if len(self.older) >= MAX_EPOCHS:
+                del self.older[min(self.older, key=lambda e: self.older[e].last_seen)]
+            entry = self.older[epoch] = _Older(now, now, sequence)
+        elif sequence > entry.last_sequence:
+            entry.count += 1
+            entry.last_sequence, entry.last_seen = sequence, now
+        _add_peer(entry.peers, peer)
+        self._proven = entry.count >= EVIDENCE_UPDATES and \
+            now - entry.first_seen >= EVIDENCE_SPAN
+        return self._proven
+
+    def stop_message(self, epoch: int) -> str:
+        """Why we stop, and what the user can do about it."""
+        entry = self.older.get(epoch)
+        via = ", ".join(entry.peers) if entry is not None else "?"
+        return (f"another node with node ID {self.node_id} (epoch {epoch}, heard via peers "
+                f"{via}) was running first: give this node another id in its node section, "
+                f"or stop the other one")
+
+    # -- we may be the older one ---------------------------------------------------------
+
+    def heard_newer(self, *, peer: str, epoch: int, now: float) -> bool:
+        """An update with our ID and an ``epoch`` newer than ours arrived; True if this
+        epoch is new to us (worth a log line).  :meth:`settle_due` says when to flood."""
+        self._forget(now)
+        entry = self.newer.get(epoch)
+        if entry is not None:
+            entry.last_seen = now
+            _add_peer(entry.peers, peer)
+            return False
+        if len(self.newer) >= MAX_EPOCHS:
+            return False  # a flood of invented epochs: keep settling the ones we have
+        self.newer[epoch] = _Newer(now, now, peers=[peer])
+        return True
+
+    def settle_due(self, now: float) -> int:
+        """The newer epoch to send our settle update for now (0: none), counting it sent."""
+        if self._settled_at is not None and now - self._settled_at < SETTLE_INTERVAL:
+            return 0
+        active = [(entry.floods, epoch) for epoch, entry in self.newer.items()
+                  if now - entry.first_seen <= SETTLE_DURATION]
+        if not active:
+            return 0
+        _, epoch = min(active)
+        self.newer[epoch].floods += 1
+        self._settled_at = now
+        return epoch
+
+    def next_settle_in(self, now: float) -> float | None:
+        """Seconds until :meth:`settle_due` may return an epoch again (None: nothing left)."""
+        if not any(now - entry.first_seen <= SETTLE_DURATION for entry in self.newer.values()):
+            return None
+        if self._settled_at is None:
+            return 0.0
+        return max(0.0, self._settled_at + SETTLE_INTERVAL - now)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def alarm(self, now: float) -> str | None:
+        """The ``duplicate_node_id`` alarm's reason while it is raised, else None."""
+        if self._alarm_until is None or now >= self._alarm_until:
+            return None
+        return self._alarm_reason
+
+    def _forget(self, now: float) -> None:
+        for table in (self.older, self.newer):
+            for epoch, entry in list(table.items()):
+                if now - entry.last_seen > FORGET_AFTER:
+                    del table[epoch]
