@@ -61,6 +61,10 @@ class AuthFailure(Exception):
     """A signed message does not verify; the message says why."""
 
 
+class NotValidNow(AuthFailure):
+    """The certificate is outside its validity period now (not cached: that changes)."""
+
+
 # -- config --------------------------------------------------------------------------------
 
 
@@ -142,7 +146,9 @@ class CertificateChecker:
             if refused is not None:
                 raise AuthFailure(refused)
             try:
-                trusted = self._verify_chain(cert_b64)
+                trusted = self._verify_chain(cert_b64, now)
+            except NotValidNow:
+                raise  # not remembered: it may be valid soon (a clock behind the issuer's)
             except AuthFailure as exc:
                 self._remember(self._refused, cert_b64, str(exc), REFUSED_CACHE)
                 raise
@@ -159,11 +165,14 @@ class CertificateChecker:
         while len(cache) > limit:
             cache.popitem(last=False)
 
-    def _verify_chain(self, cert_b64: str) -> TrustedCert:
+    def _verify_chain(self, cert_b64: str, now: float) -> TrustedCert:
         try:
             cert = x509.load_der_x509_certificate(base64.b64decode(cert_b64, validate=True))
         except (ValueError, binascii.Error):
             raise AuthFailure("MeshCert is not a base64 DER certificate") from None
+        if not cert.not_valid_before_utc.timestamp() <= now <= \
+                cert.not_valid_after_utc.timestamp():
+            raise NotValidNow("certificate is not valid now (expired or not yet valid)")
         verifier = verification.PolicyBuilder().store(self._store).time(
             datetime.datetime.now(datetime.timezone.utc)).build_client_verifier()
         try:
@@ -274,7 +283,13 @@ class RouteAuthenticator:
         except AuthFailure as exc:
             self.drops.drop(peer, kind, origin, str(exc))
             return False
-        self.signing_nodes.add(origin)
+        except m.MessageError as exc:  # fields that decode but cannot be encoded again
+            self.drops.drop(peer, kind, origin, f"cannot be checked: {exc}")
+            return False
+        if kind == "routing update":
+            # only updates: a Go relay re-encodes them (dropping the signature) but passes
+            # adverts on as they are, so a signed advert says nothing about the updates
+            self.signing_nodes.add(origin)
         return True
 
     def verify(self, origin: str, signature: str | None, certificate: str | None,

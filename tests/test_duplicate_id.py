@@ -58,16 +58,21 @@ def target_update(peer: RawPeer, min_sequence: int = 0, timeout: float = 15.0) -
 def test_watch_needs_several_updates_over_time_and_bounds_settling() -> None:
     watch = DuplicateWatch("n", own_epoch=1000)
     assert watch.accused(peer="p", epoch=900, now=0.0).reassert
-    assert not watch.accused(peer="p", epoch=900, now=1.0).reassert  # rate-limited
+    later = watch.accused(peer="p", epoch=900, now=1.0)
+    assert not later.reassert and later.reassert_in == 4.0  # rate-limited, then again
     assert watch.alarm(2.0) and "peer p" in watch.alarm(2.0)
     # one burst of many updates, or replays of one, prove nothing
-    assert not any(watch.heard_older(peer="p", epoch=900, sequence=s, now=0.1 * s)
-                   for s in range(1, 20))
-    assert not any(watch.heard_older(peer="q", epoch=800, sequence=5, now=float(t))
-                   for t in range(0, 30, 5))
-    # EVIDENCE_UPDATES increasing sequences over EVIDENCE_SPAN seconds do
+    assert not any(watch.heard_older(peer="p", epoch=900, sequence=s, now=0.1 * s,
+                                     accuses_us=True) for s in range(1, 20))
+    assert not any(watch.heard_older(peer="q", epoch=800, sequence=5, now=float(t),
+                                     accuses_us=True) for t in range(0, 30, 5))
     steps = [EVIDENCE_SPAN * i / (EVIDENCE_UPDATES - 1) for i in range(EVIDENCE_UPDATES)]
-    verdicts = [watch.heard_older(peer=peer, epoch=700, sequence=i + 1, now=100.0 + t)
+    # the older process's own updates (replayable: under route-auth they still verify) do not
+    assert not any(watch.heard_older(peer="x", epoch=600, sequence=i + 1, now=50.0 + t,
+                                     accuses_us=False) for i, t in enumerate(steps))
+    # EVIDENCE_UPDATES increasing sequences over EVIDENCE_SPAN seconds that accuse us do
+    verdicts = [watch.heard_older(peer=peer, epoch=700, sequence=i + 1, now=100.0 + t,
+                                  accuses_us=True)
                 for i, (t, peer) in enumerate(zip(steps, ["x", "y", "x"]))]
     assert verdicts[-1] and not any(verdicts[:-1])
     assert "heard via peers x, y" in watch.stop_message(700)

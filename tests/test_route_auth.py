@@ -167,6 +167,33 @@ def test_certificates_not_issued_by_the_ca_are_refused(pki: Pki, tmp_path: Path)
         pki.checker().check(pki.signer("node1").certificate, now=time.time() + 400 * 86400)
 
 
+def test_a_certificate_not_yet_valid_is_checked_again_later(pki: Pki) -> None:
+    checker = pki.checker()
+    cert = pki.signer("node1").certificate
+    with pytest.raises(ra.NotValidNow):
+        checker.check(cert, now=time.time() - 400 * 86400)  # a clock far behind the issuer's
+    assert "node1" in checker.check(cert).node_ids  # not remembered as refused
+
+
+def test_a_signed_advert_does_not_make_unsigned_updates_suspect(pki: Pki) -> None:
+    """A Go relay passes adverts on as they are but re-encodes updates without signatures: in
+    prefer, a node's signed advert must not make its (unsigned, relayed) updates refused."""
+    prefer = _authenticator(pki, "node1", "prefer")
+    ad = m.ServiceAdvertisement("node2", "control", time.time_ns(), 1, {"type": "x"}, None)
+    _authenticator(pki, "node2", "prefer").sign_advertisement(ad)
+    assert prefer.accept_advertisement(ad, "gorelay")
+    assert prefer.accept_update(_update("node2"), "gorelay")
+
+
+def test_a_message_that_cannot_be_encoded_again_is_dropped(pki: Pki) -> None:
+    """Go time that decodes but is out of range in UTC: dropped, never an exception (which
+    would end the link)."""
+    raw = (b'{"NodeID":"node2","Service":"x","Time":"0000-01-01T00:00:00+01:00","ConnType":1,'
+           b'"Tags":null,"WorkCommands":null,"MeshSig":"eA==","MeshCert":"eA=="}')
+    ad = m.decode_service_advertisement(raw)
+    assert not _authenticator(pki, "node1", "require").accept_advertisement(ad, "node3")
+
+
 def test_adverts_are_signed_and_checked(pki: Pki) -> None:
     ad = m.ServiceAdvertisement("node2", "control", time.time_ns(), 1, {"type": "x"},
                                 [m.WorkCommand("cat")])

@@ -81,6 +81,8 @@ class Accusation:
 
     #: Flood our own update now (rate-limited by REASSERT_INTERVAL).
     reassert: bool
+    #: Otherwise, in how many seconds to flood it.
+    reassert_in: float = 0.0
 
 
 @dataclass
@@ -121,19 +123,32 @@ class DuplicateWatch:
             now - self._reasserted_at >= REASSERT_INTERVAL
         if reassert:
             self._reasserted_at = now
-        return Accusation(reassert)
+            return Accusation(True, 0.0)
+        # Not now, but at the end of the interval: each of our updates makes a real older
+        # node (a Go one too) accuse us again, which is the evidence we stop on.
+        return Accusation(False, self._reasserted_at + REASSERT_INTERVAL - now)
 
-    def heard_older(self, *, peer: str, epoch: int, sequence: int, now: float) -> bool:
+    def heard_older(self, *, peer: str, epoch: int, sequence: int, now: float,
+                    accuses_us: bool) -> bool:
         """An update with our ID and an ``epoch`` older than ours arrived from ``peer``;
         True once (the first time) the evidence says that older instance is live: we must
-        stop."""
-        if self._proven or epoch in self.retired:
+        stop.
+
+        Only updates that also accuse us (SuspectedDuplicate = our epoch) count: an older
+        instance that hears us says so, and such an update names an epoch that did not exist
+        before this process started, so it cannot be a replay of the older process's updates
+        (which, signed, would still verify under route-auth)."""
+        if self._proven or epoch in self.retired or not accuses_us:
             return False
         self._forget(now)
         entry = self.older.get(epoch)
         if entry is None:
             if len(self.older) >= MAX_EPOCHS:
-                del self.older[min(self.older, key=lambda e: self.older[e].last_seen)]
+                # a flood of invented epochs must not push out one that is gathering evidence
+                fresh = [e for e, held in self.older.items() if held.count < 2]
+                if not fresh:
+                    return False
+                del self.older[min(fresh, key=lambda e: self.older[e].last_seen)]
             entry = self.older[epoch] = _Older(now, now, sequence)
         elif sequence > entry.last_sequence:
             entry.count += 1
@@ -163,7 +178,11 @@ class DuplicateWatch:
             _add_peer(entry.peers, peer)
             return False
         if len(self.newer) >= MAX_EPOCHS:
-            return False  # a flood of invented epochs: keep settling the ones we have
+            done = [e for e, held in self.newer.items()
+                    if now - held.first_seen > SETTLE_DURATION]
+            if not done:
+                return False  # a flood of invented epochs: keep settling the ones we have
+            del self.newer[min(done, key=lambda e: self.newer[e].last_seen)]
         self.newer[epoch] = _Newer(now, now, peers=[peer])
         return True
 

@@ -533,10 +533,17 @@ class Netceptor:
             kind = msg[0]
             if kind == m.MSG_DATA:
                 self._route(msg, from_link=link)
-            elif kind == m.MSG_ROUTING_UPDATE:
-                self._handle_routing_update(link, msg)
-            elif kind == m.MSG_SERVICE_ADVERTISEMENT:
-                self._handle_ad(link, msg)
+            elif kind in (m.MSG_ROUTING_UPDATE, m.MSG_SERVICE_ADVERTISEMENT):
+                try:
+                    if kind == m.MSG_ROUTING_UPDATE:
+                        self._handle_routing_update(link, msg)
+                    else:
+                        self._handle_ad(link, msg)
+                except Exception as exc:  # one bad message must never end the link
+                    self._dropped(link.peer, f"control message that raised "
+                                             f"{type(exc).__name__}")
+                    log.debug("control_message_failed", node_id=self.node_id, peer=link.peer,
+                              error=str(exc), exc_info=True)
             elif kind == m.MSG_REJECT:
                 link.close_reason = "remote node rejected the connection"
                 return
@@ -623,7 +630,8 @@ class Netceptor:
             out = m.reforward_routing_update(msg, link.peer, self.node_id)
         except m.MessageError:
             return
-        self._updates[update.node_id] = out
+        if result.applied:
+            self._updates[update.node_id] = out
         self._send_to_links(out, exclude=link)
 
     def _own_id_update(self, link: Link, update: m.RoutingUpdate, result: UpdateResult) -> None:
@@ -632,14 +640,15 @@ class Netceptor:
         now = time.monotonic()
         if result.accused:
             self.counters["duplicate_id_suspicions"] += 1
-            if self.duplicates.accused(peer=link.peer, epoch=update.update_epoch,
-                                       now=now).reassert:
+            accusation = self.duplicates.accused(peer=link.peer, epoch=update.update_epoch,
+                                                 now=now)
+            self._flood.request(max(0.1, accusation.reassert_in))  # others restore us
+            if accusation.reassert:
                 log.error("duplicate_node_id_suspected", node_id=self.node_id, peer=link.peer,
                           other_epoch=update.update_epoch,
                           suspicions=self.counters["duplicate_id_suspicions"],
                           detail="a routing update says another node uses this node ID; "
                                  "still running unless that node proves it was first")
-                self._flood.request(0.1)  # others restore their record of us
         if result.verdict is UpdateVerdict.CONFLICT:
             if self.duplicates.heard_newer(peer=link.peer, epoch=result.conflict_epoch, now=now):
                 log.error("duplicate_node_id_detected", node_id=self.node_id, peer=link.peer,
@@ -647,7 +656,8 @@ class Netceptor:
                           detail="a newer node uses our node ID; telling it to stop")
             self._settle.request(0.0)
         elif self.duplicates.heard_older(peer=link.peer, epoch=update.update_epoch,
-                                         sequence=update.update_sequence, now=now):
+                                         sequence=update.update_sequence, now=now,
+                                         accuses_us=result.accused):
             log.error("duplicate_node_id", node_id=self.node_id, peer=link.peer,
                       other_epoch=update.update_epoch,
                       detail=self.duplicates.stop_message(update.update_epoch))

@@ -55,6 +55,9 @@ class UpdateResult:
     settled: bool = False
     #: LIMIT: which cap the update would exceed.
     limit: str = ""
+    #: ACCEPT that changed nothing here (a SuspectedDuplicate update about a record we do not
+    #: hold): forwarded, but never stored as the node's update in the database new links get.
+    applied: bool = True
 
 
 @dataclass
@@ -131,7 +134,7 @@ class Router:
             del self.seen_updates[next(iter(self.seen_updates))]  # the oldest
         if suspected_duplicate:
             if record is None or record.epoch != suspected_duplicate:
-                return UpdateResult(UpdateVerdict.ACCEPT)
+                return UpdateResult(UpdateVerdict.ACCEPT, applied=False)
             # The older node settles the conflict: its record again.  Receptor applies no
             # connections here; we take the survivor's own (the duplicate's linger in
             # ``known`` otherwise, and compute() needs both ends to list an edge).
