@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import queue
 import random
+import select
 import socket
 import ssl
 import struct
@@ -295,23 +296,33 @@ class TlsPeer:
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock = ctx.wrap_socket(raw)
         self.sock.settimeout(None)
-        self.lock = threading.Lock()
+        self.outbox: queue.Queue[bytes] = queue.Queue()
         self.messages: queue.Queue[bytes] = queue.Queue()
         self.received: list[bytes] = []
         self.closed = threading.Event()
         self.hello = b""
-        self._threads = [threading.Thread(target=self._read, daemon=True),
+        self._threads = [threading.Thread(target=self._io, daemon=True),
                          threading.Thread(target=self._refresh, daemon=True)]
         for thread in self._threads:
             thread.start()
 
-    def _read(self) -> None:
+    def _io(self) -> None:
+        """All reads and writes of the TLS socket, in this one thread: an SSL object must
+        not be read and written by two threads at once."""
         decoder = FrameDecoder()
         try:
-            while chunk := self.sock.recv(65536):
+            while not self.closed.is_set():
+                while not self.outbox.empty():
+                    self.sock.sendall(self.outbox.get_nowait())
+                if not self.sock.pending() and \
+                        not select.select([self.sock], [], [], 0.05)[0]:
+                    continue
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
                 for message in decoder.feed(chunk):
                     self.messages.put(message)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the socket was closed under us
             pass
         self.closed.set()
 
@@ -325,8 +336,9 @@ class TlsPeer:
                     return
 
     def send(self, message: bytes) -> None:
-        with self.lock:
-            self.sock.sendall(struct.pack("<H", len(message)) + message)
+        if self.closed.is_set():
+            raise ConnectionError("the link is closed")
+        self.outbox.put(struct.pack("<H", len(message)) + message)
 
     def update(self, connections: dict[str, float], *, node_id: str | None = None,
                epoch: int | None = None, sequence: int | None = None,
@@ -383,12 +395,10 @@ class TlsPeer:
 
     def close(self) -> None:
         self.hello = b""
-        try:
-            self.sock.close()
-        finally:
-            self.closed.set()
-            for thread in self._threads:
-                thread.join(timeout=5)
+        self.closed.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.sock.close()
 
 
 def snapshot(nodes: dict[str, NodeProcess]) -> dict[str, Any]:
