@@ -61,11 +61,11 @@ def recorded(fields: object) -> Digest | None:
 class RunningDigest:
     """A digest fed in order, chunk after chunk (a client reading a results stream)."""
 
-    def __init__(self, start: int = 0) -> None:
-        #: Bytes fed so far; a chunk for another offset cannot be fed any more.
+    def __init__(self) -> None:
         import hashlib  # here: ~5 ms (OpenSSL) that a node start need not pay
 
-        self.pos = start
+        #: Bytes fed so far.
+        self.pos = 0
         self._hash = hashlib.sha256()
 
     def update(self, chunk: bytes | memoryview) -> None:

@@ -285,8 +285,12 @@ class Workceptor:
     @property
     def max_stdout(self) -> int | None:
         """The ``work-limits`` section's ``maxstdout`` in bytes, or None for no limit."""
+        return self._work_limit("maxstdout")
+
+    def _work_limit(self, key: str) -> int | None:
+        """A key of the ``work-limits`` section (None without the section)."""
         limits = self.node.config.one("work-limits")
-        return limits.maxstdout if limits is not None else None
+        return getattr(limits, key) if limits is not None else None
 
     def _check_stdout_limit(self, unit_id: str, status: UnitStatus) -> None:
         """Stop a unit whose stdout outgrew ``maxstdout``, for work types that do not stop
@@ -390,8 +394,7 @@ class Workceptor:
     @property
     def max_payload(self) -> int | None:
         """The ``work-limits`` section's ``maxpayload`` in bytes, or None for no limit."""
-        limits = self.node.config.one("work-limits")
-        return limits.maxpayload if limits is not None else None
+        return self._work_limit("maxpayload")
 
     async def receive_payload(self, unit_id: str, read: Callable[[int], Awaitable[bytes]],
                               ) -> int:
