@@ -103,7 +103,21 @@ def render_metrics(node: Any) -> str:
            "Routing updates and adverts dropped by a control-plane limit, by kind.",
            [(f'what="{_escape(what)}"', count)
             for what, count in sorted(net.limits.totals.items())])
+    metric("mesh_route_auth_dropped_total", "counter",
+           "Routing updates and adverts dropped by route-auth (unsigned or mis-signed), by kind "
+           "and reason; no samples while route-auth is off.",
+           [(f'kind="{_escape(kind)}",reason="{_escape(reason)}"', count)
+            for kind, reasons in _route_auth_drops(net).items()
+            for reason, count in reasons.items()])
     return "\n".join(lines) + "\n"
+
+
+def _route_auth_drops(net: Any) -> dict[str, dict[str, int]]:
+    """kind → reason → drops of the node's route authenticator; empty while route-auth is off
+    (or the authenticator, a plugin's, has no ``stats()`` with ``dropped_by``)."""
+    auth = net.route_auth
+    stats = getattr(auth, "stats", None) if auth is not None else None
+    return stats().get("dropped_by", {}) if callable(stats) else {}
 
 
 def render_health(node: Any) -> str:

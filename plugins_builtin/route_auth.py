@@ -12,13 +12,19 @@ signer's certificate).  Every signed message carries the certificate, so a verif
 nothing but the CA: no certificate distribution, no lookups.  A certificate is trusted when it
 chains to the CA, is valid now, may be used for TLS client authentication (as ``mesh cert`` and
 ``receptor cert-signreq`` issue them) and names the message's ``NodeID`` in its Receptor node-ID
-SAN; verified certificates are cached, so the chain is checked once per certificate.
+SAN; verified certificates are cached, so the chain is checked once per certificate.  The
+caches hold one certificate per node the node may know (``node: maxnodes``, at least
+:data:`MIN_CACHE`), keyed by a SHA-256 digest of the certificate text, so their memory is bounded
+by ``maxnodes`` whatever peers send.
 
 Modes: ``off`` (Receptor's behaviour: nothing signed or checked); ``prefer`` (unsigned messages
 are accepted from nodes never seen signing; a node once seen with a valid signature is never
 again believed unsigned); ``require`` (every unsigned or mis-signed message is dropped).  A
 message with a signature that does not verify is dropped in both.  Drops are logged as
-``route_auth_dropped``, at most one line per neighbour every :data:`LOG_INTERVAL` seconds.
+``route_auth_dropped``, at most one line per neighbour every :data:`LOG_INTERVAL` seconds, and
+every drop is counted by kind (:data:`KINDS`) and reason (:data:`REASONS`) in
+:meth:`RouteAuthenticator.stats` (the metrics service exports it as
+``mesh_route_auth_dropped_total``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -43,6 +50,7 @@ from mesh import hookimpl
 from mesh.config.errors import ConfigError, SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net import messages as m
+from mesh.net.control_limits import DEFAULT_MAX_NODES
 from mesh.net.quic_tls import receptor_node_ids
 
 log = structlog.get_logger(__name__)
@@ -51,18 +59,47 @@ MODES = ("off", "prefer", "require")
 SECTION = "route-auth"
 #: At most one ``route_auth_dropped`` line per neighbour this often (seconds).
 LOG_INTERVAL = 10.0
-#: Certificates whose chain was checked, kept by their base64 text (a mesh node each).
-TRUSTED_CACHE = 2048
-#: Certificates that failed the chain check, kept so a peer repeating one costs nothing.
-REFUSED_CACHE = 256
+#: Fewest entries of each certificate cache, whatever ``maxnodes`` is.
+MIN_CACHE = 256
+#: Longest refusal text kept in the refused cache (peers choose the certificates refused).
+MAX_REFUSAL_TEXT = 200
+
+#: Kinds of message dropped: the ``kind`` label of ``mesh_route_auth_dropped_total``.
+KINDS = ("update", "advertisement")
+#: Why a message was dropped: the ``reason`` label of ``mesh_route_auth_dropped_total``.
+REASONS = (
+    "unsigned",                   # no MeshSig and no MeshCert (require; prefer: a signing node)
+    "incomplete",                 # MeshSig or MeshCert missing
+    "malformed",                  # not base64 / DER, or fields that cannot be encoded again
+    "untrusted_certificate",      # does not chain to the CA (or not for TLS client auth)
+    "certificate_not_valid_now",  # expired or not yet valid
+    "unsupported_key",            # a key type that cannot verify (RSA, ECDSA, Ed25519 can)
+    "wrong_node_id",              # the certificate names other node IDs than the origin
+    "bad_signature",              # the signature does not verify with the certificate's key
+)
+_LOG_KIND = {"update": "routing update", "advertisement": "advertisement"}
+
+
+def cache_size(max_nodes: int) -> int:
+    """Entries of each certificate cache for a node allowed to know ``max_nodes`` nodes: one
+    per node (a node signs with one certificate at a time), at least :data:`MIN_CACHE`."""
+    return max(MIN_CACHE, max_nodes)
 
 
 class AuthFailure(Exception):
-    """A signed message does not verify; the message says why."""
+    """A signed message does not verify; the message says why and ``reason`` (one of
+    :data:`REASONS`) says which check failed."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NotValidNow(AuthFailure):
     """The certificate is outside its validity period now (not cached: that changes)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "certificate_not_valid_now")
 
 
 # -- config --------------------------------------------------------------------------------
@@ -113,9 +150,10 @@ def verify_signature(public_key: Any, signature: bytes, data: bytes) -> None:
             public_key.verify(signature, data)
         else:
             raise AuthFailure(f"certificate key type {type(public_key).__name__} is not "
-                              f"supported (RSA, ECDSA, Ed25519)")
+                              f"supported (RSA, ECDSA, Ed25519)", "unsupported_key")
     except InvalidSignature:
-        raise AuthFailure("signature does not verify with the certificate's key") from None
+        raise AuthFailure("signature does not verify with the certificate's key",
+                          "bad_signature") from None
 
 
 @dataclass(frozen=True)
@@ -129,47 +167,64 @@ class TrustedCert:
 
 
 class CertificateChecker:
-    """Checks certificates against a CA bundle, once per certificate (bounded caches)."""
+    """Checks certificates against a CA bundle, once per certificate.
 
-    def __init__(self, cas: list[x509.Certificate]) -> None:
+    Two least-recently-used caches, each of :func:`cache_size` (``max_nodes``) entries, keyed by
+    the SHA-256 of the certificate text: trusted certificates (about 0.9 KB each with an RSA
+    2048 key; only the CA can add one) and refused ones (about 0.45 KB each: digest, reason and
+    a refusal text of at most :data:`MAX_REFUSAL_TEXT` characters).  At the default
+    ``maxnodes`` (10,000) both together stay under 14 MB."""
+
+    def __init__(self, cas: list[x509.Certificate], max_nodes: int = DEFAULT_MAX_NODES) -> None:
         self._store = verification.Store(cas)
-        self._trusted: OrderedDict[str, TrustedCert] = OrderedDict()
-        self._refused: OrderedDict[str, str] = OrderedDict()
+        #: Entries each cache holds at most.
+        self.limit = cache_size(max_nodes)
+        #: Chain checks done (cache misses of certificates not refused before).
+        self.chain_checks = 0
+        self._trusted: OrderedDict[bytes, TrustedCert] = OrderedDict()
+        self._refused: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
 
     def check(self, cert_b64: str, now: float | None = None) -> TrustedCert:
         """The certificate in ``cert_b64`` (base64 DER) if it chains to the CA and is valid
         at ``now``; raises :class:`AuthFailure` otherwise."""
         now = time.time() if now is None else now
-        trusted = self._trusted.get(cert_b64)
+        key = hashlib.sha256(cert_b64.encode("utf-8", "surrogatepass")).digest()
+        trusted = self._trusted.get(key)
         if trusted is None:
-            refused = self._refused.get(cert_b64)
+            refused = self._refused.get(key)
             if refused is not None:
-                raise AuthFailure(refused)
+                self._refused.move_to_end(key)
+                raise AuthFailure(*refused)
+            self.chain_checks += 1
             try:
                 trusted = self._verify_chain(cert_b64, now)
             except NotValidNow:
                 raise  # not remembered: it may be valid soon (a clock behind the issuer's)
             except AuthFailure as exc:
-                self._remember(self._refused, cert_b64, str(exc), REFUSED_CACHE)
+                self._remember(self._refused, key, (str(exc)[:MAX_REFUSAL_TEXT], exc.reason))
                 raise
-            self._remember(self._trusted, cert_b64, trusted, TRUSTED_CACHE)
+            self._remember(self._trusted, key, trusted)
         else:
-            self._trusted.move_to_end(cert_b64)
+            self._trusted.move_to_end(key)
         if not trusted.not_before <= now <= trusted.not_after:
-            raise AuthFailure("certificate is not valid now (expired or not yet valid)")
+            raise NotValidNow("certificate is not valid now (expired or not yet valid)")
         return trusted
 
-    @staticmethod
-    def _remember(cache: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+    def stats(self) -> dict[str, int]:
+        """Cache sizes, their limit and the chain checks done so far."""
+        return {"trusted": len(self._trusted), "refused": len(self._refused),
+                "limit": self.limit, "chain_checks": self.chain_checks}
+
+    def _remember(self, cache: OrderedDict[bytes, Any], key: bytes, value: Any) -> None:
         cache[key] = value
-        while len(cache) > limit:
+        while len(cache) > self.limit:
             cache.popitem(last=False)
 
     def _verify_chain(self, cert_b64: str, now: float) -> TrustedCert:
         try:
             cert = x509.load_der_x509_certificate(base64.b64decode(cert_b64, validate=True))
         except (ValueError, binascii.Error):
-            raise AuthFailure("MeshCert is not a base64 DER certificate") from None
+            raise AuthFailure("MeshCert is not a base64 DER certificate", "malformed") from None
         if not cert.not_valid_before_utc.timestamp() <= now <= \
                 cert.not_valid_after_utc.timestamp():
             raise NotValidNow("certificate is not valid now (expired or not yet valid)")
@@ -178,12 +233,13 @@ class CertificateChecker:
         try:
             verifier.verify(cert, [])
         except verification.VerificationError as exc:
-            raise AuthFailure(f"certificate does not chain to the configured CA: {exc}") \
-                from None
+            raise AuthFailure(f"certificate does not chain to the configured CA: {exc}",
+                              "untrusted_certificate") from None
         try:
             public_key = cert.public_key()
         except (ValueError, UnsupportedAlgorithm):
-            raise AuthFailure("certificate has an unusable public key") from None
+            raise AuthFailure("certificate has an unusable public key",
+                              "unsupported_key") from None
         return TrustedCert(public_key, frozenset(receptor_node_ids(cert)),
                            cert.not_valid_before_utc.timestamp(),
                            cert.not_valid_after_utc.timestamp())
@@ -243,6 +299,9 @@ class RouteAuthenticator:
         self.drops = drops or DropLog(node_id)
         #: Nodes seen with a valid signature (prefer: their unsigned messages are dropped).
         self.signing_nodes: set[str] = {node_id}
+        #: Drops since start, by kind (:data:`KINDS`) and reason (:data:`REASONS`).
+        self.dropped: dict[str, dict[str, int]] = {kind: dict.fromkeys(REASONS, 0)
+                                                   for kind in KINDS}
 
     # -- our own messages --------------------------------------------------------------
 
@@ -260,7 +319,7 @@ class RouteAuthenticator:
 
     def accept_update(self, update: m.RoutingUpdate, peer: str) -> bool:
         """True if ``update`` (from neighbour ``peer``) may be applied and forwarded."""
-        return self._accept("routing update", update.node_id, update.signature,
+        return self._accept("update", update.node_id, update.signature,
                             update.certificate, lambda: m.routing_update_signed_bytes(update),
                             peer)
 
@@ -274,44 +333,52 @@ class RouteAuthenticator:
         if signature is None and certificate is None:
             if self.mode == "prefer" and origin not in self.signing_nodes:
                 return True
-            reason = "unsigned" if self.mode == "require" else \
+            text = "unsigned" if self.mode == "require" else \
                 "unsigned, from a node that signs (a Go relay drops signatures)"
-            self.drops.drop(peer, kind, origin, reason)
-            return False
+            return self._drop(peer, kind, origin, "unsigned", text)
         try:
             self.verify(origin, signature, certificate, signed())
         except AuthFailure as exc:
-            self.drops.drop(peer, kind, origin, str(exc))
-            return False
+            return self._drop(peer, kind, origin, exc.reason, str(exc))
         except m.MessageError as exc:  # fields that decode but cannot be encoded again
-            self.drops.drop(peer, kind, origin, f"cannot be checked: {exc}")
-            return False
-        if kind == "routing update":
+            return self._drop(peer, kind, origin, "malformed", f"cannot be checked: {exc}")
+        if kind == "update":
             # only updates: a Go relay re-encodes them (dropping the signature) but passes
             # adverts on as they are, so a signed advert says nothing about the updates
             self.signing_nodes.add(origin)
         return True
+
+    def _drop(self, peer: str, kind: str, origin: str, reason: str, text: str) -> bool:
+        """Count and log one dropped message; False, for :meth:`_accept` to return."""
+        self.dropped[kind][reason] += 1
+        self.drops.drop(peer, _LOG_KIND[kind], origin, text)
+        return False
 
     def verify(self, origin: str, signature: str | None, certificate: str | None,
                data: bytes) -> None:
         """Raise :class:`AuthFailure` unless ``signature`` over ``data`` is by a trusted
         certificate for node ``origin``."""
         if not signature or not certificate:
-            raise AuthFailure("MeshSig or MeshCert is missing")
+            raise AuthFailure("MeshSig or MeshCert is missing", "incomplete")
         trusted = self.checker.check(certificate)
         if origin not in trusted.node_ids:
             names = ", ".join(sorted(trusted.node_ids)) or "none"
-            raise AuthFailure(f"certificate is for node ID(s) {names}, not {origin}")
+            raise AuthFailure(f"certificate is for node ID(s) {names}, not {origin}",
+                              "wrong_node_id")
         try:
             raw = base64.b64decode(signature, validate=True)
         except (ValueError, binascii.Error):
-            raise AuthFailure("MeshSig is not base64") from None
+            raise AuthFailure("MeshSig is not base64", "malformed") from None
         verify_signature(trusted.public_key, raw, data)
 
     def stats(self) -> dict[str, Any]:
-        """Counters for status displays and tests."""
+        """Counters for status displays, metrics and tests: ``dropped`` (all drops),
+        ``dropped_by`` (kind → reason → drops, every kind and reason present),
+        ``signing_nodes`` and ``certificates`` (:meth:`CertificateChecker.stats`)."""
         return {"mode": self.mode, "dropped": self.drops.dropped,
-                "signing_nodes": len(self.signing_nodes)}
+                "dropped_by": {kind: dict(reasons) for kind, reasons in self.dropped.items()},
+                "signing_nodes": len(self.signing_nodes),
+                "certificates": self.checker.stats()}
 
 
 # -- building one from a node's config -----------------------------------------------------
@@ -344,8 +411,10 @@ def _read(path: str, error: Callable[[str], ConfigError], what: str) -> bytes:
         raise error(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
 
 
-def build(node_id: str, config: Any, file: str) -> RouteAuthenticator | None:
-    """The authenticator a node's ``route-auth`` section asks for (None when mode is off).
+def build(node_id: str, config: Any, file: str,
+          max_nodes: int = DEFAULT_MAX_NODES) -> RouteAuthenticator | None:
+    """The authenticator a node's ``route-auth`` section asks for (None when mode is off);
+    ``max_nodes`` (the node's ``maxnodes``) sizes its certificate caches.
 
     :raises ConfigError: the tls section is missing, lacks a cert, key or CA, or its
         certificate does not name ``node_id`` or chain to the CA; the message says what to fix.
@@ -382,7 +451,7 @@ def build(node_id: str, config: Any, file: str) -> RouteAuthenticator | None:
     if cert.public_key() != key.public_key():
         raise error(f"the key of {where} does not belong to its certificate")
     signer = Signer(key, cert_der)
-    checker = CertificateChecker(cas)
+    checker = CertificateChecker(cas, max_nodes)
     try:
         trusted = checker.check(signer.certificate)
     except AuthFailure as exc:
@@ -396,7 +465,8 @@ def build(node_id: str, config: Any, file: str) -> RouteAuthenticator | None:
         sign(key, b"")
     except TypeError as exc:
         raise error(f"{where}: {exc}; use an RSA, ECDSA or Ed25519 key") from None
-    log.info("route_auth_enabled", node_id=node_id, mode=settings.mode, tls=settings.tls)
+    log.info("route_auth_enabled", node_id=node_id, mode=settings.mode, tls=settings.tls,
+             certificate_cache=checker.limit)
     return RouteAuthenticator(node_id, settings.mode, signer, checker)
 
 
@@ -414,4 +484,5 @@ def mesh_register_config_sections(register: Any) -> None:
 @hookimpl
 def mesh_route_authenticator(node: Any) -> RouteAuthenticator | None:
     config = node.config
-    return build(node.node_id, config, str(config.path or "<config>"))
+    return build(node.node_id, config, str(config.path or "<config>"),
+                 node.netceptor.limits.caps.max_nodes)

@@ -129,3 +129,36 @@ def test_invented_nodes_leave_the_node_bounded_and_serving(mesh: Mesh,
             assert any(line["what"] == "routing update of a new node" for line in limit_lines)
     finally:
         peer.close()
+
+
+def test_nodes_one_peer_keeps_reachable_do_not_lock_out_a_joining_node(mesh: Mesh) -> None:
+    """At the node cap, filled by invented nodes that one peer keeps reachable (each lists
+    the peer, the peer lists them all), a node joining through another link is still let in:
+    the link that brought the most nodes gives one up."""
+    target = mesh.add("target")
+    target.node_extra["maxnodes"] = 40
+    mesh.add("relay")
+    mesh.link("target", "relay")
+    mesh.start()
+    mesh.wait_converged()
+    peer = RawPeer(mesh.ports["target"])
+    try:
+        assert peer.handshake() == "target"
+        fakes = [f"fake{i:02d}" for i in range(60)]
+        peer.send(peer.routing_update({"target": 1.0, **{name: 1.0 for name in fakes}}))
+        for name in fakes:
+            peer.send(peer.routing_update({peer.node_id: 1.0}, node_id=name))
+        peer.ping_barrier()
+        wait_until(lambda: len(target.routes()) >= 37, timeout=15, what="invented nodes routed")
+        assert len(target.status()["KnownConnectionCosts"]) == 40  # the cap is full
+
+        joiner = mesh.add("joiner", listen=False)
+        mesh.link("joiner", "relay")
+        joiner.start()
+        wait_until(lambda: "joiner" in target.routes(), timeout=30, what="a route to joiner")
+        assert target.control("ping joiner")["Success"]
+        assert len(target.status()["KnownConnectionCosts"]) <= 40
+        assert any(line["what"] == "node forgotten for a node joining through another link"
+                   for line in target.log_events("control_plane_limit", peer=peer.node_id))
+    finally:
+        peer.close()

@@ -17,8 +17,8 @@ from typing import Any
 from raw_peer import RawPeer
 
 from mesh.net import messages as m
-from mesh.net.duplicate_watch import (EVIDENCE_SPAN, EVIDENCE_UPDATES, DuplicateWatch,
-                                      SETTLE_DURATION, SETTLE_INTERVAL)
+from mesh.net.duplicate_watch import (EVIDENCE_SPAN, EVIDENCE_UPDATES, MAX_EPOCHS, SETTLE_DURATION,
+                                      SETTLE_GAP, SETTLE_INTERVAL, DuplicateWatch)
 from mesh.testing import Mesh, NodeProcess, free_port, wait_until
 
 
@@ -76,16 +76,21 @@ def test_watch_needs_several_updates_over_time_and_bounds_settling() -> None:
                 for i, (t, peer) in enumerate(zip(steps, ["x", "y", "x"]))]
     assert verdicts[-1] and not any(verdicts[:-1])
     assert "heard via peers x, y" in watch.stop_message(700)
-    # the older side: at most one settle update per interval in all, for a bounded time
+    # the older side: each newer epoch it tracks is answered SETTLE_GAP apart, newest first;
+    # then one settle update per interval in all, for a bounded time
     sent = []
     for epoch in range(2000, 2050):  # a flood of invented newer epochs
         watch.heard_newer(peer="p", epoch=epoch, now=200.0)
-    for tick in range(0, 200):
-        now = 200.0 + tick
-        if watch.settle_due(now):
-            sent.append(now)
-    assert len(sent) <= SETTLE_DURATION / SETTLE_INTERVAL + 1
-    assert all(b - a >= SETTLE_INTERVAL for a, b in zip(sent, sent[1:]))
+    for tick in range(0, 400):
+        now = 200.0 + tick / 2
+        epoch = watch.settle_due(now)
+        if epoch:
+            sent.append((now, epoch))
+    first = [(200.0 + SETTLE_GAP * i, 2000 + MAX_EPOCHS - 1 - i) for i in range(MAX_EPOCHS)]
+    assert sent[:MAX_EPOCHS] == first
+    assert len(sent) <= SETTLE_DURATION / SETTLE_INTERVAL + 1 + MAX_EPOCHS
+    later = [at for at, _ in sent[MAX_EPOCHS - 1:]]
+    assert all(b - a >= SETTLE_INTERVAL for a, b in zip(later, later[1:]))
     assert watch.next_settle_in(500.0) is None
 
 

@@ -15,7 +15,7 @@ import random
 import pytest
 
 from mesh.net import messages as m
-from mesh.testing import Mesh, wait_until
+from mesh.testing import Mesh, NodeProcess, wait_until
 from raw_peer import RawPeer
 
 
@@ -28,8 +28,8 @@ def neighbour_update(peer: RawPeer) -> m.RoutingUpdate:
     return m.decode_routing_update(peer.next_message(wanted, 15, "neighbour's update")[1:])
 
 
-@pytest.mark.parametrize("jump", [1000, 2 ** 63])
-def test_a_forged_update_is_outbid_by_its_node(mesh: Mesh, jump: int) -> None:
+def linked_pair(mesh: Mesh) -> tuple[NodeProcess, NodeProcess, RawPeer, m.RoutingUpdate]:
+    """neighbour - target - raw peer; and neighbour's real update, as the peer got it."""
     target = mesh.add("target")
     neighbour = mesh.add("neighbour", listen=False)
     mesh.link("neighbour", "target")
@@ -38,12 +38,26 @@ def test_a_forged_update_is_outbid_by_its_node(mesh: Mesh, jump: int) -> None:
     peer = RawPeer(mesh.ports["target"])
     try:
         assert peer.handshake() == "target"
-        real = neighbour_update(peer)
+        return target, neighbour, peer, neighbour_update(peer)
+    except BaseException:
+        peer.close()
+        raise
+
+
+def forge(peer: RawPeer, *, epoch: int, sequence: int) -> None:
+    """Send neighbour's routing update with ``epoch`` and ``sequence``, and no links."""
+    peer.send(m.encode_routing_update(m.RoutingUpdate(
+        node_id="neighbour", update_id=f"{random.getrandbits(40):010x}"[:8],
+        update_epoch=epoch, update_sequence=sequence, connections={},
+        forwarding_node=peer.node_id)))
+
+
+@pytest.mark.parametrize("jump", [1000, 2 ** 63])
+def test_a_forged_update_is_outbid_by_its_node(mesh: Mesh, jump: int) -> None:
+    target, neighbour, peer, real = linked_pair(mesh)
+    try:
         assert real.connections == {"target": 1.0}
-        peer.send(m.encode_routing_update(m.RoutingUpdate(
-            node_id="neighbour", update_id=f"{random.getrandbits(40):010x}"[:8],
-            update_epoch=real.update_epoch, update_sequence=real.update_sequence + jump,
-            connections={}, forwarding_node=peer.node_id)))
+        forge(peer, epoch=real.update_epoch, sequence=real.update_sequence + jump)
         peer.ping_barrier()  # the target has taken the forgery
         forged = wait_until(lambda: neighbour.log_events("routing_update_forged"), timeout=30,
                             what="neighbour noticing its forged update")[0]
@@ -53,6 +67,36 @@ def test_a_forged_update_is_outbid_by_its_node(mesh: Mesh, jump: int) -> None:
         wait_until(lambda: target.status()["KnownConnectionCosts"].get("neighbour")
                    == {"target": 1.0} and target.routes().get("neighbour") == "neighbour",
                    timeout=30, what="the target's record of neighbour restored")
+        if jump >= 2 ** 63:
+            # the next epoch, not a clock reading: an instance of "neighbour" started after
+            # this process must stay the newer one (it is the one that stops)
+            def renewed(message: bytes) -> bool:
+                if message[:1] != bytes([m.MSG_ROUTING_UPDATE]):
+                    return False
+                update = m.decode_routing_update(message[1:])
+                return update.node_id == "neighbour" and update.update_epoch != real.update_epoch
+
+            update = m.decode_routing_update(peer.next_message(renewed, 15, "renewed update")[1:])
+            assert update.update_epoch == real.update_epoch + 1
+        assert neighbour.alive and target.alive
+    finally:
+        peer.close()
+
+
+def test_ever_newer_forged_epochs_do_not_keep_a_record_hijacked(mesh: Mesh) -> None:
+    """A forger sends neighbour's update with a new, higher epoch again and again (each one a
+    "newer instance" that every node believes).  neighbour answers the epochs it heard with
+    its settle update, and the target gives the record back to neighbour although an even
+    newer forged epoch holds it (Receptor restores only the very epoch named)."""
+    target, neighbour, peer, real = linked_pair(mesh)
+    try:
+        for step in range(1, 9):
+            forge(peer, epoch=real.update_epoch + step * 1000, sequence=1)
+        peer.ping_barrier()  # the target has taken every forgery
+        wait_until(lambda: neighbour.log_events("duplicate_node_id_detected"), timeout=30,
+                   what="neighbour hearing the forged newer epochs")
+        wait_until(lambda: target.status()["KnownConnectionCosts"].get("neighbour")
+                   == {"target": 1.0}, timeout=20, what="the target's record of neighbour restored")
         assert neighbour.alive and target.alive
     finally:
         peer.close()

@@ -522,3 +522,40 @@ def test_config_errors_name_the_key_and_the_fix(pki: Pki, mesh_dir: Path,
     text = node.log_path.read_text()
     assert expected in text, text
     assert str(node.config_path) in text
+
+
+# -- certificate caches sized by maxnodes ----------------------------------------------------
+
+
+def _node_certs(pki: Pki, count: int, prefix: str = "n") -> list[str]:
+    """``count`` node-ID certificates from ``pki``'s CA (base64 DER, one shared key: fast)."""
+    key = certs.generate_key()
+    return [base64.b64encode(certs.sign_request(
+                certs.make_request(f"{prefix}{i}", key, node_ids=[f"{prefix}{i}"]),
+                pki.ca_cert, pki.ca_key).public_bytes(serialization.Encoding.DER)).decode()
+            for i in range(count)]
+
+
+def test_certificate_caches_hold_one_certificate_per_allowed_node(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the default node (maxnodes 10000) keeps every node's certificate of a mesh at its cap
+    assert ra.CertificateChecker([pki.ca_cert]).limit == 10000
+    assert ra.cache_size(50000) == 50000 and ra.cache_size(3) == ra.MIN_CACHE
+    monkeypatch.setattr(ra, "MIN_CACHE", 1)  # small caches, to see them fill
+    checker = ra.CertificateChecker([pki.ca_cert], max_nodes=4)
+    cached = _node_certs(pki, 5)
+    for cert in cached[:4] * 3:  # four signing nodes, each heard again and again
+        checker.check(cert)
+    assert checker.stats() == {"trusted": 4, "refused": 0, "limit": 4, "chain_checks": 4}
+    checker.check(cached[4])  # a fifth evicts the least recently used
+    checker.check(cached[0])
+    assert checker.stats()["trusted"] == 4 and checker.stats()["chain_checks"] == 6
+    # refusals are bounded alike, whatever a peer sends (each a cheap digest and reason)
+    for junk in range(10):
+        with pytest.raises(ra.AuthFailure) as exc:
+            checker.check(base64.b64encode(b"junk %d" % junk * 500).decode())
+        assert exc.value.reason == "malformed"
+    assert checker.stats()["refused"] == 4
+    with pytest.raises(ra.AuthFailure, match="not a base64 DER"):
+        checker.check(base64.b64encode(b"junk 9" * 500).decode())  # remembered: no check
+    assert checker.stats()["chain_checks"] == 6 + 10

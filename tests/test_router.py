@@ -5,10 +5,10 @@ from mesh.net.router import Router, UpdateVerdict
 
 
 def update(router: Router, node: str, conns: dict[str, float], *, uid: str = "", epoch: int = 5,
-           seq: int = 1, dup: int = 0, now: float = 0.0):
+           seq: int = 1, dup: int = 0, now: float = 0.0, via: str = ""):
     return router.apply_update(node_id=node, update_id=uid or f"{node}{epoch}{seq}", epoch=epoch,
                                sequence=seq, connections=conns, suspected_duplicate=dup,
-                               own_epoch=100, now=now)
+                               own_epoch=100, own_sequence=7, now=now, via=via)
 
 
 def line() -> Router:
@@ -84,6 +84,9 @@ def test_a_late_old_update_does_not_erase_a_live_edge():
 def test_own_id_rules():
     r = Router("a")
     assert update(r, "a", {}, epoch=100).verdict is UpdateVerdict.IGNORE
+    assert update(r, "a", {}, epoch=100, seq=7).verdict is UpdateVerdict.IGNORE
+    # our epoch with a sequence we never sent: forged, the caller outbids it
+    assert update(r, "a", {}, epoch=100, seq=8).verdict is UpdateVerdict.FORGED_OWN
     assert update(r, "a", {}, epoch=200).verdict is UpdateVerdict.CONFLICT
     older = update(r, "a", {}, epoch=50)
     assert older.verdict is UpdateVerdict.OLDER_SELF and not older.accused
@@ -160,3 +163,53 @@ def test_an_unreachable_node_restarted_with_a_smaller_epoch_is_accepted():
     assert update(r, "c", {"d": 1.0}, epoch=8, seq=1, uid="again").verdict \
         is UpdateVerdict.ACCEPT
     assert r.known["c"] == {"d": 1.0} and r.records["c"].epoch == 8
+
+
+def test_a_settle_gives_the_record_back_whichever_newer_epoch_holds_it():
+    """The older instance (epoch 5) names a newer epoch it heard (20); the record meanwhile is
+    held by an even newer one (30, a forger's latest): the settle still restores it.  A
+    "settle" whose own epoch is not older than the one it names is no settle: ignored."""
+    r = line()
+    assert update(r, "c", {"x": 1.0}, epoch=20).verdict is UpdateVerdict.ACCEPT
+    assert update(r, "c", {"x": 1.0}, epoch=30).verdict is UpdateVerdict.ACCEPT
+    bogus = update(r, "c", {"evil": 1.0}, epoch=31, seq=9, dup=30)
+    assert bogus.verdict is UpdateVerdict.IGNORE
+    assert r.records["c"].epoch == 30 and r.known["c"] == {"x": 1.0}
+    settled = update(r, "c", {"b": 1.0}, epoch=5, seq=2, dup=20)
+    assert settled.verdict is UpdateVerdict.ACCEPT and settled.settled and settled.applied
+    assert r.records["c"].epoch == 5 and r.known["c"] == {"b": 1.0}
+    # a settle naming an epoch newer than the record's holder changes nothing here
+    later = update(r, "c", {"other": 1.0}, epoch=4, seq=3, dup=6)
+    assert later.verdict is UpdateVerdict.ACCEPT and not later.applied
+    assert r.records["c"].epoch == 5 and r.known["c"] == {"b": 1.0}
+
+
+def test_at_the_node_cap_an_unreachable_node_then_the_biggest_link_gives_way():
+    from mesh.net.control_limits import ControlCaps
+
+    r = Router("a", ControlCaps(max_nodes=6))
+    r.add_link("b", 1.0)
+    r.add_link("x", 1.0)
+    update(r, "b", {"a": 1.0}, uid="b", via="b")
+    update(r, "x", {"a": 1.0, "j1": 1.0, "j2": 1.0, "j3": 1.0}, uid="x", via="x")
+    for name in ("j1", "j2", "j3"):
+        assert update(r, name, {"x": 1.0}, uid=name, via="x").verdict is UpdateVerdict.ACCEPT
+    r.compute()
+    assert len(r.known) == 6  # full: a, b, x, j1-j3
+    # x brought 4 nodes, b 1: a node joining through b takes x's newest one's place
+    joined = update(r, "n1", {"b": 1.0}, via="b")
+    assert joined.verdict is UpdateVerdict.ACCEPT and (joined.evicted, joined.evicted_from) == \
+        ("j3", "x")
+    assert "j3" not in r.known and "n1" in r.known
+    # x itself cannot push out another link's nodes
+    pushed = update(r, "j9", {"x": 1.0}, via="x")
+    assert pushed.verdict is UpdateVerdict.LIMIT
+    # a node unreachable at the last sweep goes first, whoever brought it
+    r.remove_link("x")
+    r.compute()
+    r.sweep(now=1.0, node_expiry=60)
+    later = update(r, "n2", {"b": 1.0}, now=2.0, via="b")
+    assert later.verdict is UpdateVerdict.ACCEPT and later.evicted in {"x", "j1", "j2"}
+    assert later.evicted_from == ""
+    assert r.precheck(node_id="n3", update_id="n3", epoch=5, sequence=1, connections={},
+                      suspected_duplicate=0, via="b") is None

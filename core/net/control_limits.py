@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import UserDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 #: Default of ``node: maxnodes``: far above real meshes (hundreds of nodes).
 DEFAULT_MAX_NODES = 10000
@@ -37,6 +37,16 @@ BUDGET_BURST_PER_NODE = 8
 BUDGET_RATE_PER_NODE = 0.5
 #: ... and never slower than this.
 MIN_BUDGET_RATE = 50.0
+#: Per link and origin node, a budget of routing updates (a node floods one per change of
+#: its links, a Go node one every 10 s) ...
+ORIGIN_UPDATE_BURST = 20.0
+ORIGIN_UPDATE_RATE = 2.0
+#: ... and of adverts (a node sends all of its adverts at once, a Go node every 60 s), so that a
+#: peer flooding one node's messages is stopped at the first hop, not passed on to the mesh.
+ORIGIN_AD_BURST = 2.0 * ADS_PER_NODE
+ORIGIN_AD_RATE = 2.0
+#: Origin budgets tracked at once, per allowed node (beyond: not tracked; the link budget holds).
+ORIGIN_BUCKETS_PER_NODE = 4
 #: At most one ``control_plane_limit`` line per peer and kind of drop in this many seconds.
 LIMIT_LOG_INTERVAL = 10.0
 
@@ -108,6 +118,7 @@ class ControlLimits:
     #: Drops since the node started, by kind (``routing update``, ``new node``, ...).
     totals: dict[str, int] = field(default_factory=dict)
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    _origins: dict[tuple[str, str, str], TokenBucket] = field(default_factory=dict)
     _drops: dict[tuple[str, str], _Drops] = field(default_factory=dict)
 
     def within_budget(self, peer: str, now: float) -> bool:
@@ -119,6 +130,20 @@ class ControlLimits:
         if bucket is None:
             bucket = self._buckets[peer] = TokenBucket(self.caps.rate, self.caps.burst,
                                                        self.caps.burst, now)
+        return bucket.take(now)
+
+    def origin_within_budget(self, peer: str, origin: str, kind: str, now: float) -> bool:
+        """Spend one message (``kind`` "update" or "ad") of ``origin``'s budget on ``peer``'s
+        link; False when it is spent.  Copies of one flood arrive once per link, so each link
+        has its own: a peer flooding one node's messages cannot starve that node's own."""
+        key = (peer, origin, kind)
+        bucket = self._origins.get(key)
+        if bucket is None:
+            if len(self._origins) >= ORIGIN_BUCKETS_PER_NODE * self.caps.max_nodes:
+                return True
+            burst, rate = ((ORIGIN_UPDATE_BURST, ORIGIN_UPDATE_RATE) if kind == "update"
+                           else (ORIGIN_AD_BURST, ORIGIN_AD_RATE))
+            bucket = self._origins[key] = TokenBucket(rate, burst, burst, now)
         return bucket.take(now)
 
     def note_drop(self, peer: str, what: str, now: float) -> int:
@@ -143,10 +168,11 @@ class ControlLimits:
                 drops.count, drops.logged_at = 0, now
             else:
                 del self._drops[key]
-        for peer, bucket in list(self._buckets.items()):
-            bucket.refill(now)
-            if bucket.tokens >= bucket.burst:
-                del self._buckets[peer]
+        for buckets in (self._buckets, self._origins):
+            for key, bucket in list(buckets.items()):
+                bucket.refill(now)
+                if bucket.tokens >= bucket.burst:
+                    del buckets[key]
         return due
 
 
@@ -186,6 +212,61 @@ class AdTable(UserDict[tuple[str, str], Any]):
         if len(self.data) >= self.caps.max_ads:
             return "advertisement over the total limit"
         return ""
+
+
+class AdTombstones:
+    """Withdrawn adverts, (node, service) → time of the cancel, so that a replayed older advert
+    (or cancel) of a withdrawn service is dropped instead of bringing the service back.
+
+    Bounded like :class:`AdTable`: at most ``ADS_PER_NODE`` per node and ``caps.max_ads`` in
+    all; beyond either, the oldest (of that node, or of all) is forgotten first."""
+
+    def __init__(self, caps: ControlCaps) -> None:
+        self.caps = caps
+        #: node → service → (time_ns of the cancel, received at), oldest first.
+        self._nodes: dict[str, dict[str, tuple[int, float]]] = {}
+        #: Every (node, service), oldest first.
+        self._order: dict[tuple[str, str], None] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def covers(self, key: tuple[str, str], time_ns: int) -> bool:
+        """True if ``key`` was withdrawn at ``time_ns`` or later (a message of that time is a
+        replay or a flooded copy)."""
+        held = self._nodes.get(key[0], {}).get(key[1])
+        return held is not None and held[0] >= time_ns
+
+    def add(self, key: tuple[str, str], time_ns: int, now: float) -> None:
+        """Remember that ``key`` was withdrawn at ``time_ns`` (received at ``now``)."""
+        self.discard(key)
+        services = self._nodes.get(key[0], {})
+        if len(services) >= ADS_PER_NODE:
+            self.discard((key[0], next(iter(services))))
+        if len(self._order) >= self.caps.max_ads:
+            self.discard(next(iter(self._order)))
+        self._nodes.setdefault(key[0], {})[key[1]] = (time_ns, now)
+        self._order[key] = None
+
+    def discard(self, key: tuple[str, str]) -> None:
+        """Forget the tombstone of ``key`` (the service is advertised again), if any."""
+        services = self._nodes.get(key[0])
+        if services is None or services.pop(key[1], None) is None:
+            return
+        if not services:
+            del self._nodes[key[0]]
+        del self._order[key]
+
+    def sweep(self, now: float, max_age: float, forgotten: Collection[str] = ()) -> None:
+        """Forget tombstones received more than ``max_age`` seconds before ``now`` and those
+        of the ``forgotten`` nodes."""
+        for node in forgotten:
+            for service in list(self._nodes.get(node, ())):
+                self.discard((node, service))
+        for node, service in list(self._order):  # oldest first
+            if now - self._nodes[node][service][1] <= max_age:
+                break
+            self.discard((node, service))
 
 
 def pruned_names(names: dict[int, str], keep: Callable[[str], bool]) -> dict[int, str]:

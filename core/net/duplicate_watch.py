@@ -13,8 +13,10 @@ flooded updates, so one forged message stopped any node.  Here:
   :data:`EVIDENCE_UPDATES` increasing sequence numbers spanning :data:`EVIDENCE_SPAN` s;
 * the **older** instance, when it sees a newer one, provides that evidence: it floods its own
   update with SuspectedDuplicate = the newer epoch every :data:`SETTLE_INTERVAL` s for
-  :data:`SETTLE_DURATION` s (at most :data:`MAX_EPOCHS` newer epochs at a time, and one such
-  update per interval in all, so forged "newer" updates cannot make it flood without end).
+  :data:`SETTLE_DURATION` s (at most :data:`MAX_EPOCHS` newer epochs at a time; a new one is
+  answered :data:`SETTLE_GAP` s after the previous settle, repeats come one per interval in
+  all, so forged "newer" updates cannot make it flood without end).  Every node gives the
+  record back to the older instance whichever newer epoch holds it (:mod:`mesh.net.router`).
 
 Pure: no I/O, no clock (callers pass ``now``, a ``time.monotonic()`` value); memory is
 bounded (at most MAX_EPOCHS epochs of each kind and MAX_PEERS peers per epoch).
@@ -45,6 +47,9 @@ SETTLE_INTERVAL = 5.0
 #: ... for this long after it first saw a newer epoch (at most SETTLE_DURATION / SETTLE_INTERVAL
 #: + 1 updates per epoch).
 SETTLE_DURATION = 60.0
+#: A newer epoch not answered yet is answered this soon after the previous settle update (the
+#: record others hold is then someone else's until the answer arrives).
+SETTLE_GAP = 1.0
 
 ALARM = "duplicate_node_id"
 
@@ -99,15 +104,17 @@ class DuplicateWatch:
     _settled_at: float | None = None
     #: The evidence was complete once (we stop): later updates change nothing.
     _proven: bool = False
-    #: Epochs this process had before (see :meth:`renew`): never evidence of another node.
-    retired: set[int] = field(default_factory=set)
+    #: The epoch this process started with: epochs from it up to ``own_epoch`` are all this
+    #: process's (see :meth:`renew`), never evidence of another node.
+    first_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        self.first_epoch = self.first_epoch or self.own_epoch
 
     def renew(self, epoch: int) -> None:
         """This process takes a new, higher epoch (a forged update of ours took the top of
-        the sequence space); updates with the old one are forgeries or late copies of ours."""
-        self.retired.add(self.own_epoch)
-        while len(self.retired) > MAX_EPOCHS:
-            self.retired.remove(min(self.retired))
+        the sequence space); updates with an earlier one of ours are forgeries or late
+        copies."""
         self.own_epoch = epoch
 
     # -- we may be the newer one ---------------------------------------------------------
@@ -138,7 +145,7 @@ class DuplicateWatch:
         instance that hears us says so, and such an update names an epoch that did not exist
         before this process started, so it cannot be a replay of the older process's updates
         (which, signed, would still verify under route-auth)."""
-        if self._proven or epoch in self.retired or not accuses_us:
+        if self._proven or epoch >= self.first_epoch or not accuses_us:
             return False
         self._forget(now)
         entry = self.older.get(epoch)
@@ -186,26 +193,34 @@ class DuplicateWatch:
         self.newer[epoch] = _Newer(now, now, peers=[peer])
         return True
 
-    def settle_due(self, now: float) -> int:
-        """The newer epoch to send our settle update for now (0: none), counting it sent."""
-        if self._settled_at is not None and now - self._settled_at < SETTLE_INTERVAL:
-            return 0
-        active = [(entry.floods, epoch) for epoch, entry in self.newer.items()
+    def _next(self, now: float) -> tuple[int, float] | None:
+        """The epoch to settle next and when (a ``now`` value); None: nothing left.
+
+        The least settled first, the newest of those (a forger's latest epoch holds the
+        record); an epoch never settled is answered SETTLE_GAP s after the last settle,
+        repeats come every SETTLE_INTERVAL s."""
+        active = [(-entry.floods, epoch) for epoch, entry in self.newer.items()
                   if now - entry.first_seen <= SETTLE_DURATION]
         if not active:
+            return None
+        floods, epoch = max(active)
+        if self._settled_at is None:
+            return epoch, now
+        return epoch, self._settled_at + (SETTLE_GAP if floods == 0 else SETTLE_INTERVAL)
+
+    def settle_due(self, now: float) -> int:
+        """The newer epoch to send our settle update for now (0: none), counting it sent."""
+        due = self._next(now)
+        if due is None or due[1] > now:
             return 0
-        _, epoch = min(active)
-        self.newer[epoch].floods += 1
+        self.newer[due[0]].floods += 1
         self._settled_at = now
-        return epoch
+        return due[0]
 
     def next_settle_in(self, now: float) -> float | None:
         """Seconds until :meth:`settle_due` may return an epoch again (None: nothing left)."""
-        if not any(now - entry.first_seen <= SETTLE_DURATION for entry in self.newer.values()):
-            return None
-        if self._settled_at is None:
-            return 0.0
-        return max(0.0, self._settled_at + SETTLE_INTERVAL - now)
+        due = self._next(now)
+        return None if due is None else max(0.0, due[1] - now)
 
     # -- state ---------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ import structlog
 
 from mesh.net import messages as m
 from mesh.net.backend import LinkOptions, Session, SessionClosed
-from mesh.net.control_limits import (DEFAULT_MAX_NODES, AdTable, ControlCaps, ControlLimits,
-                                     pruned_names)
+from mesh.net.control_limits import (DEFAULT_MAX_NODES, AdTable, AdTombstones, ControlCaps,
+                                     ControlLimits, pruned_names)
 from mesh.net.duplicate_watch import ALARM as DUPLICATE_ALARM, DuplicateWatch
 from mesh.net.endpoint import Endpoint, RouteError
 from mesh.net.firewall import Firewall, Verdict
@@ -191,6 +191,10 @@ class Netceptor:
         self.local_ads: dict[str, LocalAd] = {}
         #: Adverts from other nodes: (node, service) → (advert, received at, raw message).
         self.ads: AdTable = AdTable(self.limits.caps)
+        #: Adverts withdrawn by a cancel, so that a replay of an older one is dropped.
+        #: Nodes the router forgot at the node cap since the last sweep (their adverts go then).
+        self._evicted: set[str] = set()
+        self.ad_tombstones: AdTombstones = AdTombstones(self.limits.caps)
         self.work_commands: Callable[[], list[m.WorkCommand] | None] = lambda: None
         #: Signs our routing updates and adverts, checks others' (mesh_route_authenticator).
         self.route_auth: Any = None
@@ -261,7 +265,8 @@ class Netceptor:
         return period + KEEPALIVE_MARGIN
 
     def _sweep_pending(self) -> bool:
-        return len(self.router.known) > 1 or bool(self.router.seen_updates or self.ads)
+        return len(self.router.known) > 1 or bool(self.router.seen_updates or self.ads or
+                                                  self._evicted or len(self.ad_tombstones))
 
     async def _maintenance(self) -> None:
         """One timer for every link: a keepalive on each link we have been silent on (see
@@ -347,9 +352,13 @@ class Netceptor:
         for node in forgotten:
             log.info("node_expired", node_id=self.node_id, peer=node)
             self._updates.pop(node, None)
+        gone = set(forgotten).union(node for node in self._evicted
+                                    if node not in self.router.known)
+        self._evicted.clear()
         for key, (ad, received, _) in list(self.ads.items()):
-            if key[0] in forgotten or now - received > AD_EXPIRY:
+            if key[0] in gone or now - received > AD_EXPIRY:
                 del self.ads[key]
+        self.ad_tombstones.sweep(now, AD_EXPIRY, gone)
         if forgotten:
             self._recompute.request(0.0)
         for peer, what, count in self.limits.flush(now):
@@ -570,15 +579,29 @@ class Netceptor:
         try:
             update = m.decode_routing_update(msg[1:])
         except m.MessageError as exc:
-            log.warning("bad_routing_update", node_id=self.node_id, peer=link.peer,
-                        error=str(exc))
+            self._malformed(link.peer, "bad_routing_update", str(exc))
             return
         if not all(cost > 0 for cost in update.connections.values()):
             # Real nodes only have costs > 0; Dijkstra is wrong with negative edges, so a
             # hostile peer could otherwise steal even routes to our direct neighbours.
-            log.warning("bad_routing_update", node_id=self.node_id, peer=link.peer,
-                        error="connection costs must be greater than 0")
+            self._malformed(link.peer, "bad_routing_update",
+                            "connection costs must be greater than 0")
             return
+        if update.node_id != self.node_id:
+            # what the router would drop anyway is dropped before the costlier checks
+            early = self.router.precheck(
+                node_id=update.node_id, update_id=update.update_id, epoch=update.update_epoch,
+                sequence=update.update_sequence, connections=update.connections,
+                suspected_duplicate=update.suspected_duplicate, via=link.peer)
+            if early is not None:
+                self.counters["routing_updates_received"] += 1
+                if early.verdict is UpdateVerdict.LIMIT:
+                    self._dropped(link.peer, early.limit)
+                return
+            if not self.limits.origin_within_budget(link.peer, update.node_id, "update",
+                                                    time.monotonic()):
+                self._dropped(link.peer, "routing updates of one node over the link budget")
+                return
         if self.route_auth is not None and not self.route_auth.accept_update(update, link.peer):
             return
         self.counters["routing_updates_received"] += 1
@@ -596,16 +619,16 @@ class Netceptor:
                 self._tear_down(link, f"we disagree about the connection cost "
                                       f"(ours {link.cost}, theirs {their_cost})")
                 return
-        if update.node_id == self.node_id and update.update_epoch == self.epoch:
-            if update.update_sequence > self.sequence:
-                self._reclaim(link.peer, update.update_sequence)
-            return  # our own update, coming back (or a forged one, outbid above)
         result = self.router.apply_update(
             node_id=update.node_id, update_id=update.update_id, epoch=update.update_epoch,
             sequence=update.update_sequence, connections=update.connections,
             suspected_duplicate=update.suspected_duplicate, own_epoch=self.epoch,
-            now=time.monotonic(), max_datagram=update.max_datagram)
+            own_sequence=self.sequence, now=time.monotonic(), via=link.peer,
+            max_datagram=update.max_datagram)
         if result.verdict is UpdateVerdict.IGNORE:
+            return
+        if result.verdict is UpdateVerdict.FORGED_OWN:
+            self._reclaim(link.peer, update.update_sequence)
             return
         if result.verdict is UpdateVerdict.LIMIT:
             self._dropped(link.peer, result.limit)
@@ -613,6 +636,8 @@ class Netceptor:
         if result.verdict in (UpdateVerdict.OLDER_SELF, UpdateVerdict.CONFLICT):
             self._own_id_update(link, update, result)
             return
+        if result.evicted:
+            self._evict(result.evicted, result.evicted_from)
         heard = self._heard_events.pop(update.node_id, None)
         if heard is not None:
             heard.set()
@@ -673,9 +698,11 @@ class Netceptor:
         now = time.monotonic()
         if sequence >= SEQUENCE_CEILING:
             # Outbidding would soon run out of numbers (a forger can send the top one): take
-            # a new, higher epoch instead, as a restarted process would.  Updates with the old
-            # epoch can then never count as another instance of this node.
-            self.epoch = max(self.epoch + 1, int(time.time() * (1 << 24)))
+            # the next epoch instead, which every node prefers to the old one.  Only the next:
+            # an instance started after this process (epochs are clock readings) stays newer,
+            # so a genuine duplicate is still settled the same way.  Updates with our earlier
+            # epochs can never count as another instance of this node.
+            self.epoch += 1
             self.sequence = 0
             self.duplicates.renew(self.epoch)
             how = "taking a new epoch"
@@ -709,6 +736,21 @@ class Netceptor:
         if count:
             self._log_drops(peer, what, count)
 
+    def _malformed(self, peer: str, event: str, error: str) -> None:
+        """A control message from ``peer`` that cannot be used: logged as ``event`` at most
+        once per peer and interval (later ones in the ``control_plane_limit`` summary)."""
+        count = self.limits.note_drop(peer, f"malformed: {event}", time.monotonic())
+        if count:
+            log.warning(event, node_id=self.node_id, peer=peer, error=error, dropped=count)
+
+    def _evict(self, node: str, link_peer: str) -> None:
+        """The router forgot ``node`` to make room at the node cap (see Router._room_for)."""
+        self._updates.pop(node, None)
+        self._evicted.add(node)  # its adverts go at the next sweep
+        self._recompute.request(0.1)
+        if link_peer:
+            self._dropped(link_peer, "node forgotten for a node joining through another link")
+
     def _log_drops(self, peer: str, what: str, count: int) -> None:
         log.warning("control_plane_limit", node_id=self.node_id, peer=peer, what=what,
                     dropped=count, maxnodes=self.limits.caps.max_nodes,
@@ -721,25 +763,36 @@ class Netceptor:
         try:
             ad = m.decode_service_advertisement(msg[1:])
         except m.MessageError as exc:
-            log.warning("bad_advertisement", node_id=self.node_id, peer=link.peer,
-                        error=str(exc))
+            self._malformed(link.peer, "bad_advertisement", str(exc))
             return
         if ad.node_id == self.node_id:
             return
-        if self.route_auth is not None and not self.route_auth.accept_advertisement(ad, link.peer):
-            return
+        # the cheap checks first: copies, stale adverts and floods never reach the signature
         key = (ad.node_id, ad.service)
         held = self.ads.get(key)
         if held is not None and held[0].time_ns >= ad.time_ns:
             return
+        if self.ad_tombstones.covers(key, ad.time_ns):
+            return  # withdrawn since: a replay, or a copy of the cancel flooded back to us
+        admitted = self.router.admits_node(ad.node_id)
+        if ad.cancel:
+            refused = "" if held is not None or admitted else "advertisement of a new node"
+        else:
+            refused = self.ads.refuses(key, node_admitted=admitted)
+        if not refused and not self.limits.origin_within_budget(link.peer, ad.node_id, "ad",
+                                                                time.monotonic()):
+            refused = "advertisements of one node over the link budget"
+        if refused:
+            self._dropped(link.peer, refused)
+            return
+        if self.route_auth is not None and not self.route_auth.accept_advertisement(ad, link.peer):
+            return
         if ad.cancel:
             self.ads.pop(key, None)
+            self.ad_tombstones.add(key, ad.time_ns, time.monotonic())
         else:
-            refused = self.ads.refuses(key, node_admitted=self.router.admits_node(ad.node_id))
-            if refused:
-                self._dropped(link.peer, refused)
-                return
             self.ads[key] = (ad, time.monotonic(), bytes(msg))
+            self.ad_tombstones.discard(key)
         self._send_to_links(msg, exclude=link)
 
     def _send_to_links(self, msg: bytes, exclude: Link | None = None) -> None:

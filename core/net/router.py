@@ -22,6 +22,7 @@ class UpdateVerdict(Enum):
     """What the caller must do with a routing update after :meth:`Router.apply_update`."""
 
     IGNORE = "ignore"              # echo, duplicate, stale: drop, do not re-flood
+    FORGED_OWN = "forged-own"      # our ID and epoch, a sequence we never sent: outbid it
     OLDER_SELF = "older-self"      # our ID, an older epoch: evidence we may be the duplicate
     CONFLICT = "conflict"          # a newer node uses our ID: flood with SuspectedDuplicate
     ACCEPT = "accept"              # apply done; re-flood
@@ -55,6 +56,10 @@ class UpdateResult:
     settled: bool = False
     #: LIMIT: which cap the update would exceed.
     limit: str = ""
+    #: ACCEPT of a new node at the node cap: the node forgotten to make room, and the link
+    #: that had brought it ('' when it was unreachable).
+    evicted: str = ""
+    evicted_from: str = ""
     #: ACCEPT that changed nothing here (a SuspectedDuplicate update about a record we do not
     #: hold): forwarded, but never stored as the node's update in the database new links get.
     applied: bool = True
@@ -75,6 +80,11 @@ class Router:
     unreachable_since: dict[str, float] = field(default_factory=dict)
     #: Edges in ``known`` of other nodes (recounted at every sweep, kept up by updates).
     edge_count: int = 0
+    #: The link (neighbour) that brought each node's first accepted update, and the nodes
+    #: each link brought (oldest first): at the node cap the link that brought the most gives
+    #: way to a new node from another link (see :meth:`_room_for`).
+    introduced_by: dict[str, str] = field(default_factory=dict)
+    introduced: dict[str, dict[str, None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.known.setdefault(self.node_id, {})
@@ -82,6 +92,41 @@ class Router:
     def admits_node(self, node: str) -> bool:
         """True if ``node`` is known or there is room for one more node (``maxnodes``)."""
         return node in self.known or len(self.known) < self.caps.max_nodes
+
+    def _room_for(self, via: str) -> tuple[str, str] | None:
+        """At the node cap, the node to forget for a new one brought by link ``via`` and the
+        link that brought it; None: no room.
+
+        First a node that was unreachable at the last sweep; else the newest node of the link
+        that brought the most, if that is not ``via`` and it brought more than ``via`` (so
+        invented nodes that one peer keeps reachable cannot lock out nodes joining through
+        other links)."""
+        for node in self.unreachable_since:
+            if node not in self.table:
+                return node, ""
+        if not self.introduced:
+            return None
+        top = max(self.introduced, key=lambda peer: len(self.introduced[peer]))
+        if top == via or len(self.introduced[top]) <= len(self.introduced.get(via, ())) + 1:
+            return None
+        neighbours = self.known[self.node_id]
+        for node in reversed(self.introduced[top]):
+            if node not in neighbours:  # (a neighbour's record is what makes our link usable)
+                return node, top
+        return None
+
+    def _forget(self, node: str) -> None:
+        """Drop everything known about ``node`` (other nodes' edges to it stay: an edge
+        counts only when both ends list it)."""
+        self.edge_count -= len(self.known.pop(node, ()))
+        self.records.pop(node, None)
+        self.unreachable_since.pop(node, None)
+        peer = self.introduced_by.pop(node, None)
+        if peer is not None:
+            nodes = self.introduced[peer]
+            del nodes[node]
+            if not nodes:
+                del self.introduced[peer]
 
     def _set_connections(self, node: str, connections: dict[str, float]) -> None:
         self.edge_count += len(connections) - len(self.known.get(node, ()))
@@ -107,45 +152,78 @@ class Router:
 
     # -- updates from the mesh ---------------------------------------------------------
 
-    def apply_update(self, *, node_id: str, update_id: str, epoch: int, sequence: int,
-                     connections: dict[str, float], suspected_duplicate: int,
-                     own_epoch: int, now: float, max_datagram: int | None = None,
-                     ) -> UpdateResult:
-        """Apply a routing update that arrived on an established link (reference §2.3 step 3)."""
-        if not node_id:
-            return UpdateResult(UpdateVerdict.IGNORE)
-        if node_id == self.node_id:
-            if epoch == own_epoch:
-                return UpdateResult(UpdateVerdict.IGNORE)
-            accused = suspected_duplicate == own_epoch
-            if epoch > own_epoch:
-                return UpdateResult(UpdateVerdict.CONFLICT, conflict_epoch=epoch, accused=accused)
-            return UpdateResult(UpdateVerdict.OLDER_SELF, accused=accused)
+    def precheck(self, *, node_id: str, update_id: str, epoch: int, sequence: int,
+                 connections: dict[str, float], suspected_duplicate: int, via: str = "",
+                 ) -> UpdateResult | None:
+        """The IGNORE or LIMIT :meth:`apply_update` gives a routing update of another node,
+        found without changing anything (None: it would be applied).  Cheap: run it before a
+        costlier check (a signature) so that copies, stale updates and floods skip that."""
         if update_id in self.seen_updates:
             return UpdateResult(UpdateVerdict.IGNORE)
         record = self.records.get(node_id)
-        if record is None and not self.admits_node(node_id):
+        if suspected_duplicate:
+            if epoch >= suspected_duplicate:
+                # Only an older instance settles a conflict: this one would raise the record's
+                # epoch above the real node's, whose updates would then be ignored.
+                return UpdateResult(UpdateVerdict.IGNORE)
+        elif record is not None and ((epoch < record.epoch and record.reachable)
+                                     or (epoch == record.epoch and sequence <= record.sequence)):
+            return UpdateResult(UpdateVerdict.IGNORE)
+        if record is None and not self.admits_node(node_id) and self._room_for(via) is None:
             return UpdateResult(UpdateVerdict.LIMIT, limit="routing update of a new node")
         if self.edge_count + len(connections) - len(self.known.get(node_id, ())) > \
                 self.caps.max_edges:
             return UpdateResult(UpdateVerdict.LIMIT, limit="routing update over the connections limit")
+        return None
+
+    def apply_update(self, *, node_id: str, update_id: str, epoch: int, sequence: int,
+                     connections: dict[str, float], suspected_duplicate: int,
+                     own_epoch: int, own_sequence: int, now: float, via: str = "",
+                     max_datagram: int | None = None) -> UpdateResult:
+        """Apply a routing update that arrived on the link to ``via`` (reference §2.3 step 3).
+
+        ``own_epoch`` and ``own_sequence`` are those of our latest routing update."""
+        if not node_id:
+            return UpdateResult(UpdateVerdict.IGNORE)
+        if node_id == self.node_id:
+            if epoch == own_epoch:
+                # Our own update coming back, or, with a sequence we never sent, a forgery
+                # (only this process has this epoch).
+                return UpdateResult(UpdateVerdict.FORGED_OWN if sequence > own_sequence
+                                    else UpdateVerdict.IGNORE)
+            accused = suspected_duplicate == own_epoch
+            if epoch > own_epoch:
+                return UpdateResult(UpdateVerdict.CONFLICT, conflict_epoch=epoch, accused=accused)
+            return UpdateResult(UpdateVerdict.OLDER_SELF, accused=accused)
+        early = self.precheck(node_id=node_id, update_id=update_id, epoch=epoch,
+                              sequence=sequence, connections=connections,
+                              suspected_duplicate=suspected_duplicate, via=via)
+        if early is not None:
+            return early
+        record = self.records.get(node_id)
         self.seen_updates[update_id] = now
         if len(self.seen_updates) > self.caps.max_seen:
             del self.seen_updates[next(iter(self.seen_updates))]  # the oldest
         if suspected_duplicate:
-            if record is None or record.epoch != suspected_duplicate:
+            if record is None or record.epoch < suspected_duplicate:
                 return UpdateResult(UpdateVerdict.ACCEPT, applied=False)
-            # The older node settles the conflict: its record again.  Receptor applies no
-            # connections here; we take the survivor's own (the duplicate's linger in
-            # ``known`` otherwise, and compute() needs both ends to list an edge).
+            # The older node settles the conflict: its record again, whichever newer epoch
+            # holds it (Receptor requires the very epoch named, so ever newer forged epochs
+            # kept a record hijacked).  Receptor applies no connections here; we take the
+            # survivor's own (the duplicate's linger in ``known`` otherwise, and compute()
+            # needs both ends to list an edge).
             record.epoch, record.sequence = epoch, sequence
             changed = self.known.get(node_id) != connections
             self._set_connections(node_id, connections)
             return UpdateResult(UpdateVerdict.ACCEPT, connections_changed=changed, settled=True)
-        if record is not None and ((epoch < record.epoch and record.reachable)
-                                   or (epoch == record.epoch and sequence <= record.sequence)):
-            return UpdateResult(UpdateVerdict.IGNORE)
+        evicted = self._room_for(via) if record is None and not self.admits_node(node_id) \
+            else None
         new_node = record is None
+        if evicted is not None:
+            self._forget(evicted[0])
+        if new_node and via and node_id not in self.introduced_by:
+            self.introduced_by[node_id] = via
+            self.introduced.setdefault(via, {})[node_id] = None
         self.records[node_id] = NodeRecord(epoch, sequence, now, max_datagram)
         changed = self.known.get(node_id) != connections or node_id not in self.known
         if changed:
@@ -154,7 +232,10 @@ class Router:
             # ends list it (see compute): deleting made an old update that arrived late (in a
             # new neighbour's database) erase a live edge until its owner flooded again.
             self._set_connections(node_id, connections)
-        return UpdateResult(UpdateVerdict.ACCEPT, new_node=new_node, connections_changed=changed)
+        result = UpdateResult(UpdateVerdict.ACCEPT, new_node=new_node, connections_changed=changed)
+        if evicted is not None:
+            result.evicted, result.evicted_from = evicted
+        return result
 
     def sweep(self, now: float, node_expiry: float) -> list[str]:
         """Forget old update IDs, and nodes that have been unreachable for ``node_expiry`` s.
@@ -173,9 +254,7 @@ class Router:
             if now - since >= node_expiry:
                 forgotten.append(node)
         for node in forgotten:
-            self.known.pop(node, None)
-            self.records.pop(node, None)
-            self.unreachable_since.pop(node, None)
+            self._forget(node)
             for edges in self.known.values():
                 edges.pop(node, None)
         self.edge_count = sum(len(edges) for node, edges in self.known.items()
