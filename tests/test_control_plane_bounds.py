@@ -65,6 +65,14 @@ def test_budget_and_drop_log_are_bounded() -> None:
     assert limits.flush(LIMIT_LOG_INTERVAL + 1) == [("p", "x", 999)]
     assert limits.totals == {"x": 1000}
 
+    # per link and origin: a node flooding as fast as its flood timer allows (10 per second,
+    # a hub whose links keep changing) always passes; a flood of one node's updates does not
+    assert all(limits.origin_within_budget("p", "hub", "update", t / 10) for t in range(600))
+    passed = sum(limits.origin_within_budget("p", "x", "update", 100 + t / 1000)
+                 for t in range(1000))
+    assert passed < 100
+    assert limits.origin_within_budget("q", "x", "update", 100.5)  # another link's own budget
+
     ads = AdTable(ControlCaps(max_nodes=10))
     for i in range(ADS_PER_NODE):
         assert not ads.refuses(("n", f"s{i}"), node_admitted=True)

@@ -76,21 +76,29 @@ def test_watch_needs_several_updates_over_time_and_bounds_settling() -> None:
                 for i, (t, peer) in enumerate(zip(steps, ["x", "y", "x"]))]
     assert verdicts[-1] and not any(verdicts[:-1])
     assert "heard via peers x, y" in watch.stop_message(700)
-    # the older side: each newer epoch it tracks is answered SETTLE_GAP apart, newest first;
-    # then one settle update per interval in all, for a bounded time
+    # the older side: each newer epoch it tracks is answered SETTLE_GAP apart, the smallest
+    # first; then one settle update per interval in all while they are heard
     sent = []
     for epoch in range(2000, 2050):  # a flood of invented newer epochs
-        watch.heard_newer(peer="p", epoch=epoch, now=200.0)
+        watch.heard_newer(peer="p", epoch=epoch, sequence=1, now=200.0)
     for tick in range(0, 400):
         now = 200.0 + tick / 2
         epoch = watch.settle_due(now)
         if epoch:
             sent.append((now, epoch))
-    first = [(200.0 + SETTLE_GAP * i, 2000 + MAX_EPOCHS - 1 - i) for i in range(MAX_EPOCHS)]
-    assert sent[:MAX_EPOCHS] == first
+    assert sent[:MAX_EPOCHS] == [(200.0 + SETTLE_GAP * i, 2000 + i) for i in range(MAX_EPOCHS)]
     assert len(sent) <= SETTLE_DURATION / SETTLE_INTERVAL + 1 + MAX_EPOCHS
     later = [at for at, _ in sent[MAX_EPOCHS - 1:]]
     assert all(b - a >= SETTLE_INTERVAL for a, b in zip(later, later[1:]))
+    # a forger repeating one epoch with higher sequences is answered each time (SETTLE_GAP
+    # after the last answer), for as long as it keeps sending
+    watch = DuplicateWatch("n", own_epoch=1000)
+    answers = []
+    for second in range(0, 120):
+        watch.heard_newer(peer="p", epoch=3000, sequence=second + 1, now=float(second))
+        if watch.settle_due(float(second) + SETTLE_GAP):
+            answers.append(second)
+    assert answers == list(range(0, 120))
     assert watch.next_settle_in(500.0) is None
 
 

@@ -100,3 +100,23 @@ def test_ever_newer_forged_epochs_do_not_keep_a_record_hijacked(mesh: Mesh) -> N
         assert neighbour.alive and target.alive
     finally:
         peer.close()
+
+
+def test_a_forger_repeating_one_newer_epoch_cannot_take_the_record_back(mesh: Mesh) -> None:
+    """Once neighbour has settled the forged newer epoch, the target ignores further updates
+    with that epoch (the forger's higher sequences), so the record stays neighbour's."""
+    target, neighbour, peer, real = linked_pair(mesh)
+    try:
+        forged_epoch = real.update_epoch + 1000
+        forge(peer, epoch=forged_epoch, sequence=1)
+        peer.ping_barrier()
+        wait_until(lambda: target.status()["KnownConnectionCosts"].get("neighbour")
+                   == {"target": 1.0}, timeout=20, what="the target's record of neighbour restored")
+        for sequence in range(2, 7):
+            forge(peer, epoch=forged_epoch, sequence=sequence)
+            peer.ping_barrier()  # the target has handled it
+            assert target.status()["KnownConnectionCosts"].get("neighbour") == \
+                {"target": 1.0}, f"the forged update {sequence} took the record"
+        assert neighbour.alive and target.alive
+    finally:
+        peer.close()

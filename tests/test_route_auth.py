@@ -411,6 +411,13 @@ def snapshot(nodes: dict[str, NodeProcess]) -> dict[str, Any]:
     return out
 
 
+def agreed(nodes: dict[str, NodeProcess]) -> dict[str, Any] | None:
+    """:func:`snapshot` once every node knows the same links of every node, else None."""
+    shot = snapshot(nodes)
+    known = [view["known"] for view in shot.values()]
+    return shot if all(links == known[0] for links in known) else None
+
+
 def adverts(node: NodeProcess) -> set[tuple[str, str]]:
     return {(ad["NodeID"], ad["Service"]) for ad in node.status()["Advertisements"]}
 
@@ -437,7 +444,8 @@ def test_require_mesh_drops_a_valid_peers_forgeries(pki: Pki, mesh_dir: Path,
         mallory.send(mallory.advert("hello"))
         wait_until(lambda: all((MALLORY, "hello") in adverts(n) for n in nodes.values()),
                    timeout=30, what="mallory's advert everywhere")
-        before = snapshot(nodes)
+        before = wait_until(lambda: agreed(nodes), timeout=30,
+                            what="every node knowing the same links (the floods are done)")
         node2 = mallory.next_update(lambda u: u.node_id == "node2")
         node3 = mallory.next_update(lambda u: u.node_id == "node3")
         assert node2.signature and node2.certificate  # node1 relays what node2 signed
@@ -487,7 +495,8 @@ def test_prefer_takes_unsigned_nodes_but_not_unsigned_copies_of_signing_ones(
         assert mallory.join() == "node1"
         wait_until(lambda: MALLORY in nodes["node2"].routes(), timeout=30,
                    what="node2's route to mallory")
-        before = snapshot(nodes)
+        before = wait_until(lambda: agreed(nodes), timeout=30,
+                            what="every node knowing the same links (the floods are done)")
         node2 = mallory.next_update(lambda u: u.node_id == "node2")
         mallory.send(mallory.update({MALLORY: 1.0}, node_id="node2", epoch=node2.update_epoch,
                                     sequence=node2.update_sequence + 1000, signed=False))

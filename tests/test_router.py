@@ -213,3 +213,37 @@ def test_at_the_node_cap_an_unreachable_node_then_the_biggest_link_gives_way():
     assert later.evicted_from == ""
     assert r.precheck(node_id="n3", update_id="n3", epoch=5, sequence=1, connections={},
                       suspected_duplicate=0, via="b") is None
+    # a bounded number of nodes make room between two sweeps (floods churn nothing)
+    r.evictions_left = 0
+    assert update(r, "n3", {"b": 1.0}, now=2.0, via="b").verdict is UpdateVerdict.LIMIT
+
+
+def test_a_settled_epoch_is_ignored_until_a_newer_one_or_the_record_goes_unreachable():
+    """After the older instance (epoch 5) settled against epoch 20, more updates with epoch
+    20 (a duplicate that has not stopped yet, or a forger repeating it) are ignored; a newer
+    epoch (a restart) is taken, and so is anything once the record is unreachable."""
+    r = line()
+    update(r, "c", {"b": 1.0}, epoch=5, seq=1)
+    update(r, "c", {"x": 1.0}, epoch=20, seq=1)
+    assert update(r, "c", {"b": 1.0}, epoch=5, seq=2, dup=20).settled
+    assert update(r, "c", {"x": 1.0}, epoch=20, seq=2).verdict is UpdateVerdict.IGNORE
+    assert r.records["c"].epoch == 5
+    # the older instance's own next update keeps the memory of the settled epoch
+    assert update(r, "c", {"b": 1.0}, epoch=5, seq=3).verdict is UpdateVerdict.ACCEPT
+    assert update(r, "c", {"x": 1.0}, epoch=20, seq=3).verdict is UpdateVerdict.IGNORE
+    assert update(r, "c", {"x": 1.0}, epoch=21, seq=1).verdict is UpdateVerdict.ACCEPT
+    r.records["c"].reachable = False
+    assert update(r, "c", {"b": 1.0}, epoch=5, seq=4).verdict is UpdateVerdict.ACCEPT
+
+
+def test_with_route_auth_a_settle_must_name_the_epoch_that_holds_the_record():
+    """Receptor's exact rule with signed updates: a replayed old settle of a process that has
+    restarted since names an epoch that no longer holds the record, and changes nothing."""
+    r = line()
+    r.exact_settle = True
+    update(r, "c", {"b": 1.0}, epoch=5, seq=1)
+    update(r, "c", {"x": 1.0}, epoch=30, seq=1)  # the restarted process
+    replay = update(r, "c", {"b": 1.0}, epoch=5, seq=2, dup=20)
+    assert replay.verdict is UpdateVerdict.ACCEPT and not replay.applied
+    assert r.records["c"].epoch == 30
+    assert update(r, "c", {"b": 1.0}, epoch=5, seq=3, dup=30).settled

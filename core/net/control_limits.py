@@ -37,15 +37,16 @@ BUDGET_BURST_PER_NODE = 8
 BUDGET_RATE_PER_NODE = 0.5
 #: ... and never slower than this.
 MIN_BUDGET_RATE = 50.0
-#: Per link and origin node, a budget of routing updates (a node floods one per change of
-#: its links, a Go node one every 10 s) ...
-ORIGIN_UPDATE_BURST = 20.0
-ORIGIN_UPDATE_RATE = 2.0
+#: Per link and origin node, a budget of routing updates (a node, Go or mesh, floods at most one
+#: per 100 ms: its flood timer coalesces the changes of its links and new nodes it hears) ...
+ORIGIN_UPDATE_BURST = 60.0
+ORIGIN_UPDATE_RATE = 12.0
 #: ... and of adverts (a node sends all of its adverts at once, a Go node every 60 s), so that a
 #: peer flooding one node's messages is stopped at the first hop, not passed on to the mesh.
 ORIGIN_AD_BURST = 2.0 * ADS_PER_NODE
 ORIGIN_AD_RATE = 2.0
 #: Origin budgets tracked at once, per allowed node (beyond: not tracked; the link budget holds).
+#: They are made only for messages that passed every other check (a signature too).
 ORIGIN_BUCKETS_PER_NODE = 4
 #: At most one ``control_plane_limit`` line per peer and kind of drop in this many seconds.
 LIMIT_LOG_INTERVAL = 10.0

@@ -13,10 +13,11 @@ flooded updates, so one forged message stopped any node.  Here:
   :data:`EVIDENCE_UPDATES` increasing sequence numbers spanning :data:`EVIDENCE_SPAN` s;
 * the **older** instance, when it sees a newer one, provides that evidence: it floods its own
   update with SuspectedDuplicate = the newer epoch every :data:`SETTLE_INTERVAL` s for
-  :data:`SETTLE_DURATION` s (at most :data:`MAX_EPOCHS` newer epochs at a time; a new one is
-  answered :data:`SETTLE_GAP` s after the previous settle, repeats come one per interval in
-  all, so forged "newer" updates cannot make it flood without end).  Every node gives the
-  record back to the older instance whichever newer epoch holds it (:mod:`mesh.net.router`).
+  :data:`SETTLE_DURATION` s after it last heard it (at most :data:`MAX_EPOCHS` newer epochs at
+  a time; an update not answered yet is answered :data:`SETTLE_GAP` s after the previous
+  settle, repeats come one per interval in all, so forged "newer" updates cannot make it
+  flood faster).  Every node gives the record back to the older instance whichever newer
+  epoch holds it, and then ignores that epoch (:mod:`mesh.net.router`).
 
 Pure: no I/O, no clock (callers pass ``now``, a ``time.monotonic()`` value); memory is
 bounded (at most MAX_EPOCHS epochs of each kind and MAX_PEERS peers per epoch).
@@ -32,9 +33,10 @@ EVIDENCE_UPDATES = 3
 #: SETTLE_INTERVAL s, prove it after 2 intervals; a single burst or one replayed update never).
 EVIDENCE_SPAN = 10.0
 #: An epoch (older or newer) not heard from for this long is forgotten (at least
-#: SETTLE_DURATION, so a newer epoch still heard is not settled twice).
+#: SETTLE_DURATION, so a newer epoch is not settled again once it went quiet).
 FORGET_AFTER = 60.0
-#: At most this many foreign epochs of each kind are tracked (the least recently heard goes).
+#: At most this many foreign epochs of each kind are tracked (beyond: newer ones are not
+#: tracked until one goes quiet; older ones push out one with the least evidence).
 MAX_EPOCHS = 4
 #: At most this many peers are remembered per epoch (for the messages).
 MAX_PEERS = 8
@@ -44,8 +46,8 @@ ALARM_HOLD = 300.0
 REASSERT_INTERVAL = 5.0
 #: The older instance repeats its "you are the duplicate" update this often ...
 SETTLE_INTERVAL = 5.0
-#: ... for this long after it first saw a newer epoch (at most SETTLE_DURATION / SETTLE_INTERVAL
-#: + 1 updates per epoch).
+#: ... until it has not heard the newer epoch for this long (a newer mesh node stops within
+#: about 2 intervals, a Go one at once; a forger's repeats are answered as long as it sends).
 SETTLE_DURATION = 60.0
 #: A newer epoch not answered yet is answered this soon after the previous settle update (the
 #: record others hold is then someone else's until the answer arrives).
@@ -71,7 +73,11 @@ class _Newer:
 
     first_seen: float
     last_seen: float
+    #: The highest sequence heard with this epoch.
+    sequence: int = 0
     floods: int = 0
+    #: False while an update with this epoch (a higher sequence) has not been answered.
+    answered: bool = False
     peers: list[str] = field(default_factory=list)
 
 
@@ -175,45 +181,49 @@ class DuplicateWatch:
 
     # -- we may be the older one ---------------------------------------------------------
 
-    def heard_newer(self, *, peer: str, epoch: int, now: float) -> bool:
-        """An update with our ID and an ``epoch`` newer than ours arrived; True if this
-        epoch is new to us (worth a log line).  :meth:`settle_due` says when to flood."""
+    def heard_newer(self, *, peer: str, epoch: int, sequence: int, now: float) -> bool:
+        """An update with our ID, an ``epoch`` newer than ours and ``sequence`` arrived; True
+        if this epoch is new to us (worth a log line).  :meth:`settle_due` says when to flood.
+
+        An update with a higher sequence than heard before (it took our record back at the
+        nodes that passed it on) is answered again, SETTLE_GAP s after the last answer."""
         self._forget(now)
         entry = self.newer.get(epoch)
         if entry is not None:
             entry.last_seen = now
             _add_peer(entry.peers, peer)
+            if sequence > entry.sequence:
+                entry.sequence, entry.answered = sequence, False
             return False
         if len(self.newer) >= MAX_EPOCHS:
-            done = [e for e, held in self.newer.items()
-                    if now - held.first_seen > SETTLE_DURATION]
-            if not done:
-                return False  # a flood of invented epochs: keep settling the ones we have
-            del self.newer[min(done, key=lambda e: self.newer[e].last_seen)]
-        self.newer[epoch] = _Newer(now, now, peers=[peer])
+            return False  # a flood of invented epochs: keep settling the ones we have
+        self.newer[epoch] = _Newer(now, now, sequence, peers=[peer])
         return True
 
     def _next(self, now: float) -> tuple[int, float] | None:
         """The epoch to settle next and when (a ``now`` value); None: nothing left.
 
-        The least settled first, the newest of those (a forger's latest epoch holds the
-        record); an epoch never settled is answered SETTLE_GAP s after the last settle,
-        repeats come every SETTLE_INTERVAL s."""
-        active = [(-entry.floods, epoch) for epoch, entry in self.newer.items()
-                  if now - entry.first_seen <= SETTLE_DURATION]
+        Epochs heard within SETTLE_DURATION are settled.  An update not answered yet comes
+        first, the smallest such epoch (every node gives our record back whichever newer
+        epoch holds it), SETTLE_GAP s after the last settle; then the least settled epoch,
+        every SETTLE_INTERVAL s (each newer instance needs updates naming its own epoch as
+        evidence to stop)."""
+        active = [(entry.answered, entry.floods, epoch) for epoch, entry in self.newer.items()
+                  if now - entry.last_seen <= SETTLE_DURATION]
         if not active:
             return None
-        floods, epoch = max(active)
+        answered, _, epoch = min(active)
         if self._settled_at is None:
             return epoch, now
-        return epoch, self._settled_at + (SETTLE_GAP if floods == 0 else SETTLE_INTERVAL)
+        return epoch, self._settled_at + (SETTLE_INTERVAL if answered else SETTLE_GAP)
 
     def settle_due(self, now: float) -> int:
         """The newer epoch to send our settle update for now (0: none), counting it sent."""
         due = self._next(now)
         if due is None or due[1] > now:
             return 0
-        self.newer[due[0]].floods += 1
+        entry = self.newer[due[0]]
+        entry.floods, entry.answered = entry.floods + 1, True
         self._settled_at = now
         return due[0]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import string
 import struct
@@ -192,12 +193,11 @@ class Netceptor:
         #: Adverts from other nodes: (node, service) → (advert, received at, raw message).
         self.ads: AdTable = AdTable(self.limits.caps)
         #: Adverts withdrawn by a cancel, so that a replay of an older one is dropped.
+        self.ad_tombstones: AdTombstones = AdTombstones(self.limits.caps)
         #: Nodes the router forgot at the node cap since the last sweep (their adverts go then).
         self._evicted: set[str] = set()
-        self.ad_tombstones: AdTombstones = AdTombstones(self.limits.caps)
         self.work_commands: Callable[[], list[m.WorkCommand] | None] = lambda: None
-        #: Signs our routing updates and adverts, checks others' (mesh_route_authenticator).
-        self.route_auth: Any = None
+        self._route_auth: Any = None
         self.on_link_up = on_link_up
         self.on_link_down = on_link_down
         self.on_duplicate = on_duplicate
@@ -263,6 +263,17 @@ class Netceptor:
         if not link.session.reliable:
             return LOSSY_KEEPALIVES * period
         return period + KEEPALIVE_MARGIN
+
+    @property
+    def route_auth(self) -> Any:
+        """Signs our routing updates and adverts, checks others' (mesh_route_authenticator);
+        None: nothing is signed or checked."""
+        return self._route_auth
+
+    @route_auth.setter
+    def route_auth(self, authenticator: Any) -> None:
+        self._route_auth = authenticator
+        self.router.exact_settle = authenticator is not None
 
     def _sweep_pending(self) -> bool:
         return len(self.router.known) > 1 or bool(self.router.seen_updates or self.ads or
@@ -358,7 +369,8 @@ class Netceptor:
         for key, (ad, received, _) in list(self.ads.items()):
             if key[0] in gone or now - received > AD_EXPIRY:
                 del self.ads[key]
-        self.ad_tombstones.sweep(now, AD_EXPIRY, gone)
+        # (kept while their node is known: a replayed signed advert verifies at any age)
+        self.ad_tombstones.sweep(now, math.inf, gone)
         if forgotten:
             self._recompute.request(0.0)
         for peer, what, count in self.limits.flush(now):
@@ -500,9 +512,11 @@ class Netceptor:
         session.peer_node = peer
         self.links[peer] = link
         self._learn_name(peer)
-        # a neighbour that reconnects may be a restarted process: accept its new epoch
+        # a neighbour that reconnects may be a restarted process: accept its new epoch (its
+        # last update stays in the database new links get until a newer one replaces it: its
+        # newest may have reached us by another path already, and the copy on this link is
+        # then one we have seen)
         self.router.records.pop(peer, None)
-        self._updates.pop(peer, None)
         self.router.add_link(peer, cost)
         log.info("connection_established", node_id=self.node_id, peer=peer, cost=cost,
                  address=session.label)
@@ -587,8 +601,9 @@ class Netceptor:
             self._malformed(link.peer, "bad_routing_update",
                             "connection costs must be greater than 0")
             return
-        if update.node_id != self.node_id:
-            # what the router would drop anyway is dropped before the costlier checks
+        if update.node_id not in (self.node_id, link.peer):
+            # what the router would drop anyway is dropped before the costlier checks (not a
+            # neighbour's own update: the link checks below come first, as in Receptor)
             early = self.router.precheck(
                 node_id=update.node_id, update_id=update.update_id, epoch=update.update_epoch,
                 sequence=update.update_sequence, connections=update.connections,
@@ -598,11 +613,11 @@ class Netceptor:
                 if early.verdict is UpdateVerdict.LIMIT:
                     self._dropped(link.peer, early.limit)
                 return
-            if not self.limits.origin_within_budget(link.peer, update.node_id, "update",
-                                                    time.monotonic()):
-                self._dropped(link.peer, "routing updates of one node over the link budget")
-                return
         if self.route_auth is not None and not self.route_auth.accept_update(update, link.peer):
+            return
+        if not self.limits.origin_within_budget(link.peer, update.node_id, "update",
+                                                time.monotonic()):
+            self._dropped(link.peer, "routing updates of one node over the link budget")
             return
         self.counters["routing_updates_received"] += 1
         if update.forwarding_node != link.peer:
@@ -675,7 +690,8 @@ class Netceptor:
                           detail="a routing update says another node uses this node ID; "
                                  "still running unless that node proves it was first")
         if result.verdict is UpdateVerdict.CONFLICT:
-            if self.duplicates.heard_newer(peer=link.peer, epoch=result.conflict_epoch, now=now):
+            if self.duplicates.heard_newer(peer=link.peer, epoch=result.conflict_epoch,
+                                           sequence=update.update_sequence, now=now):
                 log.error("duplicate_node_id_detected", node_id=self.node_id, peer=link.peer,
                           other_epoch=result.conflict_epoch,
                           detail="a newer node uses our node ID; telling it to stop")
@@ -754,7 +770,8 @@ class Netceptor:
     def _log_drops(self, peer: str, what: str, count: int) -> None:
         log.warning("control_plane_limit", node_id=self.node_id, peer=peer, what=what,
                     dropped=count, maxnodes=self.limits.caps.max_nodes,
-                    detail="messages dropped by a control-plane limit (node maxnodes)")
+                    detail="control messages dropped: over a control-plane limit (node "
+                           "maxnodes), or malformed")
 
     def _handle_ad(self, link: Link, msg: bytes) -> None:
         if not self.limits.within_budget(link.peer, time.monotonic()):
@@ -779,13 +796,13 @@ class Netceptor:
             refused = "" if held is not None or admitted else "advertisement of a new node"
         else:
             refused = self.ads.refuses(key, node_admitted=admitted)
-        if not refused and not self.limits.origin_within_budget(link.peer, ad.node_id, "ad",
-                                                                time.monotonic()):
-            refused = "advertisements of one node over the link budget"
         if refused:
             self._dropped(link.peer, refused)
             return
         if self.route_auth is not None and not self.route_auth.accept_advertisement(ad, link.peer):
+            return
+        if not self.limits.origin_within_budget(link.peer, ad.node_id, "ad", time.monotonic()):
+            self._dropped(link.peer, "advertisements of one node over the link budget")
             return
         if ad.cancel:
             self.ads.pop(key, None)

@@ -16,6 +16,9 @@ from enum import Enum
 from mesh.net.control_limits import ControlCaps
 
 SEEN_UPDATE_TTL = 3600.0
+#: At the node cap, at most this many nodes are forgotten to make room between two sweeps
+#: (a flood of invented nodes then churns nothing; nodes that join a full mesh are few).
+EVICTIONS_PER_SWEEP = 100
 
 
 class UpdateVerdict(Enum):
@@ -41,6 +44,10 @@ class NodeRecord:
     #: whose epoch may be smaller) replaces the record then, but one with the same epoch and
     #: an older sequence never does (it is a late copy from the same process).
     reachable: bool = True
+    #: The newest epoch the node's older instance (this record's) settled against: while
+    #: the record is reachable, updates with an epoch above the record's up to this one are
+    #: that settled duplicate's (or a forger's repeating it) and are ignored.
+    settled_above: int = 0
 
 
 @dataclass
@@ -80,11 +87,18 @@ class Router:
     unreachable_since: dict[str, float] = field(default_factory=dict)
     #: Edges in ``known`` of other nodes (recounted at every sweep, kept up by updates).
     edge_count: int = 0
+    #: A settle update gives a record back only when the record's epoch is exactly the one it
+    #: names (Receptor's rule), not whenever it is at least that one.  Set with route-auth:
+    #: forged newer epochs are dropped there, and a replayed signed settle of a process that
+    #: has restarted since must not roll its record back.
+    exact_settle: bool = False
     #: The link (neighbour) that brought each node's first accepted update, and the nodes
     #: each link brought (oldest first): at the node cap the link that brought the most gives
     #: way to a new node from another link (see :meth:`_room_for`).
     introduced_by: dict[str, str] = field(default_factory=dict)
     introduced: dict[str, dict[str, None]] = field(default_factory=dict)
+    #: Nodes that may still be forgotten to make room before the next sweep.
+    evictions_left: int = EVICTIONS_PER_SWEEP
 
     def __post_init__(self) -> None:
         self.known.setdefault(self.node_id, {})
@@ -98,20 +112,27 @@ class Router:
         link that brought it; None: no room.
 
         First a node that was unreachable at the last sweep; else the newest node of the link
-        that brought the most, if that is not ``via`` and it brought more than ``via`` (so
-        invented nodes that one peer keeps reachable cannot lock out nodes joining through
-        other links)."""
-        for node in self.unreachable_since:
-            if node not in self.table:
+        that brought the most, if it brought more than a fair share of ``maxnodes`` (divided by
+        the links that brought nodes) and ``via`` less (so invented nodes that one peer keeps
+        reachable cannot lock out nodes joining through other links, and cannot push out
+        more than a share of theirs)."""
+        if self.evictions_left <= 0:
+            return None
+        neighbours = self.known[self.node_id]  # (their records make our links usable)
+        for node in list(self.unreachable_since):
+            if node in self.table:
+                del self.unreachable_since[node]  # reachable again: the sweep would drop it
+            elif node not in neighbours:
                 return node, ""
         if not self.introduced:
             return None
         top = max(self.introduced, key=lambda peer: len(self.introduced[peer]))
-        if top == via or len(self.introduced[top]) <= len(self.introduced.get(via, ())) + 1:
+        share = self.caps.max_nodes // len(self.introduced.keys() | {via})
+        if top == via or len(self.introduced[top]) <= share or \
+                len(self.introduced.get(via, ())) >= share:
             return None
-        neighbours = self.known[self.node_id]
         for node in reversed(self.introduced[top]):
-            if node not in neighbours:  # (a neighbour's record is what makes our link usable)
+            if node not in neighbours:
                 return node, top
         return None
 
@@ -166,8 +187,10 @@ class Router:
                 # Only an older instance settles a conflict: this one would raise the record's
                 # epoch above the real node's, whose updates would then be ignored.
                 return UpdateResult(UpdateVerdict.IGNORE)
-        elif record is not None and ((epoch < record.epoch and record.reachable)
-                                     or (epoch == record.epoch and sequence <= record.sequence)):
+        elif record is not None and (
+                (epoch < record.epoch and record.reachable)
+                or (epoch == record.epoch and sequence <= record.sequence)
+                or (record.reachable and record.epoch < epoch <= record.settled_above)):
             return UpdateResult(UpdateVerdict.IGNORE)
         if record is None and not self.admits_node(node_id) and self._room_for(via) is None:
             return UpdateResult(UpdateVerdict.LIMIT, limit="routing update of a new node")
@@ -205,7 +228,8 @@ class Router:
         if len(self.seen_updates) > self.caps.max_seen:
             del self.seen_updates[next(iter(self.seen_updates))]  # the oldest
         if suspected_duplicate:
-            if record is None or record.epoch < suspected_duplicate:
+            if record is None or record.epoch < suspected_duplicate or \
+                    (self.exact_settle and record.epoch != suspected_duplicate):
                 return UpdateResult(UpdateVerdict.ACCEPT, applied=False)
             # The older node settles the conflict: its record again, whichever newer epoch
             # holds it (Receptor requires the very epoch named, so ever newer forged epochs
@@ -213,6 +237,7 @@ class Router:
             # survivor's own (the duplicate's linger in ``known`` otherwise, and compute()
             # needs both ends to list an edge).
             record.epoch, record.sequence = epoch, sequence
+            record.settled_above = max(record.settled_above, suspected_duplicate)
             changed = self.known.get(node_id) != connections
             self._set_connections(node_id, connections)
             return UpdateResult(UpdateVerdict.ACCEPT, connections_changed=changed, settled=True)
@@ -221,10 +246,13 @@ class Router:
         new_node = record is None
         if evicted is not None:
             self._forget(evicted[0])
+            self.evictions_left -= 1
         if new_node and via and node_id not in self.introduced_by:
             self.introduced_by[node_id] = via
             self.introduced.setdefault(via, {})[node_id] = None
-        self.records[node_id] = NodeRecord(epoch, sequence, now, max_datagram)
+        self.records[node_id] = NodeRecord(
+            epoch, sequence, now, max_datagram,
+            settled_above=record.settled_above if record and record.epoch == epoch else 0)
         changed = self.known.get(node_id) != connections or node_id not in self.known
         if changed:
             # Receptor also deletes every other node's edge to node_id that this update does
@@ -242,6 +270,7 @@ class Router:
 
         :return: the node IDs that were forgotten.
         """
+        self.evictions_left = EVICTIONS_PER_SWEEP
         for uid, seen in list(self.seen_updates.items()):
             if now - seen > SEEN_UPDATE_TTL:
                 del self.seen_updates[uid]
