@@ -36,6 +36,9 @@ from mesh.net.streams import (
     dial_stream,
     listen_stream,
 )
+from mesh.net.streams import connection as stream_connection
+from mesh.net.streams import listener as stream_listener
+from mesh.testing import wait_until_async
 
 DEADLINE = 60.0
 
@@ -67,13 +70,6 @@ async def read_all(stream: MeshStream) -> bytes:
         if not data:
             return b"".join(parts)
         parts.append(data)
-
-
-async def until(predicate, timeout: float = 10.0) -> None:
-    """Wait (bounded) for a condition that the event loop will make true."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 # -- handshake and byte-stream semantics ---------------------------------------------------
@@ -116,7 +112,7 @@ def test_handshake_and_echo():
         await server
         lst.close()
         # The dial's endpoint is released after the closing period.
-        await until(lambda: ("a", client_service) not in net.endpoints)
+        await wait_until_async(lambda: ("a", client_service) not in net.endpoints)
 
     run(main())
 
@@ -170,7 +166,7 @@ def test_accept_timeout_without_stream(monkeypatch):
         return stream
 
     monkeypatch.setattr(StreamConnection, "_open_client_stream", open_no_stream)
-    monkeypatch.setattr(streams, "ACCEPT_TIMEOUT", 0.3)
+    monkeypatch.setattr(stream_connection, "ACCEPT_TIMEOUT", 0.3)  # where it is read
 
     async def main():
         net = FakeNetwork()
@@ -365,8 +361,8 @@ def test_slow_reader_applies_backpressure():
         # The reader never reads: the sender stops at the receive window (which also
         # covered the 0x00 byte the listener consumed).
         # (on a loaded machine the writer may be a chunk behind: wait for its backlog too)
-        await until(lambda: server._buffered == window - 1 and
-                    client.connection._quic.send_backlog(server.stream_id) > window)
+        await wait_until_async(lambda: server._buffered == window - 1 and
+                               client.connection._quic.send_backlog(server.stream_id) > window)
         assert not writing.done()
         assert server._buffered == window - 1
         received = len(await read_all(server))
@@ -641,7 +637,7 @@ def test_aborting_one_stream_leaves_the_others():
         kept = await dial(net, pool=pool)
         doomed.write(b"x")
         kept.write(b"y")
-        await until(lambda: len(accepted) == 2)
+        await wait_until_async(lambda: len(accepted) == 2)
         doomed.abort("given up")
         with pytest.raises(StreamAborted) as info:
             for _ in range(3):  # the "x" that arrived first, then the reset
@@ -667,7 +663,7 @@ def test_without_a_pool_a_dial_is_receptors_one_stream_connection():
             with pytest.raises(streams.StreamClosedError):
                 stream.connection.open_stream()
             assert await echo_once(stream, b"solo") == b"solo"
-            await until(lambda: stream.connection.ended)
+            await wait_until_async(lambda: stream.connection.ended)
 
     run(main())
 
@@ -697,7 +693,7 @@ def test_an_idle_pooled_connection_is_closed(monkeypatch):
         async with echo_mesh() as (net, _, pool):
             stream = await dial(net, pool=pool)
             assert await echo_once(stream, b"bye") == b"bye"
-            await until(lambda: stream.connection.ended)
+            await wait_until_async(lambda: stream.connection.ended)
             assert pool.connection(("b", "echo", "")) is None
 
     run(main())
@@ -706,8 +702,8 @@ def test_an_idle_pooled_connection_is_closed(monkeypatch):
 def test_a_listener_that_speaks_only_netceptor_gets_a_connection_per_dial(monkeypatch):
     """Go Receptor's listener knows only ALPN netceptor: a pooled dial still works, one
     connection per stream, and nothing is pooled."""
-    real = streams._configuration
-    monkeypatch.setattr(streams, "_configuration",
+    real = stream_listener.quic_configuration
+    monkeypatch.setattr(stream_listener, "quic_configuration",  # the server side
                         lambda is_client, tuning, mux=True: real(is_client, tuning,
                                                                  mux=mux and is_client))
 
@@ -720,7 +716,7 @@ def test_a_listener_that_speaks_only_netceptor_gets_a_connection_per_dial(monkey
             second = await dial(net, pool=pool)
             assert second.connection is not first.connection
             assert await echo_once(second, b"again") == b"again"
-            await until(lambda: first.connection.ended and second.connection.ended)
+            await wait_until_async(lambda: first.connection.ended and second.connection.ended)
             assert pool.connection(("b", "echo", "")) is None
 
     run(main())
@@ -756,7 +752,7 @@ def test_reset_streams_give_back_their_connection_credit():
                         break
             await stream.close()
         quic = conn._quic
-        await until(lambda: quic._mesh_consumed_total == quic._local_max_data.used)
+        await wait_until_async(lambda: quic._mesh_consumed_total == quic._local_max_data.used)
         pool.close()
         server.cancel()
         lst.close()

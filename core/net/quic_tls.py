@@ -159,7 +159,7 @@ def configure_server(config: QuicConfiguration, tls: QuicTLSOptions | None) -> N
         config.private_key = key
         return
     # require_client_cert is applied per connection (aioquic has no configuration knob for
-    # it): see streams._MeshQuicConnection and verify_client_chain().
+    # it): see streams.quic_private.MeshQuicConnection and verify_client_chain().
     if not tls.certfile:
         raise ValueError("a TLS mesh stream listener needs a certfile (and keyfile)")
     config.load_cert_chain(tls.certfile, tls.keyfile)
