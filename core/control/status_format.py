@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
+
+from mesh.go_json import MessageError
+from mesh.go_time import go_datetime
 
 CONN_TYPES = {0: "Datagram", 1: "Stream", 2: "StreamTLS"}
 
 
 def _time(text: str) -> str:
+    """An advert's Go time in its own zone's wall clock, to the second (as is if malformed)."""
     try:
-        # Python < 3.11 cannot parse nanoseconds; trim the fraction to microseconds.
-        head, dot, rest = text.partition(".")
-        if dot:
-            digits = "".join(c for c in rest if c.isdigit())
-            rest = digits[:6] + rest[len(digits):]
-            text = f"{head}.{rest}"
-        return f"{datetime.fromisoformat(text.replace('Z', '+00:00')):%Y-%m-%d %H:%M:%S}"
-    except ValueError:
+        return f"{go_datetime(text):%Y-%m-%d %H:%M:%S}"
+    except MessageError:
         return text
 
 
