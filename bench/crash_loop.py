@@ -21,7 +21,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mesh.testing import Mesh, NodeProcess, kill_runners, run_bench, wait_until
+from bench_main import run_bench
+from mesh.testing import Mesh, NodeProcess, kill_runners, wait_until
 from mesh.work.states import FINAL, UnitState, state_name
 from mesh.work.unitstore import UnitStatus, UnitStore, UnitStoreError, valid_unit_id
 

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh.testing import ControlSession, Mesh, NodeProcess, run_bench
+from bench_main import run_bench
+from mesh.testing import ControlSession, Mesh, NodeProcess
 from mesh.work.states import UnitState
 from mesh.work.unitstore import UnitStore
 

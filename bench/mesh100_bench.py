@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh.testing import Mesh, NodeProcess, run_bench, wait_until
+from bench_main import run_bench
+from mesh.testing import Mesh, NodeProcess, wait_until
 
 
 class MeshCheckFailed(AssertionError):

@@ -34,7 +34,10 @@ from typing import Any
 from control_clients import ReceptorctlClient
 from figures import Figure, Target, render
 
-from mesh.testing import Mesh, NodeProcess, build_diamond, wait_until
+from mesh.testing import Mesh, NodeProcess, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from demo_topologies import build_diamond  # noqa: E402  (the demos' topologies)
 
 ECHO_SLEEP = {"work-command": {
     "worktype": "echo-sleep", "command": "sh",

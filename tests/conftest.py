@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -13,8 +14,14 @@ import pytest
 
 from mesh.testing import Mesh
 
-# Tests never see plugins installed in the environment beyond our own distribution.
+# Tests never see plugins installed in the environment beyond our own distribution: a node that
+# mesh.testing starts loads mesh's own plugins only (MESH_LOAD_PLUGINS=mesh) unless the test names
+# the ones it wants (NodeProcess.plugins, Mesh.add(plugins=...), mesh_cluster(plugins=...)).
 os.environ.setdefault("MESH_LOG_FORMAT", "json")
+# The demos' topologies (examples/demo_topologies.py) and the bench scripts' shared main
+# (bench/bench_main.py) import as the scripts themselves import them: as top-level modules.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "bench")]
 # The plugin index of this run (and of the node processes it starts) lives in a scratch
 # directory, not in the user's ~/.cache: every run starts by building it.
 if "MESH_CACHE_DIR" not in os.environ:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.testing import Mesh, build_demo04, wait_until
+from demo_topologies import build_demo04
+from mesh.testing import Mesh, wait_until
 
 RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
 RANDBYTES = {"work-command": {"worktype": "randbytes", "command": "head", "params": "-c",

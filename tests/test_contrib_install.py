@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import pytest
 
-import mesh.testing
+import mesh.testing.processes
 from mesh.testing import NodeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,8 +175,9 @@ def test_install_then_uninstall_echo(venv: Venv, tmp_path: Path, node_dir: Path,
     assert echo["registered"] == {"config section": ["work-echo"], "work type": ["work-echo"]}
 
     # A node started from the throwaway venv advertises the new work type.
-    monkeypatch.setattr(mesh.testing, "MESH_BIN", [venv.python, "-m", "mesh"])
-    node = NodeProcess("solo", node_dir / "solo", [ECHO_SECTION], log_level="info")
+    monkeypatch.setattr(mesh.testing.processes, "MESH_BIN", [venv.python, "-m", "mesh"])
+    node = NodeProcess("solo", node_dir / "solo", [ECHO_SECTION], log_level="info",
+                       plugins=("mesh-plugin-echo",))
     try:
         node.start()
         ads = [ad for ad in node.status()["Advertisements"] if ad["NodeID"] == "solo"]

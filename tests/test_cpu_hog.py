@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from mesh.testing import Mesh, NodeProcess, build_diamond, kill_runners, wait_until
+from demo_topologies import build_diamond
+from mesh.testing import Mesh, NodeProcess, kill_runners, wait_until
 
 RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
 HOG_SECONDS = 60.0

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.testing import DEMO04_LINKS, Mesh, build_demo04, wait_until
+from demo_topologies import DEMO04_LINKS, build_demo04
+from mesh.testing import Mesh, wait_until
 
 RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
 GATHER = {"work-command": {"worktype": "gather-hostname", "command": "hostname"}}

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from demo_topologies import DEMO04_LINKS
 from mesh.config.loader import parse_config
 from mesh.plugins import make_plugin_manager
-from mesh.testing import DEMO04_LINKS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMOS = ("01-simple-mesh", "02-work-payloads", "03-failure-cases", "04-large-mesh")

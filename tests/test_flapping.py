@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 
-from mesh.testing import Mesh, build_diamond, wait_until
+from demo_topologies import build_diamond
+from mesh.testing import Mesh, wait_until
 
 FLAPS = 6
 BOUND_PER_SECOND = 40.0

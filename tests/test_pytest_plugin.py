@@ -202,14 +202,14 @@ def test_build_cluster_topologies(tmp_path: Path, topology: str,
                for section in node.sections if "tcp-peer" in section]
     assert dialled == [(d, f"127.0.0.1:{ports[l]}") for d, l in links]
     assert {"log-level": "info"} in cluster.nodes["c"].sections
-    assert all(node.env == {"MESH_LOAD_PLUGINS": "mesh"} for node in cluster.nodes.values())
+    assert all(node.plugins == () for node in cluster.nodes.values())
 
 
 def test_build_cluster_plugins_and_errors(tmp_path: Path) -> None:
     cluster = build_cluster(tmp_path, 2, plugins=["mesh-plugin-echo"])
-    assert [n.env for n in cluster.nodes.values()] == [
-        {"MESH_LOAD_PLUGINS": "mesh,mesh-plugin-echo"}] * 2
-    assert [n.env for n in build_cluster(tmp_path, 2, plugins=None).nodes.values()] == [{}, {}]
+    assert [n.plugins for n in cluster.nodes.values()] == [("mesh-plugin-echo",)] * 2
+    assert [n.plugins for n in build_cluster(tmp_path, 2, plugins=None).nodes.values()] == [
+        None, None]
     with pytest.raises(ValueError, match="unknown topology 'ring'"):
         build_cluster(tmp_path, 3, "ring")
     with pytest.raises(ValueError, match=r"sections for unknown nodes \['node9'\]"):

@@ -17,7 +17,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from mesh.testing import Mesh, NodeProcess, build_diamond, wait_until
+from demo_topologies import build_diamond
+from mesh.testing import Mesh, NodeProcess, wait_until
 
 #: Longer than a link must have been up to be redialed quickly (``Backoff.settled``).
 SETTLED = 1.5

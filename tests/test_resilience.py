@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from mesh.testing import Mesh, NodeProcess, build_diamond, wait_until
+from demo_topologies import build_diamond
+from mesh.testing import Mesh, NodeProcess, wait_until
 
 RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
 ECHO_SLEEP = {"work-command": {

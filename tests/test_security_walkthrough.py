@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -46,19 +45,24 @@ def groups() -> Iterator[list[int]]:
             os.killpg(pgid, signal.SIGTERM)
         except ProcessLookupError:
             continue
-    deadline = time.monotonic() + 15
     for pgid in started:
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
+        try:
+            wait_until(lambda: not group_alive(pgid), timeout=15, interval=0.1,
+                       what=f"process group {pgid} to exit")
+        except TimeoutError:
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def group_alive(pgid: int) -> bool:
+    """Process group ``pgid`` still has a member."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_walkthrough_blocks_run(tmp_path: Path, groups: list[int]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -340,11 +339,10 @@ def _safe_greeting(node: NodeProcess, tls: str) -> str:
 
 def test_unknown_tls_name_is_a_clear_error(pki: Pki, nodes: dict, mesh_dir: Path) -> None:
     node = start(nodes, mesh_dir, "alpha", [listener(free_port(), tls="nosuch")], wait=False)
-    assert node.proc is not None
-    deadline = time.monotonic() + 30
-    while node.proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert node.proc.returncode not in (None, 0)
+    proc = node.proc
+    assert proc is not None
+    wait_until(lambda: proc.poll() is not None, timeout=30, what="alpha to exit")
+    assert proc.returncode != 0
     assert "no tls-server named 'nosuch'" in node.log_path.read_text()
 
 

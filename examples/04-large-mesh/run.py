@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Demo 04, a large mesh: ten nodes, two controllers, five relays, three executors.
 
-Checks the configs against the topology in ``mesh.testing.DEMO04_LINKS``, starts the ten
+Checks the configs against the topology in ``demo_topologies.DEMO04_LINKS``, starts the ten
 nodes, shows ``status`` and a traceroute on west-controller01, runs gather-hostname on
 east-executor01 from west-controller01 (two relays away on either of two paths), and draws
 the mesh: ``mesh status --graph > mesh.dot`` (and ``--format mermaid > mesh.mmd``), rendered to
@@ -20,9 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from demo_topologies import DEMO04_LINKS  # noqa: E402
 from example_mesh import Demo  # noqa: E402
-
-from mesh.testing import DEMO04_LINKS  # noqa: E402
 
 VIEWER = "west-controller01"
 TARGET = "east-executor01"
@@ -37,7 +36,7 @@ def body(demo: Demo) -> None:
     demo.step("the configs describe the Demo 04 topology")
     links = mesh.links()
     expected = set(DEMO04_LINKS)
-    demo.expect("tcp-peer links in configs/ match mesh.testing.DEMO04_LINKS",
+    demo.expect("tcp-peer links in configs/ match demo_topologies.DEMO04_LINKS",
                 f"{len(expected)} links", f"{len(links & expected)} of them"
                 + (f"; missing {sorted(expected - links)}" if expected - links else "")
                 + (f"; extra {sorted(links - expected)}" if links - expected else ""),
