@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mesh.work.unitstore import UnitStatus, UnitStore
+from mesh.work.states import FINAL, UnitState
+from mesh.work.unitstore import UnitStatus, UnitStore, UnitStoreError
 
 #: Bump when the WorkType/UnitHandle contract changes incompatibly.
 WORK_ABI = 1
@@ -43,11 +44,83 @@ class UnitHandle:
     def status(self) -> UnitStatus:
         return self.store.read(self.unit_id)
 
+    @property
+    def node_id(self) -> str:
+        """The ID of the node that owns the unit."""
+        return str(getattr(self.node, "node_id", "") or "")
+
     def update(self, change: Callable[[UnitStatus], None], *, check: bool = True) -> UnitStatus:
         """Change the status under the unit lock, then wake watchers."""
         status = self.store.update(self.unit_id, change, check=check)
         self.notify()
         return status
+
+    def is_final(self) -> bool:
+        """True once the unit is Succeeded, Failed or Canceled (or released: nothing is left
+        to record)."""
+        try:
+            return self.status().state in FINAL
+        except UnitStoreError:
+            return True
+
+    def report(self, *, detail: str | None = None, stdout_size: int | None = None) -> bool:
+        """Record ``detail`` and/or ``stdout_size`` (None: the stdout file's size now) while the
+        unit is not final; False (nothing written) once it is, or was released."""
+        def change(status: UnitStatus) -> None:
+            if status.state in FINAL:
+                raise _AlreadyFinal
+            if detail is not None:
+                status.detail = detail
+            status.stdout_size = self.store.stdout_size(self.unit_id) if stdout_size is None \
+                else stdout_size
+
+        return self._guarded(change)
+
+    def mark_running(self, detail: str = "Running") -> bool:
+        """Mark the unit Running with ``detail`` unless it is already final (canceled before
+        it started) or released; True if recorded."""
+        def change(status: UnitStatus) -> None:
+            if status.state in FINAL:
+                raise _AlreadyFinal
+            status.state, status.detail = UnitState.RUNNING, detail
+
+        return self._guarded(change)
+
+    def finish(self, state: UnitState, detail: str) -> bool:
+        """Record the final ``state`` (SUCCEEDED or FAILED) with ``detail`` and the stdout
+        size (FAILED also clears ExtraData), unless the unit is already final (a cancel won) or
+        released; True if recorded."""
+        if state not in (UnitState.SUCCEEDED, UnitState.FAILED):
+            raise ValueError(f"finish() takes SUCCEEDED or FAILED, not {state!r}")
+
+        def change(status: UnitStatus) -> None:
+            if status.state in FINAL:
+                raise _AlreadyFinal
+            status.state, status.detail = state, detail
+            if state == UnitState.FAILED:
+                status.extra_data = None  # what the work type kept to re-attach is void now
+            status.stdout_size = self.store.stdout_size(self.unit_id)
+
+        return self._guarded(change)
+
+    def fail(self, detail: str) -> bool:
+        """Mark the unit Failed with ``detail`` unless it is already final; True if recorded."""
+        return self.finish(UnitState.FAILED, detail)
+
+    def succeed(self, detail: str = "") -> bool:
+        """Mark the unit Succeeded unless it is already final; True if recorded."""
+        return self.finish(UnitState.SUCCEEDED, detail)
+
+    def _guarded(self, change: Callable[[UnitStatus], None]) -> bool:
+        try:
+            self.update(change)
+        except (_AlreadyFinal, UnitStoreError):
+            return False
+        return True
+
+
+class _AlreadyFinal(Exception):
+    """Raised inside a status change to leave a final unit as it is."""
 
 
 class WorkType(abc.ABC):
