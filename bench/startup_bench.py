@@ -72,9 +72,11 @@ from typing import Any, Callable, Iterator, TypeVar
 import yaml
 
 import mesh
-from mesh.testing import Mesh, NodeProcess, build_demo04, free_port
+from mesh.testing import Mesh, NodeProcess, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from demo_topologies import build_demo04  # noqa: E402  (the demos' topologies)
 import mesh100_bench  # noqa: E402  (a sibling script, not a package)
 
 T = TypeVar("T")
@@ -461,7 +463,7 @@ def idle_rows(args: argparse.Namespace) -> list[Row]:
 def runner_once(store: Any) -> tuple[float, float]:
     """Wall and CPU seconds of one command runner running ``true`` for a fresh unit, the way
     the command work type starts it (``python -I -S``, stdlib only)."""
-    from mesh_builtin.command import RUNNER_BOOT
+    from mesh_builtin.detached_runner import RUNNER_BOOT
 
     unit_dir = store.path(store.create("bench", None))
     (unit_dir / "stdin").write_bytes(b"")

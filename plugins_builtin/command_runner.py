@@ -3,7 +3,7 @@
 The node's runner server (:mod:`runner_server`, which has this module imported already) forks it
 into a new session and calls ``Runner(unitdir, params, argv, ready_fd).run()``: ~1-2 ms instead of
 the ~20 ms of a new interpreter.  If the server fails, the node starts it the old way, as a new
-interpreter in a new session (see ``mesh_builtin.command.RUNNER_BOOT``)::
+interpreter in a new session (see ``mesh_builtin.detached_runner.RUNNER_BOOT``)::
 
     python -I -S -c "<import command_runner; main()>" --unitdir DIR [--params TEXT] [--ready-fd N] \
         [--max-stdout BYTES] -- COMMAND [ARG...]

@@ -21,7 +21,7 @@ What this module adds to the command type:
   :data:`IMAGE_CHECK_TTL` seconds), and bind-mount sources must exist.  Other podman failures end
   as ``exit status 125`` with podman's message at the end of the unit's stdout.
 
-Node restart: a unit whose runner still runs is re-attached (the command type's machinery).  If the
+Node restart: a unit whose runner still runs is re-attached (the detached runner's machinery).  If the
 runner is gone, nobody holds the exit code of ``podman run`` any more; the unit is marked Failed
 (``Failed to restart: runner process N is gone ...``) and its container removed, rather than
 re-attached through ``podman wait``: the container may have exited unobserved, and a second
@@ -34,11 +34,11 @@ podman; a workload that exits with one of them cannot be told apart from those.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
 import shlex
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -50,14 +50,7 @@ from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.work.worktype import UnitHandle
-from mesh_builtin.command import (
-    CommandWorkType,
-    WorkCommandConfig,
-    _fail,
-    _is_final,
-    _kill,
-    kill_runner_locked,
-)
+from mesh_builtin.command import CommandWorkType, WorkCommandConfig
 
 log = structlog.get_logger(__name__)
 
@@ -260,18 +253,12 @@ class ContainerWorkType(CommandWorkType):
         started = self.start_params(unit)
         if started is None:
             return
-        args = started[1]
         problem = self._missing_mount() or await self._missing_image()
         if problem:
-            _fail(unit, f"Error: {problem}")
+            unit.fail(f"Error: {problem}")
             return
-        if _is_final(unit):
-            return  # canceled while the image was checked
-        argv = self.podman_argv(unit, args)
-        # The command type's start runs [config.command, *shlex.split(ExtraData.Params)].
-        unit.update(lambda s: setattr(s, "extra_data", {"Pid": 0,
-                                                        "Params": shlex.join(argv[1:])}))
-        await super().start(unit)
+        # Does nothing if the unit was canceled while the image was checked.
+        await self.runner.start(unit, self.podman_argv(unit, started[1]))
 
     def _missing_mount(self) -> str | None:
         for text in self.container.mounts:
@@ -297,47 +284,16 @@ class ContainerWorkType(CommandWorkType):
             return err
         return None  # podman failed otherwise: `podman run` reports it (exit status 125)
 
-    # -- watching, cancel, restart, release ------------------------------------------------
+    # -- the runner's end, release -------------------------------------------------------
 
-    async def _watch_runner(self, unit: UnitHandle, pid: int,
-                            proc: subprocess.Popen[bytes] | None) -> None:
-        await super()._watch_runner(unit, pid, proc)
-        # Only reached when the runner exited (a cancelled watcher raises): the container
-        # has stopped, or is orphaned.  Cancel removes its container itself.
-        uid = unit.unit_id
-        if uid in self._canceling:
-            return
-        # The unit stays watched until its container is gone too.
-        task = asyncio.current_task()
-        if task is not None:
-            self._watchers.setdefault(uid, task)
-        try:
-            await self._remove(unit)
-        finally:
-            if task is not None and self._watchers.get(uid) is task:
-                self._watchers.pop(uid, None)
+    async def runner_ended(self, unit: UnitHandle) -> None:
+        """The runner exited, was killed by cancel or is gone at restart: remove the container.
 
-    async def cancel(self, unit: UnitHandle) -> None:
-        uid = unit.unit_id
-        self._canceling.add(uid)
-        try:
-            runner = self._find_runner(unit, scan=not _is_final(unit))
-            if runner:
-                # Kill the runner first: once the container is removed, podman exits 137 and a
-                # live runner would record Failed instead of Canceled.
-                kill_runner_locked(unit, runner)
-            await self._remove(unit)
-            await super().cancel(unit)  # reaps podman run and the runner, waits for the watcher
-        finally:
-            self._canceling.discard(uid)
-
-    async def restart(self, unit: UnitHandle) -> None:
-        if not _is_final(unit) and not self._find_runner(unit):
-            # The runner is gone, so the unit fails: remove its container first, which also
-            # ends the orphaned `podman run` at once (it would ignore SIGTERM while its
-            # container does).
-            await self._remove(unit)
-        await super().restart(unit)
+        On cancel the runner is killed first (once the container is removed, podman exits 137
+        and a live runner would record Failed instead of Canceled); at restart this also ends
+        an orphaned ``podman run`` at once (it would ignore SIGTERM while its container does).
+        """
+        await self._remove(unit)
 
     async def release(self, unit: UnitHandle) -> None:
         await self._remove(unit)
@@ -369,7 +325,8 @@ class ContainerWorkType(CommandWorkType):
             async with asyncio.timeout(PODMAN_TIMEOUT):
                 _, err = await proc.communicate()
         except asyncio.TimeoutError:
-            _kill(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
             await proc.wait()
             return None, f"podman {args[0]} did not finish within {PODMAN_TIMEOUT:g} s"
         return proc.returncode, err.decode(errors="replace").strip()

@@ -18,7 +18,7 @@ child that
 
 * opens the unit directory and keeps it open while it lives: a forked runner's command line is
   the server's, and this open directory is what tells it apart (see
-  ``mesh_builtin.command._is_runner``);
+  ``mesh_builtin.runner_processes.is_runner``);
 * calls ``setsid()`` (a session of its own: a SIGKILL of the node's or the server's process
   group never reaches it), restores SIGCHLD, closes the server's socket and signal pipe, takes
   the node's environment and working directory from the request;

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
-from mesh.testing import kill_runners, session_members
+from mesh.testing import kill_runners, session_members, wait_until, wait_until_async
 
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
@@ -26,7 +26,7 @@ from mesh.work.stdout_digest import Digest
 from mesh.work.unitstore import UnitStatus, UnitStore
 from mesh.work.worktype import UnitHandle, WorkError
 from mesh_builtin import command as command_plugin
-from mesh_builtin import command_runner
+from mesh_builtin import command_runner, detached_runner
 from mesh_builtin.command import CommandWorkType, WorkCommandConfig
 
 T = TypeVar("T")
@@ -54,28 +54,6 @@ def proc_stat(pid: int) -> tuple[str, int, int] | None:
 def alive(pid: int) -> bool:
     stat = proc_stat(pid)
     return stat is not None and stat[0] not in ("Z", "X")
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
-async def await_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -143,9 +121,7 @@ def new_unit(store: UnitStore, wt: CommandWorkType, stdin: bytes = b"",
 
 async def settle(wt: CommandWorkType, unit: UnitHandle) -> None:
     """Wait until the work type stops watching the unit's runner (it has exited)."""
-    watcher = wt._watchers.get(unit.unit_id)
-    if watcher is not None:
-        await asyncio.wait_for(watcher, WAIT)
+    await asyncio.wait_for(wt.runner.settle(unit.unit_id), WAIT)
 
 
 def work_type(command: str, params: str = "", **kwargs: Any) -> CommandWorkType:
@@ -358,8 +334,9 @@ def test_cancel_kills_runner_and_command_group(store: UnitStore, cleanup: list[i
         # the runner leads its own session; the command has a process group of its own in it
         assert proc_stat(runner)[1:] == (runner, runner)
         assert proc_stat(child)[1:] == (child, runner)
-        members = await await_for(lambda: len(session_members(runner)) >= 4 and
-                                  session_members(runner), "runner, sh and two sleeps")
+        members = await wait_until_async(
+            lambda: len(session_members(runner)) >= 4 and session_members(runner),
+            what="runner, sh and two sleeps", timeout=WAIT)
         cleanup.extend(members)
         started = time.monotonic()
         await wt.cancel(unit)
@@ -519,13 +496,13 @@ def test_unit_survives_the_node(tmp_path: Path, store: UnitStore, cleanup: list[
     assert store.read(unit_id).state == UnitState.RUNNING
     with open(gate, "wb") as handle:
         handle.write(b"go\n")
-    status = wait_for(lambda: store.read(unit_id).state in FINAL and store.read(unit_id),
-                      "the orphaned runner to finish")
+    status = wait_until(lambda: store.read(unit_id).state in FINAL and store.read(unit_id),
+                        what="the orphaned runner to finish", timeout=WAIT)
     stdout = (store.path(unit_id) / "stdout").read_bytes()
     assert stdout == b"started\ngo\n" + bytes(100000) + b"finished\n"
     assert status == UnitStatus(UnitState.SUCCEEDED, "exit status 0", len(stdout), "test", None,
                                 Digest(len(stdout), hashlib.sha256(stdout).hexdigest()))
-    wait_for(lambda: not alive(runner), "the runner to exit")
+    wait_until(lambda: not alive(runner), what="the runner to exit", timeout=WAIT)
 
 
 def test_restart_reattaches_to_a_running_runner(tmp_path: Path, store: UnitStore,
@@ -541,7 +518,7 @@ def test_restart_reattaches_to_a_running_runner(tmp_path: Path, store: UnitStore
         unit = UnitHandle(unit_id, store, {}, notified)
         await wt.restart(unit)
         assert unit.status().state == UnitState.RUNNING
-        assert unit.unit_id in wt._watchers
+        assert wt.runner.is_watched(unit.unit_id)
         with open(gate, "wb") as handle:
             handle.write(b"go\n")
         final = await notified.final()
@@ -561,7 +538,7 @@ def test_restart_marks_failed_when_the_runner_is_gone(store: UnitStore,
     assert command, "the command is not running"
     cleanup.extend(command)
     os.kill(runner, signal.SIGKILL)  # dies "while the node is down"
-    wait_for(lambda: not alive(runner), "the runner to die")
+    wait_until(lambda: not alive(runner), what="the runner to die", timeout=WAIT)
     assert store.read(unit_id).state == UnitState.RUNNING
 
     async def main() -> UnitStatus:
@@ -609,7 +586,7 @@ def test_runner_imports_only_cheap_standard_library_modules() -> None:
              "print(sorted(set(sys.modules) - set(sys.builtin_module_names)))")
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c",
-         f"import sys; sys.path.append({command_plugin.RUNNER_DIR!r}); {probe}"],
+         f"import sys; sys.path.append({detached_runner.RUNNER_DIR!r}); {probe}"],
         capture_output=True, text=True, timeout=30, check=True)
     loaded = set(json.loads(result.stdout.replace("'", '"')))
     assert not {m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names

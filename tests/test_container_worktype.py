@@ -37,7 +37,7 @@ from container_image import (
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.plugins import make_plugin_manager
-from mesh.testing import Mesh, NodeProcess, wait_until
+from mesh.testing import Mesh, NodeProcess, wait_until, wait_until_async
 from mesh.work.states import UnitState
 from mesh.work.stdout_digest import Digest
 from mesh.work.unitstore import UnitStatus, UnitStore
@@ -49,7 +49,7 @@ from mesh_builtin.container import (
     container_name,
     podman_argv,
 )
-from test_command_worktype import Notified, alive, await_for, new_unit, settle, wait_for
+from test_command_worktype import Notified, alive, new_unit, settle
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 30.0
@@ -235,7 +235,8 @@ def test_cat_echoes_5mb_binary_payload_byte_exact(podman: Scratch, store: UnitSt
     assert status == UnitStatus(UnitState.SUCCEEDED, "exit status 0", len(payload), "test", None,
                                 Digest(len(payload), hashlib.sha256(payload).hexdigest()))
     assert unit.stdout_path.read_bytes() == payload
-    wait_for(lambda: gone(podman, name_of(unit)), "the finished container to be removed", WAIT)
+    wait_until(lambda: gone(podman, name_of(unit)), what="the finished container to be removed",
+               timeout=WAIT)
 
 
 def test_exit_code_becomes_the_detail(podman: Scratch, store: UnitStore,
@@ -309,7 +310,8 @@ def test_other_podman_errors_end_as_exit_status_125(podman: Scratch, store: Unit
     unit, status = run(run_unit(wt, store))
     assert (status.state, status.detail) == (UnitState.FAILED, "exit status 125")
     assert "Error: unable to find network" in unit.stdout_path.read_text()
-    wait_for(lambda: gone(podman, name_of(unit)), "the failed container to be removed", WAIT)
+    wait_until(lambda: gone(podman, name_of(unit)), what="the failed container to be removed",
+               timeout=WAIT)
 
 
 def test_missing_mount_source_fails_at_start(podman: Scratch, store: UnitStore,
@@ -338,8 +340,9 @@ def test_cancel_removes_the_container(podman: Scratch, store: UnitStore,
         assert running.state == UnitState.RUNNING, running
         argv = shlex.split(running.extra_data["Params"])
         assert argv[argv.index("--name") + 1] == name_of(unit)
-        await await_for(lambda: podman.containers().get(name_of(unit), "").startswith("Up"),
-                        "the container to run", WAIT)
+        await wait_until_async(
+            lambda: podman.containers().get(name_of(unit), "").startswith("Up"),
+            what="the container to run", timeout=WAIT)
         started = time.monotonic()
         await wt.cancel(unit)
         took = time.monotonic() - started
@@ -412,7 +415,7 @@ def test_restart_reattaches_and_the_unit_succeeds(podman: Scratch, store: UnitSt
         notified = Notified(store, unit_id)
         unit = UnitHandle(unit_id, store, {}, notified)
         await wt.restart(unit)
-        assert unit_id in wt._watchers, "restart did not re-attach"
+        assert wt.runner.is_watched(unit_id), "restart did not re-attach"
         with open(tmp_path / "gate", "wb") as gate:
             gate.write(b"go\n")
         final = await notified.final(WAIT)
@@ -422,8 +425,8 @@ def test_restart_reattaches_and_the_unit_succeeds(podman: Scratch, store: UnitSt
     status = run(main())
     assert (status.state, status.detail) == (UnitState.SUCCEEDED, "exit status 0")
     assert (store.path(unit_id) / "stdout").read_bytes() == b"go\ndone\n"
-    wait_for(lambda: gone(podman, container_name("node1", unit_id)),
-             "the container to be removed", WAIT)
+    wait_until(lambda: gone(podman, container_name("node1", unit_id)),
+               what="the container to be removed", timeout=WAIT)
 
 
 def test_unit_finished_while_node_down_is_released(podman: Scratch, store: UnitStore,
@@ -433,7 +436,8 @@ def test_unit_finished_while_node_down_is_released(podman: Scratch, store: UnitS
     unit_id, runner = start_node_then_kill_it(store, values, leftovers)
     with open(tmp_path / "gate", "wb") as gate:
         gate.write(b"go\n")
-    wait_for(lambda: store.read(unit_id).state == UnitState.SUCCEEDED, "the orphaned unit")
+    wait_until(lambda: store.read(unit_id).state == UnitState.SUCCEEDED,
+               what="the orphaned unit", timeout=WAIT)
     name = container_name("node1", unit_id)
     assert podman.containers()[name].startswith("Exited (0)")  # nobody removed it yet
 
@@ -447,9 +451,10 @@ def test_restart_fails_the_unit_when_the_runner_is_gone(podman: Scratch, store: 
     values = gated(podman, tmp_path, "echo done")
     unit_id, runner = start_node_then_kill_it(store, values, leftovers)
     name = container_name("node1", unit_id)
-    wait_for(lambda: podman.containers().get(name, "").startswith("Up"), "the container", WAIT)
+    wait_until(lambda: podman.containers().get(name, "").startswith("Up"),
+               what="the container", timeout=WAIT)
     os.kill(runner, signal.SIGKILL)  # dies "while the node is down"; the container runs on
-    wait_for(lambda: not alive(runner), "the runner to die")
+    wait_until(lambda: not alive(runner), what="the runner to die", timeout=WAIT)
 
     async def main() -> UnitStatus:
         notified = Notified(store, unit_id)
@@ -538,7 +543,8 @@ def test_node_runs_cat_byte_exact_then_releases(node: NodeProcess, podman: Scrat
     assert (final["StateName"], final["Detail"], final["StdoutSize"]) == (
         "Succeeded", "exit status 0", len(payload))
     assert node.control(f"work release {unit_id}") == {"released": unit_id}
-    wait_for(lambda: gone(podman, container_name(node.name, unit_id)), "removal", WAIT)
+    wait_until(lambda: gone(podman, container_name(node.name, unit_id)), what="removal",
+               timeout=WAIT)
 
 
 def test_node_reports_exit_status_and_refuses_bad_submits(node: NodeProcess) -> None:
@@ -559,7 +565,8 @@ def test_node_reports_exit_status_and_refuses_bad_submits(node: NodeProcess) -> 
 def test_node_cancel_removes_the_container(node: NodeProcess, podman: Scratch) -> None:
     unit_id = submit(node, "bb-sh", params={"params": "'sleep 1000'"})
     name = container_name(node.name, unit_id)
-    wait_for(lambda: podman.containers().get(name, "").startswith("Up"), "the container", WAIT)
+    wait_until(lambda: podman.containers().get(name, "").startswith("Up"),
+               what="the container", timeout=WAIT)
     assert node.control(f"work cancel {unit_id}") == {"cancelled": unit_id}
     assert status(node, unit_id)["StateName"] == "Canceled"
     assert gone(podman, name)

@@ -281,14 +281,14 @@ def test_a_hung_server_is_killed_and_replaced(tmp_path: Path,
     wt = CommandWorkType(WorkCommandConfig(worktype="t", command="sh", params="-c 'echo $$'"))
     # whether each runner was forked (the runner may be gone before /proc could tell)
     forks: list[bool] = []
-    launch = wt._launch
+    launch = wt.runner._launch
 
     async def recording_launch(*args: Any) -> Any:
         pid, proc, ready = await launch(*args)
         forks.append(proc is None)
         return pid, proc, ready
 
-    monkeypatch.setattr(wt, "_launch", recording_launch)
+    monkeypatch.setattr(wt.runner, "_launch", recording_launch)
 
     async def one() -> tuple[int, bytes, bool]:
         unit = make_unit(store, wt)

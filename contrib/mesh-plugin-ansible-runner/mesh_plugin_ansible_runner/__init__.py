@@ -10,15 +10,14 @@ accepts the output of ``ansible-runner transmit`` as a unit's payload and runs
 directory of the unit's own; the unit's stdout is the worker's event stream, which
 ``ansible-runner process`` turns back into artifacts on the submitting side.
 
-The work type is the builtin ``command`` work type with a per-unit command line: the worker runs
-under the same detached runner, so a unit survives its node being restarted, and cancel stops
-the worker's whole process tree.  The private data directory is removed when the unit is
+The work type is the builtin ``command`` work type with a per-unit command line, handed to its
+detached runner (``self.runner.start(unit, argv)``): a unit survives its node being restarted,
+and cancel stops the worker's whole process tree.  The private data directory is removed when the unit is
 released (unless ``cleanup: false``).
 """
 
 from __future__ import annotations
 
-import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,8 @@ import structlog
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
-from mesh.work.states import FINAL
 from mesh.work.worktype import UnitHandle
-from mesh_builtin.command import CommandWorkType, WorkCommandConfig, _fail
+from mesh_builtin.command import CommandWorkType, WorkCommandConfig
 
 __version__ = "0.1.0"
 
@@ -69,35 +67,33 @@ class AnsibleRunnerWorkType(CommandWorkType):
         super().__init__(WorkCommandConfig(worktype=config.worktype,
                                            command=config.ansiblerunner,
                                            verifysignature=config.verifysignature), node)
-        self.runner = config
+        self.settings = config
 
     def private_data_dir(self, unit: UnitHandle) -> Path:
         """``<base>/<node id>/<unit id>``; the store's root is ``<datadir>/<node id>``."""
-        if self.runner.privatedatadir:
-            base = Path(self.runner.privatedatadir).expanduser()
+        if self.settings.privatedatadir:
+            base = Path(self.settings.privatedatadir).expanduser()
         else:
             datadir = getattr(self.node, "datadir", None) or unit.store.root.parent
             base = Path(datadir) / DEFAULT_BASE
         return base / unit.store.root.name / unit.unit_id
 
     async def start(self, unit: UnitHandle) -> None:
-        if unit.status().state in FINAL:
+        if unit.is_final():
             return
         private = self.private_data_dir(unit)
         try:
             private.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            _fail(unit, f"Error: cannot create the private data directory {private}: "
-                        f"{exc.strerror or exc}")
+            unit.fail(f"Error: cannot create the private data directory {private}: "
+                      f"{exc.strerror or exc}")
             return
-        params = shlex.join(["worker", "--private-data-dir", str(private)])
-        # The command type runs [config.command, *shlex.split(ExtraData.Params)].
-        unit.update(lambda s: setattr(s, "extra_data", {"Pid": 0, "Params": params}))
-        await super().start(unit)
+        await self.runner.start(unit, [self.settings.ansiblerunner, "worker",
+                                       "--private-data-dir", str(private)])
 
     async def release(self, unit: UnitHandle) -> None:
         await super().release(unit)
-        if self.runner.cleanup:
+        if self.settings.cleanup:
             private = self.private_data_dir(unit)
             shutil.rmtree(private, ignore_errors=True)
             log.debug("private_data_dir_removed", unit_id=unit.unit_id, path=str(private))
