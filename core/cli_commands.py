@@ -1,4 +1,4 @@
-"""The built-in ``mesh`` subcommands: node, status, ping, traceroute, plugins.
+"""The built-in ``mesh`` subcommands: node, status, ping, traceroute, control, plugins.
 
 A plugin like any other (listed in ``mesh.plugins.DEFAULT_PLUGINS``); its commands are added
 through ``mesh_register_cli_commands``.
@@ -137,6 +137,50 @@ def traceroute_command(socket_path: str | None, node: str) -> None:
         sys.exit(2)
 
 
+@click.command("control")
+@socket_option
+@click.argument("words", nargs=-1, required=True, metavar="LINE...")
+def control_command(socket_path: str | None, words: tuple[str, ...]) -> None:
+    """Send one control command line to a node and print its reply.
+
+    The words are joined by spaces and sent as one line, as it is: the text form (mesh control
+    work list) or the JSON form (mesh control '{"command":"work","subcommand":"list"}') of a
+    builtin command or of a plugin's. A JSON reply is printed indented, an ERROR reply on
+    stderr with exit status 1, and what a streaming command (work results) sends after its
+    first line as it arrives. Nothing is sent after the line: a command that reads a payload
+    gets none. Put -- before a line with a word that begins with -.
+    """
+    line = " ".join(words)
+    if not line.strip():
+        raise click.UsageError("give a control command, e.g. 'status'")
+    if "\n" in line or "\r" in line:
+        raise click.UsageError("a control command is one line: remove the line breaks")
+    with connect(socket_path) as client:
+        try:
+            client.send_line(line)
+            client.shutdown_write()  # the line is all this command sends
+            print_reply(client)
+        except ControlClientError as exc:
+            fail(str(exc))
+        except OSError as exc:  # a timeout, or the node went away mid-reply
+            fail(f"no reply from {socket_path or default_socket()}: {exc}")
+
+
+def print_reply(client: ControlClient) -> None:
+    """Print what the node sends back to the command ``client`` sent: its first line as
+    indented JSON (as it is if it is not JSON: a streaming command's header line), then
+    anything after it as received, until the node closes the connection."""
+    try:
+        print_json(client.reply())
+    except json.JSONDecodeError as exc:
+        click.echo(exc.doc)
+    client.sock.settimeout(None)  # a stream may pause for as long as its unit runs
+    out = sys.stdout.buffer
+    while chunk := client.file.read1(65536):
+        out.write(chunk)
+        out.flush()
+
+
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins_command(as_json: bool) -> None:
@@ -171,5 +215,5 @@ def plugins_command(as_json: bool) -> None:
 @hookimpl
 def mesh_register_cli_commands(cli: click.Group) -> None:
     for command in (node_command, status_command, ping_command, traceroute_command,
-                    plugins_command):
+                    control_command, plugins_command):
         cli.add_command(command)

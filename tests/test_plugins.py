@@ -467,7 +467,7 @@ def test_plugins_json(tmp_path: Path) -> None:
     assert tcp["registered"]["config section"] == ["tcp-listener", "tcp-peer"]
 
     assert by_name["mesh.cli_commands"]["registered"]["cli command"] == [
-        "node", "ping", "plugins", "status", "traceroute"]
+        "control", "node", "ping", "plugins", "status", "traceroute"]
     assert set(by_name["mesh.control.builtin_commands"]["registered"]["control command"]) == (
         KERNEL_COMMANDS)
 
