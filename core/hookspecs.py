@@ -7,16 +7,23 @@ rejects duplicates with an error that names both plugins.  Hooks never do I/O th
 I/O lives in ``async`` methods of the objects they register.
 
 Lifecycle hooks are notifications: the kernel calls them and ignores their return values.
+
+The types of the ``register`` callables, of what they take and of the ``node`` hooks receive are
+protocols in :mod:`mesh.plugin_types`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
+
+    from mesh.plugin_types import (HookNode, RegisterBackend, RegisterControlCommand,
+                                   RegisterSection, RegisterService, RegisterSigner,
+                                   RegisterWorkType, RouteAuthenticator, TLSConfig)
 
 hookspec = pluggy.HookspecMarker("mesh")
 
@@ -26,7 +33,7 @@ hookspec = pluggy.HookspecMarker("mesh")
 
 
 @hookspec
-def mesh_register_config_sections(register: Callable[..., None]) -> None:
+def mesh_register_config_sections(register: RegisterSection) -> None:
     """Register configuration sections that this plugin owns.
 
     Called once when the kernel builds its section registry, before any config file is read.
@@ -40,7 +47,7 @@ def mesh_register_config_sections(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def mesh_register_backends(register: Callable[..., None]) -> None:
+def mesh_register_backends(register: RegisterBackend) -> None:
     """Register link backends (tcp, udp, websocket, ...).
 
     Called once when the backend registry is built.  A backend also owns its config section.
@@ -48,27 +55,31 @@ def mesh_register_backends(register: Callable[..., None]) -> None:
     :param register: call ``register(spec, factory)`` where ``spec`` is the
         :class:`~mesh.config.schema.SectionSpec` of the backend's section (for example
         ``tcp-listener``) and ``factory(config, node)`` returns a
-        :class:`mesh.net.backend.Backend` for one config entry.
+        :class:`mesh.net.backend.Backend` for one config entry.  A factory whose ``abi``
+        differs from :data:`mesh.net.backend.BACKEND_ABI` is refused with
+        :class:`mesh.plugins.IncompatiblePlugin`.
     :return: nothing; the return value is ignored.
     """
 
 
 @hookspec
-def mesh_register_work_types(register: Callable[..., None]) -> None:
+def mesh_register_work_types(register: RegisterWorkType) -> None:
     """Register work-type kinds (``command``, ``container``, ...).
 
     Called once when the work-type registry is built.  Each kind owns a config section
     (for example ``work-command``); every entry of that section defines one named work type.
 
     :param register: call ``register(spec, factory)`` where ``spec`` is the section's
-        :class:`~mesh.config.schema.SectionSpec` and ``factory(config, node)`` returns the work
-        type object for one config entry.
+        :class:`~mesh.config.schema.SectionSpec` and ``factory(config, node)`` returns the
+        :class:`mesh.work.worktype.WorkType` of one config entry.  A factory whose ``abi``
+        differs from :data:`mesh.work.worktype.WORK_ABI` is refused with
+        :class:`mesh.plugins.IncompatiblePlugin`.
     :return: nothing; the return value is ignored.
     """
 
 
 @hookspec
-def mesh_register_services(register: Callable[..., None]) -> None:
+def mesh_register_services(register: RegisterService) -> None:
     """Register mesh services that run beside the node (TCP/UDP proxies, ...).
 
     Called once when the service registry is built.  A service kind owns a config section;
@@ -83,7 +94,7 @@ def mesh_register_services(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def mesh_register_signers(register: Callable[..., None]) -> None:
+def mesh_register_signers(register: RegisterSigner) -> None:
     """Register work signers and verifiers (for example RS512 JWT).
 
     Called once when the signer registry is built.
@@ -93,14 +104,17 @@ def mesh_register_signers(register: Callable[..., None]) -> None:
         ``sign(audience: str) -> str`` (a token for the target node) or ``None`` when the node
         is not configured to sign; ``verifier_factory(node)`` returns an object with
         ``verify(token: str, audience: str) -> None`` (raising on a bad token) and a
-        ``verify_unix_socket`` flag, or ``None``.  Either factory may be ``None``.  The first
-        signer and verifier a node gets are used.
+        ``verify_unix_socket`` flag, or ``None``.  Either factory may be ``None``.  A node
+        uses the one signer (verifier) its config sets up; when several are, the config names
+        the one to use with ``signer`` in ``work-signing`` (``verifier`` in
+        ``work-verification``), else the node refuses to start naming them
+        (:mod:`mesh.work.signer_choice`).
     :return: nothing; the return value is ignored.
     """
 
 
 @hookspec
-def mesh_register_control_commands(register: Callable[..., None]) -> None:
+def mesh_register_control_commands(register: RegisterControlCommand) -> None:
     """Register control-service commands (``status``, ``ping``, ``work``, ...).
 
     Called once when the plugin manager is built; a node's control services dispatch every
@@ -131,7 +145,7 @@ def mesh_register_cli_commands(cli: "click.Group") -> None:
 
 
 @hookspec(firstresult=True)
-def mesh_tls_config(node: Any, kind: str, name: str) -> Any:
+def mesh_tls_config(node: HookNode, kind: str, name: str) -> TLSConfig | None:
     """Resolve a named TLS configuration (a ``tls-server`` or ``tls-client`` section).
 
     Called whenever a backend, the control service or a mesh stream needs TLS.  First
@@ -151,7 +165,7 @@ def mesh_tls_config(node: Any, kind: str, name: str) -> Any:
 
 
 @hookspec(firstresult=True)
-def mesh_route_authenticator(node: Any) -> Any:
+def mesh_route_authenticator(node: HookNode) -> RouteAuthenticator | None:
     """Give a node the object that signs its routing updates and service adverts and checks
     those it receives (authenticated routing; the builtin ``route-auth`` section provides one).
 
@@ -178,7 +192,7 @@ def mesh_route_authenticator(node: Any) -> Any:
 
 
 @hookspec
-def mesh_node_started(node: Any) -> None:
+def mesh_node_started(node: HookNode) -> None:
     """A node finished starting: backends, control services and work types are running.
 
     :param node: the running :class:`mesh.node.Node`.
@@ -187,7 +201,7 @@ def mesh_node_started(node: Any) -> None:
 
 
 @hookspec
-def mesh_node_stopping(node: Any) -> None:
+def mesh_node_stopping(node: HookNode) -> None:
     """A node is about to stop (signal, duplicate node ID, or failed start-up).
 
     Backends and control services are still running while this hook runs.
@@ -198,7 +212,7 @@ def mesh_node_stopping(node: Any) -> None:
 
 
 @hookspec
-def mesh_link_up(node: Any, peer: str, cost: float) -> None:
+def mesh_link_up(node: HookNode, peer: str, cost: float) -> None:
     """A link to a neighbouring node was accepted (handshake finished).
 
     :param node: the local :class:`mesh.node.Node`.
@@ -209,7 +223,7 @@ def mesh_link_up(node: Any, peer: str, cost: float) -> None:
 
 
 @hookspec
-def mesh_link_down(node: Any, peer: str, reason: str) -> None:
+def mesh_link_down(node: HookNode, peer: str, reason: str) -> None:
     """A link to a neighbouring node ended.
 
     :param node: the local :class:`mesh.node.Node`.
@@ -221,7 +235,7 @@ def mesh_link_down(node: Any, peer: str, reason: str) -> None:
 
 
 @hookspec
-def mesh_unit_state_changed(node: Any, unit_id: str, state: int, detail: str) -> None:
+def mesh_unit_state_changed(node: HookNode, unit_id: str, state: int, detail: str) -> None:
     """A work unit changed state.
 
     :param node: the local :class:`mesh.node.Node`.

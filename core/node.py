@@ -99,21 +99,10 @@ class Node:
         self.stop_reason = ""
         #: Objects plugins attach to the node, by name (e.g. the tls provider).
         self.services: dict[str, Any] = {}
-        self.signer, self.verifier = self._signing()
+        self.signer, self.verifier = self.plugins.work_signing(self)
         self.netceptor.route_auth = plugins.route_authenticator(self)
         self.work = Workceptor(self, UnitStore(self.datadir, self.node_id), self._work_types())
         self.netceptor.work_commands = self.work.work_commands
-
-    def _signing(self) -> tuple[Any, Any]:
-        """The first signer and verifier the signer plugins give this node (or None)."""
-        signer = verifier = None
-        for registered in self.plugins.signers.values():
-            sign_factory, verify_factory = registered.factory
-            if signer is None and sign_factory is not None:
-                signer = sign_factory(self)
-            if verifier is None and verify_factory is not None:
-                verifier = verify_factory(self)
-        return signer, verifier
 
     def _work_types(self) -> dict[str, WorkType]:
         types: dict[str, WorkType] = {}

@@ -19,6 +19,10 @@ does not have is skipped too, listed with the fix by ``mesh plugins``, and refus
 (:meth:`PluginHost.load_for_node`), which would otherwise run without what the plugin was
 meant to add.
 
+A backend or work type registered with an ``abi`` other than the kernel's
+(:data:`mesh.net.backend.BACKEND_ABI`, :data:`mesh.work.worktype.WORK_ABI`) was made for another
+version of mesh: its plugin is refused like an invalid one, with what it registered taken back.
+
 Two ways to get a :class:`PluginHost`: :func:`make_plugin_manager` imports every plugin at
 once (``mesh plugins``, the docs generator, tests); :func:`lazy_plugin_host` imports only what
 is asked for and learns the rest from the plugin index (:mod:`mesh.plugin_index`): a ``mesh``
@@ -44,6 +48,8 @@ from mesh.plugin_index import (BuildLock, CliCommandInfo, IndexedPlugin, PluginI
 if TYPE_CHECKING:  # pragma: no cover - the CLI's client commands never load the schemas
     from mesh.config.loader import SectionSpecs
     from mesh.config.schema import SectionSpec
+    from mesh.plugin_types import (CommandHandler, HookNode, RouteAuthenticator, Signer,
+                                   SignerFactory, TLSConfig, Verifier, VerifierFactory)
 
 
 def _log() -> Any:
@@ -81,6 +87,13 @@ NAMED_REGISTRATION_HOOKS = frozenset({
     "mesh_register_config_sections", "mesh_register_backends", "mesh_register_work_types",
     "mesh_register_services", "mesh_register_control_commands", "mesh_register_cli_commands",
 })
+#: Where the contract version of a registry's factories is kept (module, constant, what it is
+#: called), by registry kind: a factory with an ``abi`` attribute (a subclass of the kernel's
+#: base class inherits it) must match.  Kinds not listed have no version.
+ABI_VERSIONS: dict[str, tuple[str, str, str]] = {
+    "backend": ("mesh.net.backend", "BACKEND_ABI", "backend ABI"),
+    "work type": ("mesh.work.worktype", "WORK_ABI", "work-type ABI"),
+}
 
 
 class PluginError(Exception):
@@ -102,6 +115,15 @@ class InvalidPlugin(PluginError, pluggy.PluginValidationError):
 
     def __init__(self, plugin: object, message: str) -> None:
         pluggy.PluginValidationError.__init__(self, plugin, message)
+
+
+class IncompatiblePlugin(InvalidPlugin):
+    """A plugin registered a backend or work type made for another contract version (``abi``)
+    than this mesh's."""
+
+
+class _AbiMismatch(Exception):
+    """Raised by a register callback to refuse the plugin calling it; the text is the problem."""
 
 
 @dataclass
@@ -222,7 +244,7 @@ class PluginHost:
 
     def _collect(self, owners: set[str] | None) -> None:
         """Call the register hooks of ``owners`` (every plugin when None) and file what they
-        register."""
+        register; refuse a plugin whose backend or work type has another ``abi``."""
         for owner, call in self._each_plugin("mesh_register_config_sections", owners):
             call(register=lambda spec, _o=owner: self._add_section(_o, spec))
 
@@ -235,27 +257,48 @@ class PluginHost:
 
                 def register(spec: SectionSpec, factory: Any, _o: str = owner,
                              _t: dict = table, _k: str = kind) -> None:
+                    _check_abi(_k, spec.name, factory)
                     spec = self._add_section(_o, spec)
                     self._add(_t, _k, Registered(spec.name, _o, spec, factory))
 
-                call(register=register)
+                try:
+                    call(register=register)
+                except _AbiMismatch as exc:
+                    self._refuse(owner, str(exc))
 
         for owner, call in self._each_plugin("mesh_register_signers", owners):
 
-            def register_signer(name: str, signer: Any, verifier: Any, _o: str = owner) -> None:
+            def register_signer(name: str, signer: SignerFactory | None,
+                                verifier: VerifierFactory | None, _o: str = owner) -> None:
                 self._add(self.signers, "signer", Registered(name, _o, None, (signer, verifier)))
 
             call(register=register_signer)
 
         for owner, call in self._each_plugin("mesh_register_control_commands", owners):
 
-            def register_command(name: str, handler: Any, _o: str = owner) -> None:
+            def register_command(name: str, handler: CommandHandler, _o: str = owner) -> None:
                 self._add(self.control_commands, "control command",
                           Registered(name.lower(), _o, None, handler))
 
             call(register=register_command)
         if self.cli_group is not None:
             self._register_cli(owners)
+
+    def _refuse(self, owner: str, problem: str) -> None:
+        """Take back what plugin ``owner`` registered and list it as invalid with ``problem``
+        (under ``MESH_STRICT_PLUGINS=1``, raise :class:`IncompatiblePlugin`)."""
+        info = self.infos.pop(owner, None) or PluginInfo(owner, "?", "?")
+        info.problem = f"{problem}, or disable the plugin with MESH_DISABLE_PLUGINS={owner}"
+        info.registered.clear()
+        for table in (self.sections, self.backends, self.work_types, self.services,
+                      self.signers, self.control_commands):
+            for name in [name for name, item in table.items() if item.owner == owner]:
+                del table[name]
+        self.pm.unregister(name=owner)
+        self.targets.pop(owner, None)
+        if _strict():
+            raise IncompatiblePlugin(None, info.problem_line())
+        self.invalid[owner] = info
 
     def load(self, names: Iterable[str]) -> None:
         """Import and register the named plugins that are not loaded yet, as the index
@@ -344,27 +387,42 @@ class PluginHost:
         if self.index is not None and name in self.index.cli_commands:
             self.load([self.index.cli_commands[name].owner])
 
-    def tls_config(self, node: Any, kind: str, name: str) -> Any:
+    def tls_config(self, node: HookNode, kind: str, name: str) -> TLSConfig | None:
         """The TLS configuration ``name`` of ``kind`` (server/client), or None if unknown."""
         return self.pm.hook.mesh_tls_config(node=node, kind=kind, name=name)
 
-    def route_authenticator(self, node: Any) -> Any:
+    def route_authenticator(self, node: HookNode) -> RouteAuthenticator | None:
         """The node's route authenticator (``mesh_route_authenticator``), or None."""
         return self.pm.hook.mesh_route_authenticator(node=node)
 
-    def node_started(self, node: Any) -> None:
+    def work_signing(self, node: HookNode) -> tuple[Signer | None, Verifier | None]:
+        """The signer and the verifier ``node`` uses, each None when no signer plugin sets
+        one up (:mod:`mesh.work.signer_choice`: several need the config to name one).
+
+        :raises mesh.config.errors.ConfigError: the config names none of several, or one that
+            is not set up.
+        """
+        from mesh.work.signer_choice import SIGNER, VERIFIER, Candidate, choose
+
+        def candidates(which: int) -> dict[str, Candidate]:
+            return {name: Candidate(self._label(reg.owner), reg.factory[which])
+                    for name, reg in self.signers.items()}
+
+        return choose(SIGNER, candidates(0), node), choose(VERIFIER, candidates(1), node)
+
+    def node_started(self, node: HookNode) -> None:
         self.pm.hook.mesh_node_started(node=node)
 
-    def node_stopping(self, node: Any) -> None:
+    def node_stopping(self, node: HookNode) -> None:
         self.pm.hook.mesh_node_stopping(node=node)
 
-    def link_up(self, node: Any, peer: str, cost: float) -> None:
+    def link_up(self, node: HookNode, peer: str, cost: float) -> None:
         self.pm.hook.mesh_link_up(node=node, peer=peer, cost=cost)
 
-    def link_down(self, node: Any, peer: str, reason: str) -> None:
+    def link_down(self, node: HookNode, peer: str, reason: str) -> None:
         self.pm.hook.mesh_link_down(node=node, peer=peer, reason=reason)
 
-    def unit_state_changed(self, node: Any, unit_id: str, state: int, detail: str) -> None:
+    def unit_state_changed(self, node: HookNode, unit_id: str, state: int, detail: str) -> None:
         self.pm.hook.mesh_unit_state_changed(node=node, unit_id=unit_id, state=state,
                                              detail=detail)
 
@@ -376,6 +434,20 @@ class PluginHost:
     def all_loaded(self) -> bool:
         """No plugin failed to import or is invalid (only then is the index stored)."""
         return not self.failed and not self.invalid
+
+
+def _check_abi(kind: str, name: str, factory: Any) -> None:
+    """Raise :class:`_AbiMismatch` when ``factory`` has an ``abi`` other than the kernel's for
+    ``kind`` (see :data:`ABI_VERSIONS`)."""
+    declared = getattr(factory, "abi", None)
+    if declared is None or kind not in ABI_VERSIONS:
+        return
+    module, constant, what = ABI_VERSIONS[kind]
+    expected = getattr(importlib.import_module(module), constant)  # loaded: a subclass's base
+    if declared != expected:
+        raise _AbiMismatch(f"{kind} {name!r} is made for {what} {declared!r}, but "
+                           f"{DISTRIBUTION} {__version__} has {what} {expected}; install a "
+                           f"version of the plugin made for this mesh")
 
 
 def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> list[str]:
@@ -568,8 +640,9 @@ def make_plugin_manager(*, entry_points: bool = True,
         (otherwise it is logged and skipped: :attr:`PluginHost.failed`).
     :raises InvalidPlugin: a plugin of ``extra``, or an installed one under
         ``MESH_STRICT_PLUGINS=1``, implements an unknown hook or takes arguments its hook
-        does not have (an installed one is otherwise skipped: :attr:`PluginHost.invalid`);
-        also a ``pluggy.PluginValidationError``.
+        does not have, or registers a backend or work type of another ``abi``
+        (:class:`IncompatiblePlugin`); an installed one is otherwise skipped
+        (:attr:`PluginHost.invalid`).  Also a ``pluggy.PluginValidationError``.
     :raises DuplicateRegistration: two entry points share a name, or two plugins register
         the same section, backend, work type, signer or control command.
     """
@@ -613,10 +686,13 @@ def make_plugin_manager(*, entry_points: bool = True,
     for name, info in infos.items():
         plugin = pm.get_plugin(name)
         info.hooks = _hooks_of(pm, plugin) if plugin is not None else []
-    host = PluginHost(pm, infos)
+    host = PluginHost(pm, infos)  # refuses, into host.invalid, plugins of another abi
     host.failed = failed
-    host.invalid = invalid
-    host.targets = targets
+    host.invalid.update(invalid)
+    host.targets = {name: target for name, target in targets.items() if name in host.infos}
+    refused = [name for name, _ in extra or [] if name in host.invalid]
+    if refused:
+        raise IncompatiblePlugin(None, host.invalid[refused[0]].problem_line())
     return host
 
 

@@ -15,7 +15,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,6 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import Duration, SectionSpec
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import HookNode, RegisterSection, RegisterSigner
 
 ALGORITHM = "RS512"
 DEFAULT_EXPIRATION = 300.0
@@ -185,6 +188,11 @@ class WorkSigningConfig:
                                              "PKCS#8) or OpenSSH (`ssh-keygen -t rsa`)."})
     tokenexpiration: Duration = field(default=DEFAULT_EXPIRATION,
                                       metadata={"doc": "Token lifetime (Go duration; 5m)."})
+    signer: str | None = field(
+        default=None, metadata={"doc": "mesh extension: the registered signer that signs this "
+                                       "node's work (`mesh plugins` lists them), needed only "
+                                       "when plugins set up more than one; `rs512` is this "
+                                       "section's."})
 
     def validate(self) -> None:
         _load_private(self.privatekey)
@@ -200,6 +208,11 @@ class WorkVerificationConfig:
     verifyunixsocket: bool = field(
         default=True, metadata={"doc": "Verify signatures from Unix-socket clients too "
                                        "(Receptor skips them; set false to do the same)."})
+    verifier: str | None = field(
+        default=None, metadata={"doc": "mesh extension: the registered verifier that checks "
+                                       "work for this node (`mesh plugins` lists them), needed "
+                                       "only when plugins set up more than one; `rs512` is "
+                                       "this section's."})
 
     def validate(self) -> None:
         _load_public(self.publickey)
@@ -228,7 +241,7 @@ class RS512Verifier:
 
 
 @hookimpl
-def mesh_register_config_sections(register: Any) -> None:
+def mesh_register_config_sections(register: RegisterSection) -> None:
     register(SectionSpec("work-signing", WorkSigningConfig, singleton=True, bare="privatekey",
                          plural="work-signing", doc="Sign remote work (RS512 JWT)."))
     register(SectionSpec("work-verification", WorkVerificationConfig, singleton=True,
@@ -236,18 +249,18 @@ def mesh_register_config_sections(register: Any) -> None:
                          doc="Verify signed work for work types with verifysignature."))
 
 
-def signer_for(node: Any) -> RS512Signer | None:
+def signer_for(node: HookNode) -> RS512Signer | None:
     """The node's signer, if its config has a ``work-signing`` section."""
     config = node.config.one("work-signing")
-    return RS512Signer(config) if config is not None else None
+    return RS512Signer(config) if isinstance(config, WorkSigningConfig) else None
 
 
-def verifier_for(node: Any) -> RS512Verifier | None:
+def verifier_for(node: HookNode) -> RS512Verifier | None:
     """The node's verifier, if its config has a ``work-verification`` section."""
     config = node.config.one("work-verification")
-    return RS512Verifier(config) if config is not None else None
+    return RS512Verifier(config) if isinstance(config, WorkVerificationConfig) else None
 
 
 @hookimpl
-def mesh_register_signers(register: Any) -> None:
+def mesh_register_signers(register: RegisterSigner) -> None:
     register("rs512", signer_for, verifier_for)
