@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from mesh.net.netceptor import KEEPALIVE_AFTER, MESH_ROUTE_REFRESH
+from mesh.net.links import KEEPALIVE_AFTER
+from mesh.net.netceptor import MESH_ROUTE_REFRESH
 from mesh.testing import ControlSession, Mesh, NodeProcess, wait_until
 
 
@@ -90,14 +91,12 @@ def test_the_link_timeout_follows_the_keepalive_the_peer_announced() -> None:
     from types import SimpleNamespace
 
     from mesh.net import messages
-    from mesh.net.netceptor import LEGACY_MESH_LINK_TIMEOUT, MESH_LINK_TIMEOUT, Netceptor
-
-    node = SimpleNamespace(idle_timeout=21.0)
+    from mesh.net.links import LEGACY_MESH_LINK_TIMEOUT, MESH_LINK_TIMEOUT, link_timeout
 
     def timeout(mesh_peer: bool, keepalive: float | None, reliable: bool = True) -> float:
         link = SimpleNamespace(mesh_peer=mesh_peer, peer_keepalive=keepalive,
                                session=SimpleNamespace(reliable=reliable))
-        return Netceptor._timeout_of(node, link)  # type: ignore[arg-type]
+        return link_timeout(link, 21.0)  # type: ignore[arg-type]
 
     assert timeout(False, None) == 21.0
     assert timeout(True, None) == LEGACY_MESH_LINK_TIMEOUT

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from mesh.net import messages as m
-from mesh.net.netceptor import KEEPALIVE_AFTER, ROUTE_UPDATE_INTERVAL
 from mesh.net.highwayhash import node_hash
+from mesh.net.links import KEEPALIVE_AFTER, ROUTE_UPDATE_INTERVAL
 from mesh.testing import Mesh, NodeProcess, wait_until
 from raw_peer import INTRUDER, RawPeer, frame
 

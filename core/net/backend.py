@@ -70,10 +70,10 @@ class Session(abc.ABC):
 
     ``send`` must never block: it queues one whole message (a backend may drop data
     messages when :meth:`congested` is true, as a UDP link would).  ``recv`` returns the next
-    whole message or raises :class:`SessionClosed`.
+    whole message or raises :class:`SessionClosed`.  Sessions are made by a backend, whose
+    ``abi`` covers them.
     """
 
-    abi = BACKEND_ABI
     #: A human label for logs, e.g. ``tcp 127.0.0.1:2222``.
     label: str = "?"
     #: The neighbour's node ID, set by the kernel once the handshake accepted the link.
@@ -90,6 +90,14 @@ class Session(abc.ABC):
     #: False for a transport that may lose messages (UDP): the node then repeats its
     #: routing database on the link now and then, since it floods updates only on change.
     reliable: bool = True
+    #: Traffic counters: whole messages and bytes on the wire, each way.  A backend that
+    #: counts its traffic keeps them up to date (:class:`~mesh.net.stream_session.FramedSession`
+    #: does); :meth:`mesh.net.netceptor.Netceptor.stats` reports them per link, 0 for a
+    #: backend that does not count.
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
 
     @abc.abstractmethod
     def send(self, message: bytes) -> None:

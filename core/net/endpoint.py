@@ -6,13 +6,10 @@ reader never stalls the link that delivers to it — Receptor hands off unbuffer
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from mesh.net.datagram import DatagramQueue, EndpointClosed
-from mesh.net.messages import Unreachable
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mesh.net.netceptor import Netceptor
+from mesh.net.messages import MAX_FORWARDING_HOPS, Unreachable
 
 
 class RouteError(Exception):
@@ -21,10 +18,31 @@ class RouteError(Exception):
 QUEUE_LIMIT = 4096
 
 
+class EndpointHost(Protocol):
+    """What an endpoint uses of the node's datagram layer (a
+    :class:`~mesh.net.netceptor.Netceptor`)."""
+
+    node_id: str
+
+    def send_datagram(self, data: bytes, node: str, service: str, *, from_service: str,
+                      hops: int) -> None:
+        """Originate one data message; raises :class:`RouteError`."""
+        ...
+
+    def max_datagram_for(self, node: str) -> int:
+        """The QUIC datagram size to use with ``node``."""
+        ...
+
+    def release_service(self, service: str, endpoint: Endpoint) -> None:
+        """Unbind ``endpoint`` (closed) from ``service``."""
+        ...
+
+
 class Endpoint(DatagramQueue):
     """One (node, service) address that can send and receive mesh datagrams."""
 
-    def __init__(self, netceptor: "Netceptor", service: str, *, hops: int = 30) -> None:
+    def __init__(self, netceptor: EndpointHost, service: str, *,
+                 hops: int = MAX_FORWARDING_HOPS) -> None:
         super().__init__()
         self.netceptor = netceptor
         self.node_id = netceptor.node_id
@@ -65,7 +83,7 @@ class Endpoint(DatagramQueue):
             self.dropped += 1
 
     def send_checked(self, data: bytes, node: str, service: str) -> None:
-        """Send one datagram; routing errors raise :class:`mesh.net.netceptor.RouteError`."""
+        """Send one datagram; routing errors raise :class:`RouteError`."""
         if self.closed:
             raise EndpointClosed(self.service)
         self.netceptor.send_datagram(data, node, service, from_service=self.service,

@@ -1,33 +1,36 @@
-"""The mesh core: links, routing-update flooding, service adverts and data delivery.
+"""The mesh core: routing-update flooding, forwarding and delivery of data messages.
 
-Receptor calls this layer Netceptor.  Backends hand it sessions (:meth:`run_session`);
-services bind :class:`~mesh.net.endpoint.Endpoint` objects; the pure
-:class:`~mesh.net.router.Router` decides routes.
+Receptor calls this layer Netceptor.  Backends hand it sessions (:meth:`run_session`), which
+its :class:`~mesh.net.links.LinkLayer` runs; services bind
+:class:`~mesh.net.endpoint.Endpoint` objects (:meth:`listen`), which
+:class:`~mesh.net.adverts.Adverts` advertises; the pure :class:`~mesh.net.router.Router`
+decides routes.  :meth:`stats` is the read-only view for metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import string
 import struct
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import structlog
 
 from mesh.net import messages as m
+from mesh.net.adverts import AD_INTERVAL, Adverts
 from mesh.net.backend import LinkOptions, Session, SessionClosed
-from mesh.net.control_limits import (DEFAULT_MAX_NODES, AdTable, AdTombstones, ControlCaps,
-                                     ControlLimits, pruned_names)
+from mesh.net.control_drops import ControlDrops
+from mesh.net.control_limits import DEFAULT_MAX_NODES, ControlCaps, ControlLimits, pruned_names
 from mesh.net.duplicate_watch import ALARM as DUPLICATE_ALARM, DuplicateWatch
 from mesh.net.endpoint import Endpoint, RouteError
 from mesh.net.firewall import Firewall, Verdict
 from mesh.net.highwayhash import node_hash
+from mesh.net.links import DEFAULT_IDLE_TIMEOUT, KEEPALIVE_AFTER, Link, LinkLayer
 from mesh.net.router import Router, UpdateResult, UpdateVerdict
+from mesh.net.stats import LinkStats, NetStats, route_auth_drops
 from mesh.tasks import DueTimer, cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -35,10 +38,6 @@ log = structlog.get_logger(__name__)
 #: At most this many node names per kind of change in a ``routing_table_recalculated`` event.
 ROUTE_LOG_NAMES = 10
 
-MAX_FORWARDING_HOPS = 30
-#: Receptor floods every node's routing update every 10 s; a link to a Go peer still hears
-#: from us that often (a link idle for 21 s is closed), but with the update it already has.
-ROUTE_UPDATE_INTERVAL = 10.0
 #: How often a mesh node floods a fresh routing update when nothing changed: changes are
 #: flooded at once, a new link gets every update we hold (the link-state database) and
 #: keepalives prove that links are alive, so this is only a safety net.  Every node's refresh
@@ -49,51 +48,13 @@ MESH_ROUTE_REFRESH = 120.0
 SEQUENCE_CEILING = 2 ** 63
 #: Seconds between two log lines about forged updates of this node.
 RECLAIM_LOG_INTERVAL = 10.0
-#: A link that may lose messages (UDP) gets the database again this often, so an update it
-#: dropped is repaired without a refresh of the whole mesh.
-LOSSY_LINK_RESYNC = 30.0
-AD_INTERVAL = 60.0
-HANDSHAKE_RESEND = 1.0
-HANDSHAKE_SENDS = 11
-DEFAULT_IDLE_TIMEOUT = 21.0
 #: A node unreachable this long is forgotten (Receptor keeps it forever).
 NODE_EXPIRY = 60.0
-#: An advert not refreshed this long is forgotten (Go re-sends every 60 s).
-AD_EXPIRY = 3 * AD_INTERVAL + 10
 #: Datagram size for QUIC with peers that do not negotiate (Go Receptor).
 GO_DATAGRAM = 1200
 #: Datagram size we offer to nodes of this project (fits a 65535-byte frame with headers).
 OUR_DATAGRAM = 60000
 RESERVED_SERVICES = ("ping", "unreach")
-#: Between two mesh nodes (never to Go peers): a keepalive message type and its timing, so a
-#: silently dead neighbour (SIGSTOP, pulled cable) is noticed in 2 s, not 21 s.  Traffic
-#: counts as liveness: a link we sent nothing on for KEEPALIVE_AFTER seconds gets a keepalive,
-#: so a live neighbour is heard from at least every 1.2 s; links due within KEEPALIVE_BATCH
-#: of each other get theirs at the same wake-up, so an idle node wakes about once a second.
-#: The timeout leaves 0.8 s more for a neighbour's event loop or the network to fall behind
-#: before a live link is called dead (tests/test_cpu_hog.py: none is, with both cores
-#: saturated).
-MSG_KEEPALIVE = 0x04
-KEEPALIVE_MESSAGE = bytes([MSG_KEEPALIVE])
-KEEPALIVE_AFTER = 1.2
-KEEPALIVE_BATCH = 0.2
-MESH_LINK_TIMEOUT = 2.0
-#: A peer's keepalive period is negotiated (``MeshKeepalive`` in its routing updates): the
-#: link times out after that period plus this margin (MESH_LINK_TIMEOUT with ours) ...
-KEEPALIVE_MARGIN = MESH_LINK_TIMEOUT - KEEPALIVE_AFTER
-#: ... or, on a link that may lose messages (UDP), after this many periods (two keepalives
-#: may be lost) ...
-LOSSY_KEEPALIVES = 3
-#: ... and after this long with a mesh peer of an earlier version that does not say (it
-#: sends a keepalive on a link silent for a whole 1.25 s tick).
-LEGACY_MESH_LINK_TIMEOUT = 4.0
-#: A link found past its timeout is closed only if it is still silent this much later, after
-#: the event loop has read what was waiting: a node that was itself starved or stopped finds
-#: its links "silent" only because it has not read them yet.
-TIMEOUT_CONFIRM = 0.2
-#: A peer announcing a longer period than this is held to it (a link is never kept alive on
-#: faith for longer than Go's 21 s idle timeout allows).
-MAX_KEEPALIVE = 10.0
 #: How often unreachable nodes, stale adverts and old update IDs are forgotten.
 SWEEP_INTERVAL = 5.0
 
@@ -109,45 +70,6 @@ class ServiceInUse(Exception):
     """The service name is reserved or already bound."""
 
 
-class DuplicateNodeError(Exception):
-    """Another node with our node ID is running and was there first."""
-
-
-@dataclass
-class Link:
-    """An established link to a neighbour."""
-
-    peer: str
-    session: Session
-    cost: float
-    last_recv: float
-    listed_us: bool = False
-    close_reason: str = ""
-    #: A new link gets every advert we know (not only ours) with the next advert round.
-    needs_ads: bool = True
-    #: The neighbour is a mesh node (it sent MeshMaxDatagram): keepalives are on.
-    mesh_peer: bool = False
-    #: When we last sent anything on it (time.monotonic()).
-    last_sent: float = 0.0
-    #: The neighbour's keepalive period (seconds) if it told us (MeshKeepalive).
-    peer_keepalive: float | None = None
-    #: When the maintenance timer first found the link past its timeout (see TIMEOUT_CONFIRM).
-    overdue_at: float | None = None
-    #: When it last got our routing database (see LOSSY_LINK_RESYNC).
-    synced_at: float = 0.0
-
-    def send(self, message: bytes | bytearray) -> None:
-        """Queue ``message`` for the neighbour (raises SessionClosed once closed)."""
-        self.session.send(message)
-        self.last_sent = time.monotonic()
-
-
-@dataclass
-class LocalAd:
-    conn_type: int
-    tags: dict[str, str] | None
-
-
 class Netceptor:
     """One node's presence on the mesh."""
 
@@ -161,7 +83,6 @@ class Netceptor:
         self.node_id = node_id
         self.my_hash = node_hash(node_id)
         self.firewall = firewall or Firewall()
-        self.idle_timeout = idle_timeout
         self.node_expiry = node_expiry
         self.max_datagram = max_datagram
         # Receptor uses seconds × 2^24 + 24 random bits, so a node restarted within the same
@@ -178,42 +99,50 @@ class Netceptor:
         self._updates: dict[str, bytes] = {}
         #: Caps on what peers make us remember, and per-link budgets (``node: maxnodes``).
         self.limits = ControlLimits(ControlCaps(max_nodes))
+        self.drops = ControlDrops(node_id, self.limits)
         self.router = Router(node_id, self.limits.caps)
         #: Updates with our node ID from other processes: alarms, evidence, settling.
         self.duplicates = DuplicateWatch(node_id, self.epoch)
-        self.links: dict[str, Link] = {}
-        #: Set when the link to a neighbour ends (see :meth:`wait_link_down`).
-        self._link_down_events: dict[str, asyncio.Event] = {}
+        self.counters = {"routing_updates_sent": 0, "routing_updates_received": 0,
+                         "data_forwarded": 0, "data_dropped": 0, "keepalives_sent": 0,
+                         "duplicate_id_suspicions": 0}
+        self.link_layer = LinkLayer(self, idle_timeout=idle_timeout, counters=self.counters)
         #: Set at the next routing update we take from a node (see :meth:`wait_heard_from`).
         self._heard_events: dict[str, asyncio.Event] = {}
         self.route_by_hash: dict[int, Link] = {}
         self.names: dict[int, str] = {self.my_hash: node_id}
-        self.services: dict[str, Endpoint] = {}
-        self.local_ads: dict[str, LocalAd] = {}
-        #: Adverts from other nodes: (node, service) → (advert, received at, raw message).
-        self.ads: AdTable = AdTable(self.limits.caps)
-        #: Adverts withdrawn by a cancel, so that a replay of an older one is dropped.
-        self.ad_tombstones: AdTombstones = AdTombstones(self.limits.caps)
+        #: The bound datagram services, by service name.
+        self.endpoints: dict[str, Endpoint] = {}
+        self.adverts = Adverts(node_id, self.limits, self.router, self.link_layer, self.drops)
         #: Nodes the router forgot at the node cap since the last sweep (their adverts go then).
         self._evicted: set[str] = set()
-        self.work_commands: Callable[[], list[m.WorkCommand] | None] = lambda: None
         self._route_auth: Any = None
         self.on_link_up = on_link_up
         self.on_link_down = on_link_down
         self.on_duplicate = on_duplicate
         #: Called after every recomputation of the routing table.
         self.on_routes_changed = on_routes_changed
-        self.counters = {"routing_updates_sent": 0, "routing_updates_received": 0,
-                         "data_forwarded": 0, "data_dropped": 0, "keepalives_sent": 0,
-                         "duplicate_id_suspicions": 0}
         self._flood = DueTimer()
         #: When to repeat our "you are the duplicate" update (see mesh.net.duplicate_watch).
         self._settle = DueTimer()
         self._recompute = DueTimer()
-        self._advertise = DueTimer()
         #: The link maintenance timer (keepalives, idle timeouts, sweeps).
         self._maintain = DueTimer()
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def links(self) -> dict[str, Link]:
+        """The established links, by neighbour (do not change it: the link layer's)."""
+        return self.link_layer.links
+
+    @property
+    def work_commands(self) -> Callable[[], list[m.WorkCommand] | None]:
+        """The work commands this node's control-service advert lists."""
+        return self.adverts.work_commands
+
+    @work_commands.setter
+    def work_commands(self, work_commands: Callable[[], list[m.WorkCommand] | None]) -> None:
+        self.adverts.work_commands = work_commands
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -221,7 +150,7 @@ class Netceptor:
         """Start the timers (flooding, recomputation, adverts, idle checks, expiry)."""
         self._flood = DueTimer()
         self._recompute = DueTimer()
-        self._advertise = DueTimer()
+        self.adverts.timer = DueTimer()
         self._maintain = DueTimer()
         self._settle = DueTimer()
         self._tasks = [
@@ -231,15 +160,13 @@ class Netceptor:
                                                    self._flood_update), name="flood"),
             asyncio.create_task(self._run_schedule(self._recompute, 24 * 3600.0,
                                                    self._recompute_routes), name="recompute"),
-            asyncio.create_task(self._run_schedule(self._advertise, AD_INTERVAL,
-                                                   self._send_ads), name="adverts"),
+            asyncio.create_task(self._run_schedule(self.adverts.timer, AD_INTERVAL,
+                                                   self.adverts.send_round), name="adverts"),
             asyncio.create_task(self._maintenance(), name="maintenance"),
         ]
 
     async def stop(self) -> None:
-        for link in list(self.links.values()):
-            link.close_reason = "node stopping"
-            link.session.close()
+        self.link_layer.close_all("node stopping")
         await cancel_and_wait(self._tasks)
         self._tasks = []
 
@@ -254,16 +181,6 @@ class Netceptor:
                 log.exception("scheduled_action_failed", node_id=self.node_id)
             schedule.request(period)
 
-    def _timeout_of(self, link: Link) -> float:
-        if not link.mesh_peer:
-            return self.idle_timeout
-        period = link.peer_keepalive
-        if period is None:
-            return LEGACY_MESH_LINK_TIMEOUT
-        if not link.session.reliable:
-            return LOSSY_KEEPALIVES * period
-        return period + KEEPALIVE_MARGIN
-
     @property
     def route_auth(self) -> Any:
         """Signs our routing updates and adverts, checks others' (mesh_route_authenticator);
@@ -273,17 +190,16 @@ class Netceptor:
     @route_auth.setter
     def route_auth(self, authenticator: Any) -> None:
         self._route_auth = authenticator
+        self.adverts.route_auth = authenticator
         self.router.exact_settle = authenticator is not None
 
     def _sweep_pending(self) -> bool:
-        return len(self.router.known) > 1 or bool(self.router.seen_updates or self.ads or
-                                                  self._evicted or len(self.ad_tombstones))
+        return len(self.router.known) > 1 or bool(self.router.seen_updates or self._evicted) \
+            or self.adverts.pending()
 
     async def _maintenance(self) -> None:
-        """One timer for every link: a keepalive on each link we have been silent on (see
-        KEEPALIVE_AFTER; a Go peer gets our routing update after ROUTE_UPDATE_INTERVAL), an
-        idle timeout exactly when it falls due, the routing database again on lossy links,
-        and the sweep of forgotten nodes.
+        """One timer for every link (see :meth:`LinkLayer.tend`: keepalives, idle timeouts,
+        the routing database again on lossy links) and the sweep of forgotten nodes.
 
         It sleeps until the next of those is due, and without a timer while there are no
         links and nothing to forget.
@@ -291,15 +207,7 @@ class Netceptor:
         next_sweep: float | None = None
         while True:
             now = time.monotonic()
-            due: list[float] = []
-            for link in self.links.values():
-                if link.close_reason:
-                    continue
-                due.append(link.last_recv + self._timeout_of(link) if link.overdue_at is None
-                           else link.overdue_at + TIMEOUT_CONFIRM)
-                due.append(link.last_sent + self._quiet_limit(link))
-                if not link.session.reliable:
-                    due.append(link.synced_at + LOSSY_LINK_RESYNC)
+            due = self.link_layer.deadlines()
             if self._sweep_pending():
                 next_sweep = next_sweep or now + SWEEP_INTERVAL
                 due.append(next_sweep)
@@ -309,54 +217,10 @@ class Netceptor:
                 self._maintain.request(max(0.0, min(due) - now))
             await self._maintain.wait()
             now = time.monotonic()
-            for link in list(self.links.values()):
-                if link.close_reason:
-                    continue  # closing already; its link task removes it
-                limit = self._timeout_of(link)
-                if now - link.last_recv < limit:
-                    link.overdue_at = None
-                elif link.overdue_at is None:
-                    # Maybe it is us who fell behind (a starved or stopped process): let the
-                    # loop read what is waiting on the link before calling it dead.
-                    link.overdue_at = now
-                elif now - link.overdue_at >= TIMEOUT_CONFIRM:
-                    link.close_reason = f"idle timeout ({limit:g}s without traffic)"
-                    link.session.close()
-                    continue
-                if now - link.last_sent >= self._quiet_limit(link) - KEEPALIVE_BATCH:
-                    self._keep_alive(link)
-                if not link.session.reliable and now - link.synced_at >= LOSSY_LINK_RESYNC:
-                    self._send_database(link)
+            self.link_layer.tend(now)
             if next_sweep is not None and now >= next_sweep:
                 next_sweep = None
                 self._sweep(now)
-
-    @staticmethod
-    def _quiet_limit(link: Link) -> float:
-        """How long we may send nothing on ``link`` before it gets a keepalive."""
-        return KEEPALIVE_AFTER if link.mesh_peer else ROUTE_UPDATE_INTERVAL
-
-    def _send_database(self, link: Link) -> None:
-        """Send ``link`` every routing update we hold (those it has seen it drops unread)."""
-        link.synced_at = time.monotonic()
-        for raw in list(self._updates.values()):
-            try:
-                link.send(raw)
-            except SessionClosed:
-                break
-
-    def _keep_alive(self, link: Link) -> None:
-        """Make sure ``link`` hears from us: a mesh peer gets a keepalive; a Go peer, which
-        knows no keepalives, gets our routing update again (one it has seen already: it
-        proves the link, it floods nothing)."""
-        try:
-            if link.mesh_peer:
-                link.send(KEEPALIVE_MESSAGE)
-                self.counters["keepalives_sent"] += 1
-            else:
-                link.send(self._own_update or self._routing_update())
-        except SessionClosed:
-            link.last_sent = time.monotonic()  # not due again at once: its task ends it
 
     def _sweep(self, now: float) -> None:
         forgotten = self.router.sweep(now, self.node_expiry)
@@ -366,19 +230,15 @@ class Netceptor:
         gone = set(forgotten).union(node for node in self._evicted
                                     if node not in self.router.known)
         self._evicted.clear()
-        for key, (ad, received, _) in list(self.ads.items()):
-            if key[0] in gone or now - received > AD_EXPIRY:
-                del self.ads[key]
-        # (kept while their node is known: a replayed signed advert verifies at any age)
-        self.ad_tombstones.sweep(now, math.inf, gone)
+        self.adverts.sweep(now, gone)
         if forgotten:
             self._recompute.request(0.0)
-        for peer, what, count in self.limits.flush(now):
-            self._log_drops(peer, what, count)
+        self.drops.flush(now)
 
-    # -- links -------------------------------------------------------------------------
+    # -- the link layer's owner (mesh.net.links.LinkOwner) -----------------------------
 
-    def _routing_update(self, suspected_duplicate: int = 0) -> bytes:
+    def routing_update(self, suspected_duplicate: int = 0) -> bytes:
+        """A fresh routing update of this node (the next sequence), signed with route-auth."""
         self.sequence += 1
         update = m.RoutingUpdate(
             node_id=self.node_id, update_id=random_id(), update_epoch=self.epoch,
@@ -389,6 +249,78 @@ class Netceptor:
         if self.route_auth is not None:
             self.route_auth.sign_update(update)
         return m.encode_routing_update(update)
+
+    def latest_update(self) -> bytes:
+        """Our latest flooded routing update (a fresh one before the first flood)."""
+        return self._own_update or self.routing_update()
+
+    def database(self) -> Iterable[bytes]:
+        """The routing update of every node we route to, as we forward it."""
+        return self._updates.values()
+
+    def link_up(self, link: Link) -> None:
+        """A new link (called by the link layer): its neighbour gets our database at once,
+        and our next flood, routes and adverts follow soon."""
+        self._learn_name(link.peer)
+        # a neighbour that reconnects may be a restarted process: accept its new epoch (its
+        # last update stays in the database new links get until a newer one replaces it: its
+        # newest may have reached us by another path already, and the copy on this link is
+        # then one we have seen)
+        self.router.records.pop(link.peer, None)
+        self.router.add_link(link.peer, link.cost)
+        self._maintain.request(0.0)  # a node that had no links starts ticking again
+        self.link_layer.send_database(link)  # what we know, at once (OSPF's database exchange)
+        self._flood.request(0.1)
+        self._recompute.request(0.1)
+        self.adverts.soon()
+        if self.on_link_up:
+            self.on_link_up(link.peer, link.cost)
+
+    def link_down(self, link: Link, reason: str) -> None:
+        """A link ended (called by the link layer)."""
+        self.router.remove_link(link.peer)
+        self.route_by_hash = {h: l for h, l in self.route_by_hash.items() if l is not link}
+        self._flood.request(0.1)
+        self._recompute.request(0.0)
+        if self.on_link_down:
+            self.on_link_down(link.peer, reason)
+
+    def receive(self, link: Link, msg: bytes) -> None:
+        """A data or control message from ``link``'s neighbour (called by the link layer)."""
+        kind = msg[0]
+        if kind == m.MSG_DATA:
+            self._route(msg, from_link=link)
+        elif kind in (m.MSG_ROUTING_UPDATE, m.MSG_SERVICE_ADVERTISEMENT):
+            try:
+                if kind == m.MSG_ROUTING_UPDATE:
+                    self._handle_routing_update(link, msg)
+                else:
+                    self.adverts.take(link, msg)
+            except Exception as exc:  # one bad message must never end the link
+                self.drops.dropped(link.peer, f"control message that raised "
+                                              f"{type(exc).__name__}")
+                log.debug("control_message_failed", node_id=self.node_id, peer=link.peer,
+                          error=str(exc), exc_info=True)
+        else:
+            log.debug("unknown_message_type", node_id=self.node_id, peer=link.peer, type=kind)
+
+    # -- links (mesh.net.backend.LinkHost) ---------------------------------------------
+
+    async def run_session(self, session: Session, options: LinkOptions) -> str:
+        """Run the link protocol on a new session until it ends; returns why it ended."""
+        return await self.link_layer.run_session(session, options)
+
+    async def wait_link_down(self, peer: str) -> None:
+        """Return once this node has no link to ``peer``."""
+        await self.link_layer.wait_link_down(peer)
+
+    async def wait_heard_from(self, peer: str) -> None:
+        """Return at the next fresh routing update from ``peer`` that we take (a dialer whose
+        link to ``peer`` ended learns that it is back, through another neighbour)."""
+        # (an event left by a cancelled waiter is one per former neighbour: kept, not counted)
+        await self._heard_events.setdefault(peer, asyncio.Event()).wait()
+
+    # -- routing updates ---------------------------------------------------------------
 
     def _learn_name(self, node: str, hashed: int | None = None) -> None:
         """Remember which node ID a 64-bit node hash stands for (data headers carry only
@@ -407,183 +339,9 @@ class Netceptor:
     def _name_in_use(self, node: str) -> bool:
         return node == self.node_id or node in self.router.known or node in self.links
 
-    async def wait_link_down(self, peer: str) -> None:
-        """Return once this node has no link to ``peer``."""
-        while peer in self.links:
-            await self._link_down_events.setdefault(peer, asyncio.Event()).wait()
-
-    async def wait_heard_from(self, peer: str) -> None:
-        """Return at the next fresh routing update from ``peer`` that we take (a dialer whose
-        link to ``peer`` ended learns that it is back, through another neighbour)."""
-        # (an event left by a cancelled waiter is one per former neighbour: kept, not counted)
-        await self._heard_events.setdefault(peer, asyncio.Event()).wait()
-
-    async def run_session(self, session: Session, options: LinkOptions) -> str:
-        """Run the link protocol on a new session until it ends; returns why it ended."""
-        try:
-            link = await self._handshake(session, options)
-        except SessionClosed as exc:
-            session.close()
-            reason = str(exc) or "closed during handshake"
-            log.debug("handshake_failed", node_id=self.node_id, peer=session.peer_name,
-                      reason=reason)
-            return reason
-        if link is None:
-            session.close()
-            return "rejected"
-        try:
-            await self._link_loop(link)
-        except SessionClosed:
-            pass
-        finally:
-            session.close()
-            self._remove_link(link)
-        return link.close_reason or "closed"
-
-    async def _handshake(self, session: Session, options: LinkOptions) -> Link | None:
-        loop = asyncio.get_running_loop()
-        for _ in range(HANDSHAKE_SENDS):
-            session.send(self._routing_update())
-            deadline = loop.time() + HANDSHAKE_RESEND
-            while (remaining := deadline - loop.time()) > 0:
-                try:
-                    async with asyncio.timeout(remaining):
-                        msg = await session.recv()
-                except asyncio.TimeoutError:
-                    break
-                if not msg:
-                    continue
-                if msg[0] == m.MSG_REJECT:
-                    log.warning("link_rejected_by_peer", node_id=self.node_id,
-                                peer=session.label)
-                    return None
-                if msg[0] != m.MSG_ROUTING_UPDATE:
-                    continue
-                try:
-                    update = m.decode_routing_update(msg[1:])
-                except m.MessageError as exc:
-                    log.warning("bad_handshake", node_id=self.node_id, peer=session.label,
-                                error=str(exc))
-                    continue
-                link = self._accept_link(session, options, update.forwarding_node)
-                if link is not None:
-                    link.mesh_peer = update.max_datagram is not None
-                    if update.keepalive_ms:
-                        link.peer_keepalive = min(update.keepalive_ms / 1000, MAX_KEEPALIVE)
-                return link
-        log.warning("handshake_timeout", node_id=self.node_id, peer=session.label)
-        return None
-
-    def _reject(self, session: Session, peer: str, reason: str, level: str = "warning") -> None:
-        getattr(log, level)("link_rejected", node_id=self.node_id, peer=peer, reason=reason,
-                            address=session.label)
-        try:
-            session.send(m.REJECT_MESSAGE)
-        except SessionClosed:
-            pass
-
-    def _accept_link(self, session: Session, options: LinkOptions, peer: str) -> Link | None:
-        if not peer:
-            self._reject(session, peer, "peer sent no node ID")
-            return None
-        if peer == self.node_id:
-            self._reject(session, peer, "tried to connect using our own node ID")
-            return None
-        if options.allowedpeers and peer not in options.allowedpeers:
-            self._reject(session, peer, "peer not in allowedpeers")
-            return None
-        if peer in self.links:
-            # symmetric peer configs: the dialer waits for the other link to end (redial_loop)
-            session.redundant_with = peer
-            self._reject(session, peer, f"already connected to {peer}", level="info")
-            return None
-        # a TLS plugin that refuses the certificate logs why: give its event the peer too
-        with structlog.contextvars.bound_contextvars(peer=peer):
-            cert_ids = session.peer_node_ids()
-        if cert_ids is not None and peer not in cert_ids:
-            log.error("tls_node_id_mismatch", node_id=self.node_id, peer=peer,
-                      certificate_node_ids=cert_ids, address=session.label,
-                      detail=f"peer declares node ID {peer!r} but its TLS certificate is for "
-                             f"{', '.join(map(repr, cert_ids)) or 'no node ID'}")
-            self._reject(session, peer, "TLS certificate does not match the declared node ID")
-            return None
-        cost = options.cost_for(peer)
-        link = Link(peer, session, cost, time.monotonic())
-        session.peer_node = peer
-        self.links[peer] = link
-        self._learn_name(peer)
-        # a neighbour that reconnects may be a restarted process: accept its new epoch (its
-        # last update stays in the database new links get until a newer one replaces it: its
-        # newest may have reached us by another path already, and the copy on this link is
-        # then one we have seen)
-        self.router.records.pop(peer, None)
-        self.router.add_link(peer, cost)
-        log.info("connection_established", node_id=self.node_id, peer=peer, cost=cost,
-                 address=session.label)
-        self._maintain.request(0.0)  # a node that had no links starts ticking again
-        link.last_sent = link.last_recv
-        self._send_database(link)  # what we know, at once (OSPF's database exchange)
-        self._flood.request(0.1)
-        self._recompute.request(0.1)
-        self._advertise.request(0.5)
-        if self.on_link_up:
-            self.on_link_up(peer, cost)
-        return link
-
-    def _remove_link(self, link: Link) -> None:
-        if self.links.get(link.peer) is not link:
-            return
-        del self.links[link.peer]
-        down = self._link_down_events.pop(link.peer, None)
-        if down is not None:
-            down.set()
-        self.router.remove_link(link.peer)
-        self.route_by_hash = {h: l for h, l in self.route_by_hash.items() if l is not link}
-        reason = link.close_reason or "closed"
-        log.info("connection_lost", node_id=self.node_id, peer=link.peer, reason=reason)
-        self._flood.request(0.1)
-        self._recompute.request(0.0)
-        if self.on_link_down:
-            self.on_link_down(link.peer, reason)
-
-    async def _link_loop(self, link: Link) -> None:
-        session = link.session
-        while True:
-            msg = await session.recv()
-            link.last_recv = time.monotonic()
-            if not msg:
-                continue
-            kind = msg[0]
-            if kind == m.MSG_DATA:
-                self._route(msg, from_link=link)
-            elif kind in (m.MSG_ROUTING_UPDATE, m.MSG_SERVICE_ADVERTISEMENT):
-                try:
-                    if kind == m.MSG_ROUTING_UPDATE:
-                        self._handle_routing_update(link, msg)
-                    else:
-                        self._handle_ad(link, msg)
-                except Exception as exc:  # one bad message must never end the link
-                    self._dropped(link.peer, f"control message that raised "
-                                             f"{type(exc).__name__}")
-                    log.debug("control_message_failed", node_id=self.node_id, peer=link.peer,
-                              error=str(exc), exc_info=True)
-            elif kind == m.MSG_REJECT:
-                link.close_reason = "remote node rejected the connection"
-                return
-            elif kind == MSG_KEEPALIVE:
-                continue
-            else:
-                log.debug("unknown_message_type", node_id=self.node_id, peer=link.peer,
-                          type=kind)
-
-    def _tear_down(self, link: Link, reason: str) -> None:
-        self._reject(link.session, link.peer, reason)
-        link.close_reason = reason
-        link.session.close()
-
     def _handle_routing_update(self, link: Link, msg: bytes) -> None:
         if not self.limits.within_budget(link.peer, time.monotonic()):
-            self._dropped(link.peer, "routing update over the link budget")
+            self.drops.dropped(link.peer, "routing update over the link budget")
             return
         seen = m.peek_routing_update(msg[1:])
         if seen is not None and seen[0] not in (link.peer, self.node_id) and \
@@ -593,13 +351,13 @@ class Netceptor:
         try:
             update = m.decode_routing_update(msg[1:])
         except m.MessageError as exc:
-            self._malformed(link.peer, "bad_routing_update", str(exc))
+            self.drops.malformed(link.peer, "bad_routing_update", str(exc))
             return
         if not all(cost > 0 for cost in update.connections.values()):
             # Real nodes only have costs > 0; Dijkstra is wrong with negative edges, so a
             # hostile peer could otherwise steal even routes to our direct neighbours.
-            self._malformed(link.peer, "bad_routing_update",
-                            "connection costs must be greater than 0")
+            self.drops.malformed(link.peer, "bad_routing_update",
+                                 "connection costs must be greater than 0")
             return
         if update.node_id not in (self.node_id, link.peer):
             # what the router would drop anyway is dropped before the costlier checks (not a
@@ -611,28 +369,28 @@ class Netceptor:
             if early is not None:
                 self.counters["routing_updates_received"] += 1
                 if early.verdict is UpdateVerdict.LIMIT:
-                    self._dropped(link.peer, early.limit)
+                    self.drops.dropped(link.peer, early.limit)
                 return
         if self.route_auth is not None and not self.route_auth.accept_update(update, link.peer):
             return
         if not self.limits.origin_within_budget(link.peer, update.node_id, "update",
                                                 time.monotonic()):
-            self._dropped(link.peer, "routing updates of one node over the link budget")
+            self.drops.dropped(link.peer, "routing updates of one node over the link budget")
             return
         self.counters["routing_updates_received"] += 1
         if update.forwarding_node != link.peer:
-            self._tear_down(link, "remote node ID changed unexpectedly")
+            self.link_layer.tear_down(link, "remote node ID changed unexpectedly")
             return
         if update.node_id == link.peer:
             their_cost = update.connections.get(self.node_id)
             if their_cost is None:
                 if link.listed_us:
-                    self._tear_down(link, "remote node no longer lists us")
+                    self.link_layer.tear_down(link, "remote node no longer lists us")
                 return
             link.listed_us = True
             if their_cost != link.cost:
-                self._tear_down(link, f"we disagree about the connection cost "
-                                      f"(ours {link.cost}, theirs {their_cost})")
+                self.link_layer.tear_down(link, f"we disagree about the connection cost "
+                                                f"(ours {link.cost}, theirs {their_cost})")
                 return
         result = self.router.apply_update(
             node_id=update.node_id, update_id=update.update_id, epoch=update.update_epoch,
@@ -646,7 +404,7 @@ class Netceptor:
             self._reclaim(link.peer, update.update_sequence)
             return
         if result.verdict is UpdateVerdict.LIMIT:
-            self._dropped(link.peer, result.limit)
+            self.drops.dropped(link.peer, result.limit)
             return
         if result.verdict in (UpdateVerdict.OLDER_SELF, UpdateVerdict.CONFLICT):
             self._own_id_update(link, update, result)
@@ -672,7 +430,7 @@ class Netceptor:
             return
         if result.applied:
             self._updates[update.node_id] = out
-        self._send_to_links(out, exclude=link)
+        self.link_layer.broadcast(out, exclude=link)
 
     def _own_id_update(self, link: Link, update: m.RoutingUpdate, result: UpdateResult) -> None:
         """An update with our node ID from another process: an accusation raises an alarm; only
@@ -737,7 +495,7 @@ class Netceptor:
         now = time.monotonic()
         epoch = self.duplicates.settle_due(now)
         if epoch and self.links:
-            self._send_to_links(self._routing_update(epoch))
+            self.link_layer.broadcast(self.routing_update(epoch))
         delay = self.duplicates.next_settle_in(now)
         if delay is not None:
             self._settle.request(delay)
@@ -746,88 +504,21 @@ class Netceptor:
         """Each alarm this layer can raise: its reason while raised, else None."""
         return {DUPLICATE_ALARM: self.duplicates.alarm(time.monotonic())}
 
-    def _dropped(self, peer: str, what: str) -> None:
-        """A control message from ``peer`` was dropped by a limit (logged in summary)."""
-        count = self.limits.note_drop(peer, what, time.monotonic())
-        if count:
-            self._log_drops(peer, what, count)
-
-    def _malformed(self, peer: str, event: str, error: str) -> None:
-        """A control message from ``peer`` that cannot be used: logged as ``event`` at most
-        once per peer and interval (later ones in the ``control_plane_limit`` summary)."""
-        count = self.limits.note_drop(peer, f"malformed: {event}", time.monotonic())
-        if count:
-            log.warning(event, node_id=self.node_id, peer=peer, error=error, dropped=count)
-
     def _evict(self, node: str, link_peer: str) -> None:
         """The router forgot ``node`` to make room at the node cap (see Router._room_for)."""
         self._updates.pop(node, None)
         self._evicted.add(node)  # its adverts go at the next sweep
         self._recompute.request(0.1)
         if link_peer:
-            self._dropped(link_peer, "node forgotten for a node joining through another link")
-
-    def _log_drops(self, peer: str, what: str, count: int) -> None:
-        log.warning("control_plane_limit", node_id=self.node_id, peer=peer, what=what,
-                    dropped=count, maxnodes=self.limits.caps.max_nodes,
-                    detail="control messages dropped: over a control-plane limit (node "
-                           "maxnodes), or malformed")
-
-    def _handle_ad(self, link: Link, msg: bytes) -> None:
-        if not self.limits.within_budget(link.peer, time.monotonic()):
-            self._dropped(link.peer, "advertisement over the link budget")
-            return
-        try:
-            ad = m.decode_service_advertisement(msg[1:])
-        except m.MessageError as exc:
-            self._malformed(link.peer, "bad_advertisement", str(exc))
-            return
-        if ad.node_id == self.node_id:
-            return
-        # the cheap checks first: copies, stale adverts and floods never reach the signature
-        key = (ad.node_id, ad.service)
-        held = self.ads.get(key)
-        if held is not None and held[0].time_ns >= ad.time_ns:
-            return
-        if self.ad_tombstones.covers(key, ad.time_ns):
-            return  # withdrawn since: a replay, or a copy of the cancel flooded back to us
-        admitted = self.router.admits_node(ad.node_id)
-        if ad.cancel:
-            refused = "" if held is not None or admitted else "advertisement of a new node"
-        else:
-            refused = self.ads.refuses(key, node_admitted=admitted)
-        if refused:
-            self._dropped(link.peer, refused)
-            return
-        if self.route_auth is not None and not self.route_auth.accept_advertisement(ad, link.peer):
-            return
-        if not self.limits.origin_within_budget(link.peer, ad.node_id, "ad", time.monotonic()):
-            self._dropped(link.peer, "advertisements of one node over the link budget")
-            return
-        if ad.cancel:
-            self.ads.pop(key, None)
-            self.ad_tombstones.add(key, ad.time_ns, time.monotonic())
-        else:
-            self.ads[key] = (ad, time.monotonic(), bytes(msg))
-            self.ad_tombstones.discard(key)
-        self._send_to_links(msg, exclude=link)
-
-    def _send_to_links(self, msg: bytes, exclude: Link | None = None) -> None:
-        for link in list(self.links.values()):
-            if link is exclude:
-                continue
-            try:
-                link.send(msg)
-            except SessionClosed:
-                pass
+            self.drops.dropped(link_peer, "node forgotten for a node joining through another link")
 
     # -- timers' actions ---------------------------------------------------------------
 
     def _flood_update(self) -> None:
         if self.links:
             self.counters["routing_updates_sent"] += 1
-            self._own_update = self._routing_update()
-            self._send_to_links(self._own_update)
+            self._own_update = self.routing_update()
+            self.link_layer.broadcast(self._own_update)
 
     def _recompute_routes(self) -> None:
         previous = self.router.table
@@ -867,63 +558,31 @@ class Netceptor:
             fields["routing_table"] = dict(sorted(table.items()))
         log.info("routing_table_recalculated", node_id=self.node_id, **fields)
 
-    def _make_ad(self, service: str, ad: LocalAd, *, cancel: bool = False,
-                 ) -> m.ServiceAdvertisement:
-        work = self.work_commands() if (ad.tags or {}).get("type") == "Control Service" else None
-        return m.ServiceAdvertisement(
-            node_id=self.node_id, service=service, time_ns=time.time_ns(),
-            conn_type=ad.conn_type, tags=None if cancel else ad.tags,
-            work_commands=work, cancel=cancel)
-
-    def _encode_ad(self, service: str, ad: LocalAd, *, cancel: bool = False) -> bytes:
-        """One of our adverts as we send it (signed when route authentication is on)."""
-        advert = self._make_ad(service, ad, cancel=cancel)
-        if self.route_auth is not None:
-            self.route_auth.sign_advertisement(advert)
-        return m.encode_service_advertisement(advert)
-
-    def _send_ads(self) -> None:
-        if not self.links:
-            return
-        for service, ad in list(self.local_ads.items()):
-            self._send_to_links(self._encode_ad(service, ad))
-        foreign = [raw for _, _, raw in self.ads.values()]
-        for link in list(self.links.values()):
-            if link.needs_ads:
-                link.needs_ads = False
-                for raw in foreign:
-                    try:
-                        link.send(raw)
-                    except SessionClosed:
-                        break
-
     # -- services ----------------------------------------------------------------------
 
     def listen(self, service: str = "", *, advertise: bool = False, conn_type: int = 0,
-               tags: dict[str, str] | None = None, hops: int = MAX_FORWARDING_HOPS,
+               tags: dict[str, str] | None = None, hops: int = m.MAX_FORWARDING_HOPS,
                ) -> Endpoint:
         """Bind a datagram service (an empty name picks a free ephemeral one)."""
         if not service:
             service = random_id()
-            while service in self.services:
+            while service in self.endpoints:
                 service = random_id()
         if len(service.encode()) > m.MAX_SERVICE_NAME:
             raise ServiceInUse(f"service name too long: {service!r} (at most 8 bytes)")
-        if service in RESERVED_SERVICES or service in self.services:
+        if service in RESERVED_SERVICES or service in self.endpoints:
             raise ServiceInUse(f"service {service} is already listening")
         endpoint = Endpoint(self, service, hops=hops)
-        self.services[service] = endpoint
+        self.endpoints[service] = endpoint
         if advertise:
-            self.local_ads[service] = LocalAd(conn_type, tags)
-            self._advertise.request(0.5)
+            self.adverts.add(service, conn_type, tags)
         return endpoint
 
     def release_service(self, service: str, endpoint: Endpoint) -> None:
-        if self.services.get(service) is endpoint:
-            del self.services[service]
-        ad = self.local_ads.pop(service, None)
-        if ad is not None and self.links:
-            self._send_to_links(self._encode_ad(service, ad, cancel=True))
+        """Unbind ``endpoint`` (closed) from ``service``; its advert is withdrawn."""
+        if self.endpoints.get(service) is endpoint:
+            del self.endpoints[service]
+        self.adverts.withdraw(service)
 
     def advertised_datagram(self) -> int:
         """The datagram size we offer: our setting, lowered by links that prefer smaller
@@ -954,7 +613,7 @@ class Netceptor:
     # -- data path ---------------------------------------------------------------------
 
     def send_datagram(self, data: bytes, node: str, service: str, *, from_service: str,
-                      hops: int = MAX_FORWARDING_HOPS) -> None:
+                      hops: int = m.MAX_FORWARDING_HOPS) -> None:
         """Originate one data message; raises RouteError with Receptor's problem text."""
         if node.lower() == "localhost":
             node = self.node_id
@@ -1033,11 +692,11 @@ class Netceptor:
             except m.MessageError:
                 return
             if notice.from_node == self.node_id:
-                endpoint = self.services.get(notice.from_service)
+                endpoint = self.endpoints.get(notice.from_service)
                 if endpoint is not None:
                     endpoint.deliver_unreachable(notice, from_node)
             return
-        endpoint = self.services.get(to_service)
+        endpoint = self.endpoints.get(to_service)
         if endpoint is None:
             if local:
                 raise RouteError("service unknown")
@@ -1066,8 +725,15 @@ class Netceptor:
 
     def advertisements(self) -> list[m.ServiceAdvertisement]:
         """Every advert we know, ours (stamped now) first."""
-        ours = [self._make_ad(service, ad) for service, ad in self.local_ads.items()]
-        return ours + [ad for ad, _, _ in self.ads.values()]
+        return self.adverts.advertisements()
+
+    def stats(self) -> NetStats:
+        """A read-only view of the links, routes, counters and dropped control messages."""
+        return NetStats(
+            links=tuple(LinkStats.of(link) for link in self.links.values()),
+            routes=len(self.router.table), known_nodes=len(self.router.known),
+            control_plane_drops=dict(self.limits.totals),
+            route_auth_drops=route_auth_drops(self.route_auth), **self.counters)
 
 
 def _service(msg: bytes | bytearray, offset: int) -> str:

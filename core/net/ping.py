@@ -6,8 +6,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from mesh.net.messages import Unreachable
-from mesh.net.netceptor import MAX_FORWARDING_HOPS, Netceptor, RouteError
+from mesh.net.endpoint import RouteError
+from mesh.net.messages import MAX_FORWARDING_HOPS, Unreachable
+from mesh.net.netceptor import Netceptor
 
 PING_TIMEOUT = 10.0
 
