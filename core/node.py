@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -33,8 +34,6 @@ log = structlog.get_logger(__name__)
 
 #: Streams to a node without a route for this long are aborted (their users reconnect).
 UNREACHABLE_GRACE = 3.0
-#: Sections that ``reload`` may change without a restart.
-RELOADABLE_KINDS = ("backend",)
 #: How long the node waits for a listener to report that it listens (see
 #: :meth:`mesh.net.backend.Backend.wait_listening`) before it carries on without knowing.
 LISTEN_TIMEOUT = 10.0
@@ -61,7 +60,15 @@ class _RunningBackend:
 
 
 class Node:
-    """One mesh node process."""
+    """One mesh node process.
+
+    It builds the subsystems and hands each the narrow view of itself it uses: the control
+    services a :class:`~mesh.control.server.ControlHost`, the work manager a
+    :class:`~mesh.work.workceptor.WorkHost`, plugins a :class:`~mesh.plugin_types.PluginNode`.
+    """
+
+    #: Whether the deprecated :attr:`services` was used (it warns once per process).
+    _services_warned = False
 
     def __init__(self, config: LoadedConfig, plugins: PluginHost,
                  early: EarlyControl | None = None) -> None:
@@ -98,10 +105,13 @@ class Node:
         self._stopped = asyncio.Event()
         self.stop_reason = ""
         #: Objects plugins attach to the node, by name (e.g. the tls provider).
-        self.services: dict[str, Any] = {}
+        self.plugin_state: dict[str, Any] = {}
         self.signer, self.verifier = self.plugins.work_signing(self)
         self.netceptor.route_auth = plugins.route_authenticator(self)
-        self.work = Workceptor(self, UnitStore(self.datadir, self.node_id), self._work_types())
+        self.work = Workceptor(
+            self, UnitStore(self.datadir, self.node_id), self._work_types(),
+            on_state_changed=lambda unit_id, state, detail: plugins.unit_state_changed(
+                self, unit_id, state, detail))
         self.netceptor.work_commands = self.work.work_commands
 
     def _work_types(self) -> dict[str, WorkType]:
@@ -132,6 +142,17 @@ class Node:
 
     # -- helpers for plugins ------------------------------------------------------------
 
+    @property
+    def services(self) -> dict[str, Any]:
+        """Deprecated name of :attr:`plugin_state` (the same dict); warns once per process.
+        ``services`` means the service plugins (``mesh_register_services``)."""
+        if not Node._services_warned:
+            Node._services_warned = True
+            warnings.warn("Node.services is deprecated: use node.plugin_state (the same dict "
+                          "of objects plugins attach to the node)", DeprecationWarning,
+                          stacklevel=2)
+        return self.plugin_state
+
     def tls_config(self, kind: str, name: str) -> Any:
         """The ``tls-server``/``tls-client`` section ``name``, resolved by a TLS plugin."""
         config = self.plugins.tls_config(self, kind, name)
@@ -139,10 +160,6 @@ class Node:
             raise NodeStartError(f"no tls-{kind} named {name!r} is configured (add a "
                                  f"tls-{kind} section with name: {name})")
         return config
-
-    def tls_context(self, kind: str, name: str) -> Any:
-        """The ``ssl.SSLContext`` of the ``tls-server``/``tls-client`` section ``name``."""
-        return self.tls_config(kind, name).ssl_context()
 
     def listen_stream(self, service: str, *, tags: dict[str, str] | None = None,
                       tls: str | None = None, advertise: bool = True) -> Any:

@@ -7,11 +7,14 @@ kernel checks when the plugin registers it).  Factories and handlers are called 
 so a class whose ``__init__`` takes ``(config, node)`` is a factory.
 
 Importing this module costs nothing: the kernel types it names are imported only for type
-checkers.
+checkers.  The kernel's subsystems do not import it (each declares the narrow interface it
+uses of the node), except the control service, which hands command handlers a
+:class:`CommandContext`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -20,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from mesh.config.loader import LoadedConfig
     from mesh.config.schema import SectionSpec
     from mesh.control.protocol import Request
-    from mesh.control.server import CommandContext
     from mesh.net.backend import Backend
     from mesh.net.netceptor import Netceptor
     from mesh.net.quic_tls import QuicTLSOptions
@@ -28,7 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from mesh.work.worktype import WorkType
 
 __all__ = [
-    "BackendFactory", "CommandHandler", "HookNode", "PluginNode", "RegisterBackend",
+    "BackendFactory", "CommandContext", "CommandHandler", "ControlConn", "HookNode",
+    "PluginNode", "RegisterBackend",
     "RegisterControlCommand", "RegisterSection", "RegisterService", "RegisterSigner",
     "RegisterWorkType", "RouteAuthenticator", "Service", "ServiceFactory", "Signer",
     "SignerFactory", "TLSConfig", "Verifier", "VerifierFactory", "WorkTypeFactory",
@@ -49,7 +52,7 @@ class HookNode(Protocol):
         """The loaded config: ``config.one("section")`` for a singleton, ``config.of(...)``."""
 
     @property
-    def services(self) -> dict[str, Any]:
+    def plugin_state(self) -> dict[str, Any]:
         """Objects plugins keep on the node, by a name of their choice."""
 
     @property
@@ -139,6 +142,37 @@ class RouteAuthenticator(Protocol):
 
     def accept_advertisement(self, ad: Any, peer: str) -> bool:
         """False to drop a service advert received from neighbour ``peer``."""
+
+
+# -- what control-command handlers get --------------------------------------------------------
+
+
+class ControlConn(Protocol):
+    """A control client connection, whatever the transport."""
+
+    kind: str   # "unix", "tcp", "tls" or "mesh"
+    peer: str
+
+    async def readline(self) -> bytes: ...
+    async def read(self, n: int = 65536) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def write_eof(self) -> None: ...
+    async def close(self) -> None: ...
+
+    def peer_closed(self) -> bool:
+        """After EOF: True when the client closed or reset the connection instead of
+        half-closing it, i.e. it vanished rather than finished sending."""
+
+
+@dataclass
+class CommandContext:
+    """What a command handler gets besides its request (also importable from
+    :mod:`mesh.control.server`)."""
+
+    node: PluginNode
+    conn: ControlConn
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- factories and handlers -----------------------------------------------------------------

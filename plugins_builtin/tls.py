@@ -50,8 +50,8 @@ from mesh.net.quic_tls import QuicTLSOptions, receptor_node_ids
 
 log = structlog.get_logger(__name__)
 
-#: ``node.services`` key under which the per-node provider is kept.
-SERVICE_KEY = "tls"
+#: ``node.plugin_state`` key under which the per-node provider is kept.
+STATE_KEY = "tls"
 
 
 class PinnedCertificateMismatch(SessionClosed):
@@ -338,10 +338,10 @@ class TLSProvider:
 
 def provider(node: Any) -> TLSProvider:
     """The node's :class:`TLSProvider`, built (and checked) on first use."""
-    services = node.services
-    found = services.get(SERVICE_KEY)
+    state = node.plugin_state
+    found = state.get(STATE_KEY)
     if found is None:
-        found = services[SERVICE_KEY] = TLSProvider(node)
+        found = state[STATE_KEY] = TLSProvider(node)
     return found
 
 
@@ -367,5 +367,5 @@ def mesh_tls_config(node: Any, kind: str, name: str) -> TLSSection | None:
 @hookimpl
 def mesh_node_started(node: Any) -> None:
     # Receptor checks every TLS section at start, used or not.
-    if hasattr(node, "config") and hasattr(node, "services"):
+    if hasattr(node, "config") and hasattr(node, "plugin_state"):
         provider(node)

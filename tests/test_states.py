@@ -12,7 +12,6 @@ from mesh.work.states import (
     TransitionError,
     UnitState,
     check_transition,
-    is_final,
     state_name,
 )
 
@@ -47,7 +46,7 @@ def test_complete_is_receptors_iscomplete_and_final_adds_canceled() -> None:
     assert COMPLETE == {S, F}
     assert FINAL == {S, F, C}
     assert C not in COMPLETE
-    assert [is_final(s) for s in (P, R, S, F, C)] == [False, False, True, True, True]
+    assert [s in FINAL for s in (P, R, S, F, C)] == [False, False, True, True, True]
     assert 2 in COMPLETE and 4 in FINAL  # plain ints from a status file compare equal
 
 

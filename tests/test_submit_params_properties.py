@@ -20,14 +20,15 @@ from hypothesis import strategies as st
 from mesh.control.protocol import CommandError, Request, parse_line
 from mesh.control.server import CommandContext
 from mesh.work.control_commands import _submit_params, work_command
-from mesh.work.remote import NOT_PARAMS, split_params
+from mesh.work.params import CONTROL_KEYS, is_reserved_param
+from mesh.work.remote import split_params
 from mesh.work.worktype import WorkError
 
 from json_strategies import PROPS, json_values
 
-CONTROL_KEYS = ["command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork",
-                "signature", "params", "secret_token", "Secret_X", "unitid"]
-KEYS = st.sampled_from(CONTROL_KEYS) | st.text(max_size=10)
+LIKELY_KEYS = ["command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork",
+               "signature", "params", "secret_token", "Secret_X", "unitid"]
+KEYS = st.sampled_from(LIKELY_KEYS) | st.text(max_size=10)
 STRING_VALUES = (st.sampled_from(["", "localhost", "stub", "remote1", "cat", "true", "TRUE",
                                   "false", "1h", "30s", "-5m", "0", "bogus", "x y"])
                  | st.text(max_size=16))
@@ -115,8 +116,8 @@ def test_text_params_are_node_worktype_and_joined_rest(words: list[str]) -> None
 @given(st.dictionaries(KEYS, STRING_VALUES, max_size=8))
 def test_split_params_keeps_exactly_the_work_params(params: dict[str, str]) -> None:
     work_params = split_params(params)
-    assert work_params == {k: v for k, v in params.items() if k not in NOT_PARAMS}
-    assert not set(work_params) & set(NOT_PARAMS)
+    assert work_params == {k: v for k, v in params.items() if k not in CONTROL_KEYS}
+    assert not set(work_params) & set(CONTROL_KEYS)
     assert all(isinstance(v, str) for v in work_params.values())
 
 
@@ -191,3 +192,9 @@ def test_huge_ttl_is_a_bad_ttl_error() -> None:
                                      "ttl": "1" * 5000 + "s"}).encode())
     error, _ = run_work_command(request)
     assert "bad ttl" in str(error)
+
+
+def test_the_cli_refuses_every_control_key_but_the_signature() -> None:
+    # ``mesh work submit --param signature=TOKEN`` sends a signature made elsewhere
+    assert [key for key in CONTROL_KEYS if not is_reserved_param(key.upper())] == ["signature"]
+    assert not any(map(is_reserved_param, ["params", "secret_x", "unitid", "Signature"]))

@@ -369,7 +369,7 @@ def _load(text: str) -> Any:
 def _node(text: str, node_id: str = "alpha") -> Any:
     from types import SimpleNamespace
 
-    return SimpleNamespace(config=_load(text), node_id=node_id, services={})
+    return SimpleNamespace(config=_load(text), node_id=node_id, plugin_state={})
 
 
 def test_section_validation_errors() -> None:

@@ -76,9 +76,6 @@ class ControlClient:
         self.send_line(line)
         return self.reply()
 
-    def json_command(self, **fields: Any) -> Any:
-        return self.command(json.dumps(fields))
-
     def shutdown_write(self) -> None:
         self.file.flush()
         self.sock.shutdown(socket.SHUT_WR)

@@ -1,4 +1,8 @@
-"""Control service: serves the line protocol on Unix sockets, TCP/TLS and the mesh."""
+"""Control service: serves the line protocol on Unix sockets, TCP/TLS and the mesh.
+
+The service sees its node as a :class:`ControlHost`; the node builds it (this module does
+not import :mod:`mesh.node`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import asyncio
 import os
 import select
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -16,11 +19,13 @@ from mesh.control.protocol import (CommandError, Request, encode_error, encode_r
 from mesh.control.unix_socket import BoundUnixSocket, bind_unix_socket
 from mesh.net.backend import bind, join_host_port
 from mesh.net.stream_errors import StreamError
+# CommandContext and ControlConn are the plugin API's; handlers import them from here too
+from mesh.plugin_types import CommandContext, ControlConn, PluginNode
 from mesh.tasks import cancel_and_wait
 
 if TYPE_CHECKING:  # pragma: no cover
     from mesh.control.early import ParkedSession
-    from mesh.node import Node
+    from mesh.plugin_types import CommandHandler
 
 log = structlog.get_logger(__name__)
 
@@ -43,22 +48,30 @@ def _ssl_error() -> type[Exception]:
     return ssl.SSLError if ssl is not None else _NoTLS
 
 
-class ControlConn(Protocol):
-    """A control client connection, whatever the transport."""
+class RegisteredCommand(Protocol):
+    """A registered control command (a :class:`mesh.plugins.Registered`)."""
 
-    kind: str   # "unix", "tcp", "tls" or "mesh"
-    peer: str
+    @property
+    def factory(self) -> CommandHandler:
+        """The handler."""
 
-    async def readline(self) -> bytes: ...
-    async def read(self, n: int = 65536) -> bytes: ...
-    def write(self, data: bytes) -> None: ...
-    async def drain(self) -> None: ...
-    def write_eof(self) -> None: ...
-    async def close(self) -> None: ...
 
-    def peer_closed(self) -> bool:
-        """After EOF: True when the client closed or reset the connection instead of
-        half-closing it, i.e. it vanished rather than finished sending."""
+class CommandRegistry(Protocol):
+    """Finds control commands (a :class:`mesh.plugins.PluginHost`)."""
+
+    def control_command(self, name: str) -> RegisteredCommand | None:
+        """The command registered as ``name``, loading its plugin if needed; None if none."""
+
+
+class ControlHost(PluginNode, Protocol):
+    """The node as the control service uses it (a :class:`mesh.node.Node`): its ID,
+    ``listen_stream`` and ``tls_config`` for the mesh and TCP/TLS listeners, the registry of
+    control commands, and what a handler gets as ``ctx.node`` (a
+    :class:`~mesh.plugin_types.PluginNode`)."""
+
+    @property
+    def plugins(self) -> CommandRegistry:
+        """Where the control commands are registered."""
 
 
 class StreamConn:
@@ -156,15 +169,6 @@ class MeshConn:
         await self.stream.close()
 
 
-@dataclass
-class CommandContext:
-    """What a command handler gets besides its request."""
-
-    node: "Node"
-    conn: ControlConn
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 class _Streamed:
     """Returned by handlers that wrote their own reply; the session then ends."""
 
@@ -172,7 +176,7 @@ class _Streamed:
 STREAMED = _Streamed()
 
 
-async def serve_session(node: "Node", conn: ControlConn, *, greeted: bool = False) -> None:
+async def serve_session(node: ControlHost, conn: ControlConn, *, greeted: bool = False) -> None:
     """Run one control session: greeting (unless the early responder sent it), then commands
     until EOF or a streaming command."""
     log.debug("control_session_start", node_id=node.node_id, peer=conn.peer, kind=conn.kind)
@@ -246,7 +250,7 @@ async def _refuse(conn: ControlConn) -> None:
         await conn.close()
 
 
-async def dispatch(node: "Node", conn: ControlConn, request: Request) -> Any:
+async def dispatch(node: ControlHost, conn: ControlConn, request: Request) -> Any:
     registered = node.plugins.control_command(request.command)
     if registered is None:
         raise CommandError("Unknown command")
@@ -260,7 +264,7 @@ class ControlService:
     sessions it greeted; the service takes those that are its own.
     """
 
-    def __init__(self, node: "Node", config: Any,
+    def __init__(self, node: ControlHost, config: Any,
                  adopted: dict[str, BoundUnixSocket] | None = None,
                  parked: list["ParkedSession"] | None = None) -> None:
         self.node = node

@@ -20,13 +20,13 @@ import click
 
 from mesh import hookimpl
 from mesh.control.client import ControlClient, ControlClientError
+from mesh.work.params import is_reserved_param
 from mesh.work.states import FINAL, UnitState
 
 if TYPE_CHECKING:  # pragma: no cover
     from mesh.work.stdout_digest import Digest
 
 CREATED = re.compile(r"Work unit created with ID (.+)\. Send stdin data and EOF\.")
-RESERVED_PARAMS = ("command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork")
 PROGRESS_MIN = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
 #: Seconds between two ``work status`` polls while a unit is followed.
@@ -90,7 +90,7 @@ def _params(pairs: tuple[str, ...]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             _fail(f"--param {pair!r} must be key=value")
-        if key.lower() in RESERVED_PARAMS:
+        if is_reserved_param(key):
             _fail(f"--param {key!r} is a reserved name")
         if value.startswith("@") and not value.startswith("@@"):
             try:

@@ -27,6 +27,7 @@ import structlog
 
 from mesh.go_json import MessageError
 from mesh.go_time import GO_ZERO_TIME, go_datetime, parse_go_time
+from mesh.work.params import CONTROL_KEYS
 from mesh.work.remote_follow import RemoteFollower
 from mesh.work.remote_sessions import (
     CHUNK,
@@ -44,22 +45,20 @@ from mesh.work.unitstore import UnitStatus, UnitStoreError
 from mesh.work.worktype import WorkError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mesh.work.workceptor import Workceptor
+    from mesh.work.remote_host import WorkManager
 
 log = structlog.get_logger(__name__)
 
 REMOTE_ID = re.compile(r"with ID ([a-zA-Z0-9]+)\.")
-NOT_PARAMS = ("command", "subcommand", "node", "worktype", "tlsclient", "ttl", "signwork",
-              "signature")
 
 
 class RemoteWork:
     """Drives every ``remote`` unit of one node."""
 
-    def __init__(self, workceptor: "Workceptor") -> None:
-        self.wc = workceptor
+    def __init__(self, manager: WorkManager) -> None:
+        self.wc = manager
         self.tasks: dict[str, asyncio.Task[Any]] = {}
-        self.sessions = SessionPool(workceptor)
+        self.sessions = SessionPool(manager)
         self.follower = RemoteFollower(self)
 
     def close(self) -> None:
@@ -107,11 +106,10 @@ class RemoteWork:
         within tens of milliseconds; the first retry would otherwise wait 0.5 s)."""
         async def pause(seconds: float) -> None:
             node = self._peer(unit_id)
-            node_api = self.wc.node
-            if node is None or not hasattr(node_api, "route_to") or node_api.routed(node):
+            if node is None or self.wc.node.routed(node):
                 await asyncio.sleep(seconds)
             else:
-                await node_api.route_to(node, seconds)
+                await self.wc.node.route_to(node, seconds)
 
         return Retry(pause)
 
@@ -400,4 +398,4 @@ def _go_stamp(expiration: str) -> str:
 
 def split_params(params: dict[str, Any]) -> dict[str, str]:
     """The work parameters of a submit request (every key that is not a control key)."""
-    return {k: v for k, v in params.items() if k not in NOT_PARAMS}
+    return {k: v for k, v in params.items() if k not in CONTROL_KEYS}

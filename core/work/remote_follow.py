@@ -13,7 +13,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -23,6 +23,8 @@ from mesh.work.remote_sessions import (
     RemoteConn,
     RemoteRefused,
     RemoteUnavailable,
+    Retry,
+    SessionPool,
     tls_client,
 )
 from mesh.work.states import FINAL, UnitState
@@ -30,7 +32,7 @@ from mesh.work.stdout_digest import DigestMismatch, file_digest, recorded
 from mesh.work.unitstore import UnitStatus, UnitStoreError, UnknownUnit
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mesh.work.remote import RemoteWork
+    from mesh.work.remote_host import WorkManager
 
 log = structlog.get_logger(__name__)
 
@@ -58,10 +60,35 @@ class _ResultsWatch:
     progress: float
 
 
+class FollowedWork(Protocol):
+    """What the follow loops use of :class:`~mesh.work.remote.RemoteWork`, which builds
+    the follower."""
+
+    @property
+    def wc(self) -> WorkManager:
+        """The work manager."""
+
+    @property
+    def sessions(self) -> SessionPool:
+        """The pooled control sessions to remote nodes."""
+
+    def retry(self, unit_id: str) -> Retry:
+        """Backoff for one unit's attempts."""
+
+    def extra(self, unit_id: str) -> dict[str, Any]:
+        """The unit's ExtraData; raises UnitStoreError."""
+
+    def update(self, unit_id: str, **fields: Any) -> None:
+        """Set status fields of the unit and wake its followers."""
+
+    def signature(self, extra: dict[str, Any]) -> dict[str, str]:
+        """``{"signature": token}`` for a unit submitted with signwork, else {}."""
+
+
 class RemoteFollower:
     """Follows the remote units of one node: a results stream and a status loop each."""
 
-    def __init__(self, remote: "RemoteWork") -> None:
+    def __init__(self, remote: FollowedWork) -> None:
         self.remote = remote
         self.wc = remote.wc
         self.sessions = remote.sessions

@@ -15,7 +15,7 @@ from mesh.control.protocol import GREETING_PATTERN
 from mesh.net.stream_errors import StreamError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mesh.work.workceptor import Workceptor
+    from mesh.work.remote_host import WorkManager
 
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 30.0
@@ -135,17 +135,16 @@ class SessionPool:
     has no route), when its connection ended, or after POOL_IDLE_TIME seconds.
     """
 
-    def __init__(self, workceptor: "Workceptor") -> None:
-        self.wc = workceptor
+    def __init__(self, manager: WorkManager) -> None:
+        self.wc = manager
         #: Idle sessions by (node, tls-client name): a unit's ``tlsclient`` needs its own.
         self._idle: dict[tuple[str, str], list[tuple[RemoteConn, Any, float]]] = {}
         self._refilling: set[tuple[str, str]] = set()
 
     def epoch(self, node: str) -> Any:
         """The remote node's routing epoch (changes when it restarts); None without a route
-        (see ``Node.node_epoch``; "unknown" for a node object without routing)."""
-        node_epoch = getattr(self.wc.node, "node_epoch", None)
-        return "unknown" if node_epoch is None else node_epoch(node)
+        (see ``Node.node_epoch``)."""
+        return self.wc.node.node_epoch(node)
 
     def _take(self, node: str, tls: str) -> tuple[RemoteConn, Any] | None:
         idle = self._idle.get((node, tls))

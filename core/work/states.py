@@ -48,10 +48,6 @@ class TransitionError(ValueError):
     """A state change that the machine forbids (e.g. Succeeded → Running)."""
 
 
-def is_final(state: int) -> bool:
-    return state in FINAL
-
-
 def check_transition(old: int, new: int) -> None:
     """Raise :class:`TransitionError` unless ``old → new`` is allowed.
 

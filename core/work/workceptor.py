@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import structlog
 
 from mesh.tasks import DueTimer, cancel_and_wait
+from mesh.work.remote import RemoteWork
+from mesh.work.remote_host import RemoteNode
 from mesh.work.states import FINAL, UnitState, state_name
 from mesh.work.unitstore import UnitStatus, UnitStore, UnitStoreError, UnknownUnit
 from mesh.work.worktype import UnitHandle, WorkError, WorkType
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mesh.config.loader import LoadedConfig
     from mesh.net.messages import WorkCommand
     from mesh.work.stdout_digest import Digest
-    from mesh.node import Node
 
 log = structlog.get_logger(__name__)
 
@@ -60,13 +63,38 @@ def redact(status: UnitStatus) -> dict[str, Any]:
     return data
 
 
+class WorkHost(RemoteNode, Protocol):
+    """The node as the work manager uses it (a :class:`mesh.node.Node`): its config (the
+    ``unit-lifecycle`` and ``work-limits`` sections), and what remote work needs of it."""
+
+    @property
+    def config(self) -> LoadedConfig:
+        """The node's loaded config."""
+
+
+@dataclass(frozen=True)
+class WorkStats:
+    """A read-only view of the work manager, for metrics (:meth:`Workceptor.stats`)."""
+
+    #: Units on disk by state, every state present (0 when none); an unreadable unit counts
+    #: as Failed, as ``work list`` shows it.
+    units_by_state: dict[UnitState, int]
+    #: Bytes of work results streamed to clients since the node started.
+    results_bytes: int
+
+
 class Workceptor:
     """All work units of one node."""
 
-    def __init__(self, node: "Node", store: UnitStore, work_types: dict[str, WorkType]) -> None:
+    def __init__(self, node: WorkHost, store: UnitStore, work_types: dict[str, WorkType], *,
+                 on_state_changed: Callable[[str, int, str], None] | None = None) -> None:
         self.node = node
         self.store = store
         self.work_types = work_types
+        #: Called with (unit_id, state, detail) when a unit's state or Detail changes.
+        self._on_state_changed = on_state_changed
+        #: Bytes of work results streamed to clients (:meth:`stream_results`).
+        self._results_bytes = 0
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._known_states: dict[str, tuple[int, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -83,8 +111,6 @@ class Workceptor:
         self._digest_again: set[str] = set()
         self._digest_slots = asyncio.Semaphore(DIGEST_THREADS)
         self._over_limit: set[str] = set()
-        from mesh.work.remote import RemoteWork  # the remote work type lives beside us
-
         self.remote = RemoteWork(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -246,8 +272,8 @@ class Workceptor:
             self._known_states[unit_id] = current
             log.info("unit_state_changed", node_id=self.node.node_id, unit_id=unit_id,
                      state=state_name(status.state), detail=status.detail)
-            self.node.plugins.unit_state_changed(self.node, unit_id, status.state,
-                                                 status.detail)
+            if self._on_state_changed is not None:
+                self._on_state_changed(unit_id, status.state, status.detail)
         if status.state in FINAL:  # a final state never changes: stop watching it
             self._known_states.pop(unit_id, None)
             self._lifecycle_in(getattr(self.lifecycle, "retention", None))
@@ -376,6 +402,16 @@ class Workceptor:
                             "Detail": str(exc), "StdoutSize": 0, "WorkType": "",
                             "ExtraData": None}
         return out
+
+    def stats(self) -> WorkStats:
+        """The units by state and the bytes of results streamed (for the metrics)."""
+        counts = {state: 0 for state in UnitState}
+        for unit in self.list().values():
+            try:
+                counts[UnitState(unit["State"])] += 1
+            except (ValueError, KeyError):
+                pass
+        return WorkStats(units_by_state=counts, results_bytes=self._results_bytes)
 
     def is_local(self, node: str) -> bool:
         return node.lower() in ("localhost", self.node.node_id.lower())
@@ -557,6 +593,7 @@ class Workceptor:
                     if not chunk:
                         break
                     pos += len(chunk)
+                    self._results_bytes += len(chunk)
                     write(chunk)
                     await drain()
                 if final:
