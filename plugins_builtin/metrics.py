@@ -20,7 +20,6 @@ import structlog
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
-from mesh.work.states import UnitState
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +42,10 @@ def _escape(value: str) -> str:
 
 
 def render_metrics(node: Any) -> str:
-    """The node's metrics in Prometheus text exposition format 0.0.4."""
-    net = node.netceptor
+    """The node's metrics in Prometheus text exposition format 0.0.4, from the read-only views
+    ``node.netceptor.stats()`` and ``node.work.stats()``."""
+    net = node.netceptor.stats()
+    work = node.work.stats()
     node_label = f'node="{_escape(node.node_id)}"'
     lines: list[str] = []
 
@@ -59,65 +60,49 @@ def render_metrics(node: Any) -> str:
     metric("mesh_links_up", "gauge", "Established links to neighbours.",
            [("", len(net.links))])
     metric("mesh_routing_table_size", "gauge", "Destinations in the routing table.",
-           [("", len(net.router.table))])
+           [("", net.routes)])
     metric("mesh_known_nodes", "gauge", "Nodes in the known-connections graph.",
-           [("", len(net.router.known))])
-    per_link = sorted(net.links.items())
-    for direction in ("in", "out"):
-        metric(f"mesh_link_messages_{direction}_total", "counter",
-               f"Messages {'received' if direction == 'in' else 'sent'} per link.",
-               [(f'peer="{_escape(p)}"', getattr(link.session, f"messages_{direction}", 0))
-                for p, link in per_link])
-        metric(f"mesh_link_bytes_{direction}_total", "counter",
-               f"Bytes {'received' if direction == 'in' else 'sent'} per link.",
-               [(f'peer="{_escape(p)}"', getattr(link.session, f"bytes_{direction}", 0))
-                for p, link in per_link])
+           [("", net.known_nodes)])
+    per_link = sorted(net.links, key=lambda link: link.peer)
+    for direction, verb in (("in", "received"), ("out", "sent")):
+        metric(f"mesh_link_messages_{direction}_total", "counter", f"Messages {verb} per link.",
+               [(f'peer="{_escape(link.peer)}"', getattr(link, f"messages_{direction}"))
+                for link in per_link])
+        metric(f"mesh_link_bytes_{direction}_total", "counter", f"Bytes {verb} per link.",
+               [(f'peer="{_escape(link.peer)}"', getattr(link, f"bytes_{direction}"))
+                for link in per_link])
     metric("mesh_routing_updates_received_total", "counter", "Routing updates received.",
-           [("", net.counters["routing_updates_received"])])
+           [("", net.routing_updates_received)])
     metric("mesh_routing_updates_sent_total", "counter", "Routing updates flooded.",
-           [("", net.counters["routing_updates_sent"])])
+           [("", net.routing_updates_sent)])
     metric("mesh_data_forwarded_total", "counter", "Data messages forwarded for others.",
-           [("", net.counters["data_forwarded"])])
+           [("", net.data_forwarded)])
     metric("mesh_data_dropped_total", "counter", "Data messages dropped (no route, congestion).",
-           [("", net.counters["data_dropped"])])
+           [("", net.data_dropped)])
     metric("mesh_keepalives_sent_total", "counter",
            "Keepalives sent on mesh links that carried nothing else for an interval.",
-           [("", net.counters["keepalives_sent"])])
-    counts = {state: 0 for state in UnitState}
-    for unit in node.work.list().values():
-        try:
-            counts[UnitState(unit["State"])] += 1
-        except (ValueError, KeyError):
-            pass
+           [("", net.keepalives_sent)])
     metric("mesh_units", "gauge", "Work units on disk by state.",
-           [(f'state="{state.label}"', count) for state, count in counts.items()])
+           [(f'state="{state.label}"', count) for state, count in work.units_by_state.items()])
     metric("mesh_stream_bytes_total", "counter", "Bytes of work results streamed to clients.",
-           [("", getattr(node.work, "results_bytes", 0))])
+           [("", work.results_bytes)])
     metric("mesh_alarm", "gauge", "1 while an alarm is raised (see /health for the reason).",
            [(f'alarm="{_escape(name)}"', 0 if reason is None else 1)
             for name, reason in sorted(node.alarms().items())])
     metric("mesh_duplicate_id_suspicions_total", "counter",
            "Routing updates that said another node uses this node's ID.",
-           [("", net.counters["duplicate_id_suspicions"])])
+           [("", net.duplicate_id_suspicions)])
     metric("mesh_control_plane_dropped_total", "counter",
            "Routing updates and adverts dropped by a control-plane limit, by kind.",
            [(f'what="{_escape(what)}"', count)
-            for what, count in sorted(net.limits.totals.items())])
+            for what, count in sorted(net.control_plane_drops.items())])
     metric("mesh_route_auth_dropped_total", "counter",
            "Routing updates and adverts dropped by route-auth (unsigned or mis-signed), by kind "
            "and reason; no samples while route-auth is off.",
            [(f'kind="{_escape(kind)}",reason="{_escape(reason)}"', count)
-            for kind, reasons in _route_auth_drops(net).items()
+            for kind, reasons in net.route_auth_drops.items()
             for reason, count in reasons.items()])
     return "\n".join(lines) + "\n"
-
-
-def _route_auth_drops(net: Any) -> dict[str, dict[str, int]]:
-    """kind → reason → drops of the node's route authenticator; empty while route-auth is off
-    (or the authenticator, a plugin's, has no ``stats()`` with ``dropped_by``)."""
-    auth = net.route_auth
-    stats = getattr(auth, "stats", None) if auth is not None else None
-    return stats().get("dropped_by", {}) if callable(stats) else {}
 
 
 def render_health(node: Any) -> str:

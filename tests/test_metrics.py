@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 from mesh.testing import Mesh, free_port, wait_until
+from work_helpers import mesh_cli, submitted_unit
 
 
 def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
@@ -43,3 +44,20 @@ def test_metrics_and_health(mesh: Mesh) -> None:
     assert value(text, "mesh_units", 'state="Succeeded"') == 0
     assert "# TYPE mesh_routing_updates_received_total counter" in text
     assert scrape(port, "/nothing")[0] == 404
+
+
+def test_units_and_streamed_results(mesh: Mesh) -> None:
+    """A unit that ran counts under its state, and the results sent to the client are counted
+    in mesh_stream_bytes_total."""
+    port = free_port()
+    mesh.add("a", sections=[{"metrics": {"port": port}},
+                            {"work-command": {"worktype": "cat", "command": "cat"}}])
+    mesh.start()
+    payload = b"x" * 5000
+    a = mesh.nodes["a"]
+    unit_id = submitted_unit(mesh_cli(a, "work", "submit", "cat", "--node", "localhost",
+                                      "--payload", "-", stdin=payload))
+    assert mesh_cli(a, "work", "results", unit_id).stdout == payload
+    text = scrape(port)[1]
+    assert value(text, "mesh_units", 'state="Succeeded"') == 1
+    assert value(text, "mesh_stream_bytes_total") >= len(payload)

@@ -104,14 +104,12 @@ async def connect_command(ctx: CommandContext, request: Request) -> Any:
 
 async def stats_command(ctx: CommandContext, request: Request) -> Any:
     """mesh extension: the mesh core's counters (routing updates, forwarded and dropped data)."""
-    net = ctx.node.netceptor
+    net = ctx.node.netceptor.stats()
     return {"NodeID": ctx.node.node_id, "Links": len(net.links),
-            "KnownNodes": len(net.router.known), "RoutingUpdatesSent":
-            net.counters["routing_updates_sent"],
-            "RoutingUpdatesReceived": net.counters["routing_updates_received"],
-            "DataForwarded": net.counters["data_forwarded"],
-            "DataDropped": net.counters["data_dropped"],
-            "KeepalivesSent": net.counters["keepalives_sent"],
+            "KnownNodes": net.known_nodes, "RoutingUpdatesSent": net.routing_updates_sent,
+            "RoutingUpdatesReceived": net.routing_updates_received,
+            "DataForwarded": net.data_forwarded, "DataDropped": net.data_dropped,
+            "KeepalivesSent": net.keepalives_sent,
             "Tasks": len(asyncio.all_tasks()), "OpenFiles": _open_files()}
 
 
