@@ -40,7 +40,6 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -73,17 +72,23 @@ CLIENT_TIMEOUT = 120.0
 # -- nodes -----------------------------------------------------------------------------------
 
 
+class ProfiledNode(NodeProcess):
+    """A node run under cProfile (profile.out in its workdir)."""
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "cProfile", "-o", str(self.workdir / "profile.out"),
+                *MESH_BIN[1:], *self.mesh_args()]
+
+
 def start_line(workdir: Path, log_level: str, profile: str | None) -> Mesh:
     cluster = Mesh(workdir)
-    cluster.add("controller01")
-    cluster.add("relayer01")
-    cluster.add("executor01", sections=WORK_TYPES)
+    for name in NODES:
+        cluster.add(name, sections=WORK_TYPES if name == "executor01" else (),
+                    node_class=ProfiledNode if name == profile else NodeProcess)
     cluster.link("relayer01", "controller01")
     cluster.link("executor01", "relayer01")
     for node in cluster.nodes.values():
         node.log_level = log_level
-        if profile == node.name:
-            _profiled(node)
     try:
         cluster.start()
         cluster.wait_converged()
@@ -92,26 +97,6 @@ def start_line(workdir: Path, log_level: str, profile: str | None) -> Mesh:
         cluster.cleanup()
         raise
     return cluster
-
-
-def _profiled(node: NodeProcess) -> None:
-    """Start ``node`` under cProfile (profile.out in its workdir)."""
-
-    def start(*, wait: bool = True) -> NodeProcess:
-        node.workdir.mkdir(parents=True, exist_ok=True)
-        node.write_config()
-        log = open(node.log_path, "ab")
-        env = {**os.environ, "MESH_LOG_FORMAT": "json", **node.env}
-        node.proc = subprocess.Popen(
-            [sys.executable, "-m", "cProfile", "-o", str(node.workdir / "profile.out"),
-             *MESH_BIN[1:], "node", "-c", str(node.config_path)],
-            stdout=log, stderr=log, env=env, start_new_session=True)
-        log.close()
-        if wait:
-            node.wait_ready()
-        return node
-
-    node.start = start  # type: ignore[method-assign]
 
 
 # -- figures ---------------------------------------------------------------------------------

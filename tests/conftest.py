@@ -1,4 +1,13 @@
-"""Shared fixtures: real node processes on loopback, cleaned up by pid."""
+"""Shared fixtures: real node processes on loopback, cleaned up by pid.
+
+Tests never see the plugins installed in the environment beyond mesh's own: for the whole
+session ``MESH_LOAD_PLUGINS=mesh`` (see :func:`pytest_configure`), so every process a test
+starts (a node through ``mesh.testing``, a raw ``mesh node``, a ``mesh`` CLI call) and every
+plugin manager made in this process loads mesh's own plugins only.  A test that needs another
+one names it: ``NodeProcess(plugins=...)``, ``Mesh.add(plugins=...)``,
+``mesh_cluster(plugins=...)``, or ``MESH_LOAD_PLUGINS`` in the environment it passes;
+``plugins=None`` loads every installed plugin.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +21,8 @@ from typing import Iterator
 
 import pytest
 
-from mesh.testing import Mesh
+from mesh.testing import Mesh, plugin_selection
 
-# Tests never see plugins installed in the environment beyond our own distribution: a node that
-# mesh.testing starts loads mesh's own plugins only (MESH_LOAD_PLUGINS=mesh) unless the test names
-# the ones it wants (NodeProcess.plugins, Mesh.add(plugins=...), mesh_cluster(plugins=...)).
 os.environ.setdefault("MESH_LOG_FORMAT", "json")
 # The demos' topologies (examples/demo_topologies.py) and the bench scripts' shared main
 # (bench/bench_main.py) import as the scripts themselves import them: as top-level modules.
@@ -27,6 +33,15 @@ sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "bench")]
 if "MESH_CACHE_DIR" not in os.environ:
     os.environ["MESH_CACHE_DIR"] = tempfile.mkdtemp(prefix="mesh-cache-")
     atexit.register(shutil.rmtree, os.environ["MESH_CACHE_DIR"], True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Select mesh's own plugins (``MESH_LOAD_PLUGINS=mesh``) until the session ends, whatever
+    the developer's environment says."""
+    patch = pytest.MonkeyPatch()
+    for name, value in plugin_selection(()).items():
+        patch.setenv(name, value)
+    config.add_cleanup(patch.undo)
 
 
 @pytest.fixture

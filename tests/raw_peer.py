@@ -31,19 +31,61 @@ def frame(payload: bytes) -> bytes:
     return struct.pack("<H", len(payload)) + payload
 
 
-class RawPeer:
+class Inbox:
+    """What a fake peer's reader thread received, taken by predicate.
+
+    The reader puts each message into :attr:`messages` and sets :attr:`eof` when the
+    connection ends; a test waits with :meth:`next_message` (or :meth:`wait_closed`).
+    """
+
+    def __init__(self) -> None:
+        self.messages: queue.Queue[bytes] = queue.Queue()
+        #: Received messages that no ``next_message`` call has wanted yet.
+        self.backlog: list[bytes] = []
+        self.eof = threading.Event()
+
+    def next_message(self, predicate: Callable[[bytes], bool], timeout: float = 15.0,
+                     what: str = "message") -> bytes:
+        """The next received message matching ``predicate`` (others stay in the backlog).
+
+        :raises TimeoutError: none within ``timeout`` s.
+        :raises ConnectionError: the connection ended first.
+        """
+        for index, message in enumerate(self.backlog):
+            if predicate(message):
+                return self.backlog.pop(index)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {what} within {timeout}s")
+            try:
+                message = self.messages.get(timeout=min(remaining, 0.2))
+            except queue.Empty:
+                if self.eof.is_set() and self.messages.empty():
+                    raise ConnectionError(f"connection closed while waiting for {what}") \
+                        from None
+                continue
+            if predicate(message):
+                return message
+            self.backlog.append(message)
+            del self.backlog[:-1000]
+
+    def wait_closed(self, timeout: float = 15.0) -> None:
+        if not self.eof.wait(timeout):
+            raise TimeoutError(f"connection not closed within {timeout}s")
+
+
+class RawPeer(Inbox):
     """A fake node on a raw TCP connection to a tcp-listener."""
 
     def __init__(self, port: int, node_id: str = INTRUDER) -> None:
+        super().__init__()
         self.node_id = node_id
         self.epoch = next(_epochs)
         self.sequence = 0
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock.settimeout(None)
-        self.messages: queue.Queue[bytes] = queue.Queue()
-        #: Received messages that no ``next_message`` call has wanted yet.
-        self.backlog: list[bytes] = []
-        self.eof = threading.Event()
         self.peer_id: str | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -88,30 +130,7 @@ class RawPeer:
         return m.encode_data(hops, as_hash(self.node_id if from_node is None else from_node),
                              as_hash(to_node), from_service, to_service, payload)
 
-    # -- receiving ---------------------------------------------------------------------
-
-    def next_message(self, predicate: Callable[[bytes], bool], timeout: float = 15.0,
-                     what: str = "message") -> bytes:
-        """The next received message matching ``predicate`` (others stay in the backlog)."""
-        for index, message in enumerate(self.backlog):
-            if predicate(message):
-                return self.backlog.pop(index)
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no {what} within {timeout}s")
-            try:
-                message = self.messages.get(timeout=min(remaining, 0.2))
-            except queue.Empty:
-                if self.eof.is_set() and self.messages.empty():
-                    raise ConnectionError(f"connection closed while waiting for {what}") \
-                        from None
-                continue
-            if predicate(message):
-                return message
-            self.backlog.append(message)
-            del self.backlog[:-1000]
+    # -- handshake and barrier ---------------------------------------------------------
 
     def handshake(self, timeout: float = 15.0) -> str:
         """Complete the link handshake (§2.6); returns the target's node ID."""
@@ -148,10 +167,6 @@ class RawPeer:
                     and header.to_service == service and header.from_service == "ping")
 
         self.next_message(is_reply, timeout, "ping reply")
-
-    def wait_closed(self, timeout: float = 15.0) -> None:
-        if not self.eof.wait(timeout):
-            raise TimeoutError(f"connection not closed within {timeout}s")
 
     def close(self) -> None:
         try:

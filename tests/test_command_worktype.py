@@ -12,11 +12,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, Awaitable, Iterator, TypeVar
 
 import pytest
 
-from mesh.testing import kill_runners, session_members, wait_until, wait_until_async
+from mesh.testing import (WatchedUnit, kill_runners, make_unit, session_members, wait_until,
+                          wait_until_async)
 
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
@@ -75,48 +76,6 @@ def cleanup(tmp_path: Path) -> Iterator[list[int]]:
 @pytest.fixture
 def store(tmp_path: Path) -> UnitStore:
     return UnitStore(tmp_path / "data", "node1")
-
-
-class Notified:
-    """A notify callback: counts calls, remembers the status seen at each, wakes waiters."""
-
-    def __init__(self, store: UnitStore, unit_id: str) -> None:
-        self.store, self.unit_id = store, unit_id
-        self.seen: list[UnitStatus] = []
-        self.event = asyncio.Event()
-
-    def __call__(self) -> None:
-        self.seen.append(self.store.read(self.unit_id))
-        self.event.set()
-
-    async def until(self, condition: Callable[[UnitStatus], bool], what: str,
-                    timeout: float = WAIT) -> UnitStatus:
-        """Wait (woken by notify, not by polling) until the status satisfies ``condition``."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            self.event.clear()
-            status = self.store.read(self.unit_id)
-            if condition(status):
-                return status
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise AssertionError(f"timed out waiting for {what}; status {status}")
-            try:
-                await asyncio.wait_for(self.event.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
-
-    async def final(self, timeout: float = WAIT) -> UnitStatus:
-        return await self.until(lambda s: s.state in FINAL, "a final state", timeout)
-
-
-def new_unit(store: UnitStore, wt: CommandWorkType, stdin: bytes = b"",
-             params: dict[str, str] | None = None) -> tuple[UnitHandle, Notified]:
-    params = params or {}
-    unit_id = store.create(wt.name, wt.check_params(params))
-    (store.path(unit_id) / "stdin").write_bytes(stdin)
-    notified = Notified(store, unit_id)
-    return UnitHandle(unit_id, store, params, notified), notified
 
 
 async def settle(wt: CommandWorkType, unit: UnitHandle) -> None:
@@ -199,9 +158,9 @@ def test_runtime_params_reach_the_command(store: UnitStore, cleanup: list[int]) 
     wt = work_type("echo", "configured", allowruntimeparams=True)
 
     async def main() -> UnitStatus:
-        unit, notified = new_unit(store, wt, params={"params": "'two  words' three"})
+        unit = make_unit(store, wt, params={"params": "'two  words' three"})
         await wt.start(unit)
-        return await notified.final()
+        return await unit.final()
 
     status = run(main())
     assert (status.state, status.detail) == (UnitState.SUCCEEDED, "exit status 0")
@@ -216,19 +175,19 @@ def test_cat_echoes_stdin_byte_exact(store: UnitStore, cleanup: list[int]) -> No
     payload = bytes(range(256)) * 64 + os.urandom(5 * 1024 * 1024)
     wt = work_type("cat")
 
-    async def main() -> tuple[UnitHandle, Notified, UnitStatus]:
-        unit, notified = new_unit(store, wt, payload)
+    async def main() -> tuple[WatchedUnit, UnitStatus]:
+        unit = make_unit(store, wt, stdin=payload)
         await wt.start(unit)
         assert unit.status().state != UnitState.PENDING  # start returns once the runner runs
-        final = await notified.final()
+        final = await unit.final()
         await settle(wt, unit)
-        return unit, notified, final
+        return unit, final
 
-    unit, notified, status = run(main())
+    unit, status = run(main())
     assert status == UnitStatus(UnitState.SUCCEEDED, "exit status 0", len(payload), "test", None,
                                 Digest(len(payload), hashlib.sha256(payload).hexdigest()))
     assert unit.stdout_path.read_bytes() == payload
-    assert notified.seen and notified.seen[-1].state == UnitState.SUCCEEDED
+    assert unit.seen and unit.seen[-1].state == UnitState.SUCCEEDED
     assert sorted(os.listdir(unit.dir)) == ["status", "status.lock", "stdin", "stdout"]
 
 
@@ -239,12 +198,12 @@ def test_running_status_and_notify_while_output_grows(tmp_path: Path, store: Uni
     wt = shell(f"echo first; cat {gate}; echo second")
 
     async def main() -> tuple[UnitHandle, UnitStatus, UnitStatus]:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
-        running = await notified.until(lambda s: s.stdout_size == 6, "StdoutSize 6 while running")
+        running = await unit.until(lambda s: s.stdout_size == 6, what="StdoutSize 6 while running")
         with open(gate, "wb") as handle:  # let the command finish
             handle.write(b"gate\n")
-        return unit, running, await notified.final()
+        return unit, running, await unit.final()
 
     unit, running, final = run(main())
     runner, child = runner_and_child(running)
@@ -266,9 +225,9 @@ def test_failures(store: UnitStore, cleanup: list[int], script: str, detail: str
     wt = shell(script)
 
     async def main() -> UnitStatus:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
-        return await notified.final()
+        return await unit.final()
 
     status = run(main())
     assert (status.state, status.detail, status.extra_data) == (UnitState.FAILED, detail, None)
@@ -295,9 +254,9 @@ def test_command_not_found(store: UnitStore, cleanup: list[int], command: str,
     wt = work_type(command)
 
     async def main() -> UnitStatus:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
-        return await notified.final()
+        return await unit.final()
 
     status = run(main())
     assert status.state == UnitState.FAILED
@@ -311,9 +270,9 @@ def test_command_not_executable(tmp_path: Path, store: UnitStore, cleanup: list[
     wt = work_type(str(script))
 
     async def main() -> UnitStatus:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
-        return await notified.final()
+        return await unit.final()
 
     status = run(main())
     assert status.state == UnitState.FAILED
@@ -327,7 +286,7 @@ def test_cancel_kills_runner_and_command_group(store: UnitStore, cleanup: list[i
     wt = shell("sleep 1000 & sleep 1000; wait")
 
     async def main() -> tuple[UnitStatus, list[int], float]:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
         running = unit.status()
         runner, child = runner_and_child(running)
@@ -357,9 +316,9 @@ def test_cancel_of_a_finished_unit_returns(store: UnitStore, cleanup: list[int])
     wt = work_type("true")
 
     async def main() -> UnitStatus:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
-        final = await notified.final()
+        final = await unit.final()
         await asyncio.wait_for(wt.cancel(unit), 5)
         return final
 
@@ -372,9 +331,9 @@ def test_start_leaves_no_file_descriptors_behind(store: UnitStore, cleanup: list
     async def main() -> tuple[int, int]:
         before = len(os.listdir("/proc/self/fd"))
         for _ in range(5):
-            unit, notified = new_unit(store, wt)
+            unit = make_unit(store, wt)
             await wt.start(unit)
-            await notified.final()
+            await unit.final()
             await settle(wt, unit)
         return before, len(os.listdir("/proc/self/fd"))
 
@@ -387,12 +346,12 @@ def test_runner_sigterm_kills_command_and_writes_killed(store: UnitStore,
     wt = work_type("sleep", "1000")
 
     async def main() -> tuple[int, int, UnitStatus]:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
         runner, child = runner_and_child(unit.status())
         cleanup.extend([runner, child])
         os.kill(runner, signal.SIGTERM)
-        final = await notified.final()
+        final = await unit.final()
         await settle(wt, unit)  # the runner exits right after writing Killed
         return runner, child, final
 
@@ -408,7 +367,7 @@ def test_runner_never_overwrites_a_final_state(tmp_path: Path, store: UnitStore,
     wt = shell(f"cat {gate}; sleep 1000")
 
     async def main() -> tuple[UnitStatus, int, int]:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
         runner, child = runner_and_child(unit.status())
         cleanup.extend([runner, child])
@@ -428,12 +387,12 @@ def test_runner_dying_without_a_status_marks_failed(store: UnitStore, cleanup: l
     wt = work_type("sleep", "1000")
 
     async def main() -> UnitStatus:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
         runner, child = runner_and_child(unit.status())
         cleanup.extend([runner, child])
         os.kill(runner, signal.SIGKILL)
-        return await notified.final()
+        return await unit.final()
 
     status = run(main())
     assert status.state == UnitState.FAILED
@@ -512,23 +471,22 @@ def test_restart_reattaches_to_a_running_runner(tmp_path: Path, store: UnitStore
     unit_id, runner = start_node_then_kill_it(store, f"cat {gate}; echo done", cleanup)
     cleanup.append(runner)
 
-    async def main() -> tuple[Notified, UnitStatus]:
+    async def main() -> tuple[WatchedUnit, UnitStatus]:
         wt = shell("unused")  # the "restarted node"
-        notified = Notified(store, unit_id)
-        unit = UnitHandle(unit_id, store, {}, notified)
+        unit = WatchedUnit(unit_id, store)
         await wt.restart(unit)
         assert unit.status().state == UnitState.RUNNING
         assert wt.runner.is_watched(unit.unit_id)
         with open(gate, "wb") as handle:
             handle.write(b"go\n")
-        final = await notified.final()
+        final = await unit.final()
         await settle(wt, unit)
-        return notified, final
+        return unit, final
 
-    notified, status = run(main())
+    unit, status = run(main())
     assert (status.state, status.detail) == (UnitState.SUCCEEDED, "exit status 0")
     assert (store.path(unit_id) / "stdout").read_bytes() == b"go\ndone\n"
-    assert any(seen.state == UnitState.SUCCEEDED for seen in notified.seen)
+    assert any(seen.state == UnitState.SUCCEEDED for seen in unit.seen)
 
 
 def test_restart_marks_failed_when_the_runner_is_gone(store: UnitStore,
@@ -543,9 +501,9 @@ def test_restart_marks_failed_when_the_runner_is_gone(store: UnitStore,
 
     async def main() -> UnitStatus:
         wt = shell("unused")
-        notified = Notified(store, unit_id)
-        await wt.restart(UnitHandle(unit_id, store, {}, notified))
-        assert notified.seen, "restart did not notify"
+        unit = WatchedUnit(unit_id, store)
+        await wt.restart(unit)
+        assert unit.seen, "restart did not notify"
         return store.read(unit_id)
 
     status = run(main())

@@ -37,7 +37,7 @@ from container_image import (
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.plugins import make_plugin_manager
-from mesh.testing import Mesh, NodeProcess, wait_until, wait_until_async
+from mesh.testing import Mesh, NodeProcess, WatchedUnit, make_unit, wait_until, wait_until_async
 from mesh.work.states import UnitState
 from mesh.work.stdout_digest import Digest
 from mesh.work.unitstore import UnitStatus, UnitStore
@@ -49,7 +49,7 @@ from mesh_builtin.container import (
     container_name,
     podman_argv,
 )
-from test_command_worktype import Notified, alive, new_unit, settle
+from test_command_worktype import alive, settle
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 30.0
@@ -216,9 +216,9 @@ def name_of(unit: UnitHandle) -> str:
 
 async def run_unit(wt: ContainerWorkType, store: UnitStore, stdin: bytes = b"",
                    params: dict[str, str] | None = None) -> tuple[UnitHandle, UnitStatus]:
-    unit, notified = new_unit(store, wt, stdin, params)
+    unit = make_unit(store, wt, stdin=stdin, params=params)
     await wt.start(unit)
-    final = await notified.final(WAIT)
+    final = await unit.final(timeout=WAIT)
     await settle(wt, unit)
     return unit, final
 
@@ -291,7 +291,7 @@ def test_missing_image_fails_at_once(podman: Scratch, store: UnitStore,
     wt = busybox(podman, command="true", image="localhost/no-such-image:1")
 
     async def main() -> tuple[UnitStatus, float]:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         started = time.monotonic()
         await wt.start(unit)
         return unit.status(), time.monotonic() - started
@@ -319,7 +319,7 @@ def test_missing_mount_source_fails_at_start(podman: Scratch, store: UnitStore,
     wt = busybox(podman, command="true", mounts=[f"{tmp_path}/absent:/x"])
 
     async def main() -> UnitStatus:
-        unit, _ = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
         return unit.status()
 
@@ -334,7 +334,7 @@ def test_cancel_removes_the_container(podman: Scratch, store: UnitStore,
     wt = busybox(podman, command="sleep 1000")
 
     async def main() -> tuple[UnitHandle, UnitStatus, float]:
-        unit, notified = new_unit(store, wt)
+        unit = make_unit(store, wt)
         await wt.start(unit)
         running = unit.status()
         assert running.state == UnitState.RUNNING, running
@@ -412,13 +412,12 @@ def test_restart_reattaches_and_the_unit_succeeds(podman: Scratch, store: UnitSt
 
     async def main() -> UnitStatus:
         wt = busybox(podman)  # the restarted node's work type
-        notified = Notified(store, unit_id)
-        unit = UnitHandle(unit_id, store, {}, notified)
+        unit = WatchedUnit(unit_id, store)
         await wt.restart(unit)
         assert wt.runner.is_watched(unit_id), "restart did not re-attach"
         with open(tmp_path / "gate", "wb") as gate:
             gate.write(b"go\n")
-        final = await notified.final(WAIT)
+        final = await unit.final(timeout=WAIT)
         await settle(wt, unit)
         return final
 
@@ -457,9 +456,9 @@ def test_restart_fails_the_unit_when_the_runner_is_gone(podman: Scratch, store: 
     wait_until(lambda: not alive(runner), what="the runner to die", timeout=WAIT)
 
     async def main() -> UnitStatus:
-        notified = Notified(store, unit_id)
-        await busybox(podman).restart(UnitHandle(unit_id, store, {}, notified))
-        assert notified.seen, "restart did not notify"
+        unit = WatchedUnit(unit_id, store)
+        await busybox(podman).restart(unit)
+        assert unit.seen, "restart did not notify"
         return store.read(unit_id)
 
     status = run(main())

@@ -18,7 +18,7 @@ import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -45,19 +45,6 @@ def pair() -> Iterator[Mesh]:
         yield cluster
     finally:
         cluster.cleanup()
-
-
-def wait_for_event(node: NodeProcess, event: str, timeout: float = 15.0,
-                   **fields: Any) -> dict[str, Any]:
-    def found() -> dict[str, Any] | None:
-        for entry in node.log_events():
-            if entry.get("event") == event and all(
-                    (value(entry.get(k)) if callable(value) else entry.get(k) == value)
-                    for k, value in fields.items()):
-                return entry
-        return None
-
-    return wait_until(found, timeout=timeout, what=f"log event {event} {fields} on {node.name}")
 
 
 def connected_peers(node: NodeProcess) -> set[str]:
@@ -196,7 +183,7 @@ def test_unknown_message_type_is_ignored(pair: Mesh, intruder: RawPeer) -> None:
     intruder.send(b"\x09" + b"x" * 100)
     intruder.send(b"\xff" + os.urandom(65534))  # the largest frame there is
     intruder.ping_barrier()
-    wait_for_event(pair.nodes["target"], "unknown_message_type", peer=INTRUDER, type=9)
+    pair.nodes["target"].wait_for_event("unknown_message_type", peer=INTRUDER, type=9)
     assert not intruder.eof.is_set()
     assert_healthy(pair)
 
@@ -206,7 +193,7 @@ def test_short_data_message_is_dropped(pair: Mesh, intruder: RawPeer) -> None:
     for size in (1, 2, 20, 35):
         intruder.send(full[:size])
     intruder.ping_barrier()
-    wait_for_event(pair.nodes["target"], "data_too_short", size=35)
+    pair.nodes["target"].wait_for_event("data_too_short", size=35)
     assert not intruder.eof.is_set()
     assert_healthy(pair)
 
@@ -219,15 +206,12 @@ def request_reply(peer: RawPeer, make: Callable[[str], bytes],
     Retries because a node two hops away learns our name only from our first accepted
     routing update (§2.1): until then it drops our messages with "hash not found".
     """
-    deadline = time.monotonic() + timeout
-    while True:
+    def attempt() -> bytes:
         service = f"r{random.getrandbits(24):06x}"[:8]
         peer.send(make(service))
-        try:
-            return peer.next_message(lambda msg: matches(msg, service), timeout=1.0, what=what)
-        except TimeoutError:
-            if time.monotonic() > deadline:
-                raise
+        return peer.next_message(lambda msg: matches(msg, service), timeout=1.0, what=what)
+
+    return wait_until(attempt, timeout=timeout, interval=0, what=what)
 
 
 def is_data_to(service: str, from_service: str | None = None) -> Callable[[bytes], bool]:
@@ -257,7 +241,7 @@ def test_data_with_unknown_node_hashes_is_dropped(pair: Mesh, intruder: RawPeer)
     assert notice is not None and notice.problem == "message expired"
     assert notice.to_node == "neighbour"
     intruder.ping_barrier()
-    wait_for_event(pair.nodes["target"], "hash_not_found", hash=hex(unknown))
+    pair.nodes["target"].wait_for_event("hash_not_found", hash=hex(unknown))
     # A ping through the target to the neighbour works for the intruder as well.
     reply = request_reply(intruder, lambda svc: intruder.data("neighbour", "ping",
                                                               from_service=svc),
@@ -348,7 +332,7 @@ def test_forwarding_node_change_tears_link_down(pair: Mesh, intruder: RawPeer) -
     assert reject == m.REJECT_MESSAGE == b"\x03[]"
     intruder.wait_closed()
     target = pair.nodes["target"]
-    wait_for_event(target, "link_rejected", peer=INTRUDER,
+    target.wait_for_event("link_rejected", peer=INTRUDER,
                    reason="remote node ID changed unexpectedly")
     wait_until(lambda: INTRUDER not in connected_peers(target), timeout=15,
                what="intruder link removed")
@@ -428,7 +412,7 @@ def test_handshake_with_bad_identity_is_rejected(pair: Mesh, claimed: str, reaso
         peer.wait_closed()
     finally:
         peer.close()
-    wait_for_event(pair.nodes["target"], "link_rejected", peer=claimed, reason=reason)
+    pair.nodes["target"].wait_for_event("link_rejected", peer=claimed, reason=reason)
     assert_healthy(pair)
 
 
@@ -441,7 +425,7 @@ def test_second_link_reusing_a_peer_id_is_rejected(pair: Mesh, intruder: RawPeer
         second.wait_closed()
     finally:
         second.close()
-    wait_for_event(pair.nodes["target"], "link_rejected", peer=INTRUDER,
+    pair.nodes["target"].wait_for_event("link_rejected", peer=INTRUDER,
                    reason=f"already connected to {INTRUDER}")
     assert not intruder.eof.is_set()
     intruder.ping_barrier()
@@ -505,7 +489,7 @@ def test_silent_peer_is_dropped_after_handshake_limit(pair: Mesh) -> None:
     assert 10 <= len(updates) <= 11, len(updates)
     assert all(u.node_id == u.forwarding_node == "target" for u in updates)
     assert "silent" not in {c["NodeID"] for c in pair.nodes["target"].status()["Connections"]}
-    wait_for_event(pair.nodes["target"], "handshake_timeout")
+    pair.nodes["target"].wait_for_event("handshake_timeout")
     assert_healthy(pair)
 
 

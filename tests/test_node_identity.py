@@ -13,20 +13,6 @@ import pytest
 from mesh.testing import Mesh, NodeProcess, free_port, wait_until
 
 
-def matching(node: NodeProcess, event: str, **fields: Any) -> list[dict[str, Any]]:
-    """Log events named ``event`` whose fields equal (or satisfy, if callable) ``fields``."""
-    return [e for e in node.log_events() if e.get("event") == event and all(
-        (want(e.get(key)) if callable(want) else e.get(key) == want)
-        for key, want in fields.items())]
-
-
-def wait_for_event(node: NodeProcess, event: str, *, count: int = 1, timeout: float = 30.0,
-                   **fields: Any) -> list[dict[str, Any]]:
-    return wait_until(lambda: (found := matching(node, event, **fields)) and
-                      len(found) >= count and found,
-                      timeout=timeout, what=f"{count}x {event} {fields} in {node.name}'s log")
-
-
 def peers(node: NodeProcess) -> dict[str, float]:
     return {c["NodeID"]: c["Cost"] for c in node.status()["Connections"]}
 
@@ -66,12 +52,12 @@ def test_duplicate_node_id_newer_node_stops_with_exit_code_3(mesh: Mesh) -> None
     assert code == 3, f"exit code {code}: {second.log_tail()}"
     assert not second.socket.exists(), "a node stopped as a duplicate removes its control socket"
 
-    stopped = matching(second, "duplicate_node_id")
+    stopped = second.log_events("duplicate_node_id")
     assert stopped, second.log_tail()
     assert stopped[0]["node_id"] == "dup"
     assert stopped[0]["level"] == "error"
-    assert matching(second, "node_stopping", reason="duplicate node ID")
-    assert matching(first, "duplicate_node_id_detected", node_id="dup")
+    assert second.log_events("node_stopping", reason="duplicate node ID")
+    assert first.log_events("duplicate_node_id_detected", node_id="dup")
 
     # The first "dup" is unharmed and reachable again through the relays.
     assert first.alive
@@ -100,13 +86,13 @@ def test_second_link_with_the_same_node_id_is_rejected(mesh: Mesh) -> None:
     mesh.nodes["dup-second"] = second
     second.start()
     relay = mesh.nodes["relay"]
-    wait_for_event(relay, "link_rejected", count=2, peer="dup", reason="already connected to dup")
-    assert matching(second, "link_rejected_by_peer") or \
-        matching(second, "connection_lost", reason="remote node rejected the connection")
+    relay.wait_for_event("link_rejected", count=2, peer="dup", reason="already connected to dup")
+    assert second.log_events("link_rejected_by_peer") or \
+        second.log_events("connection_lost", reason="remote node rejected the connection")
     assert second.alive and first.alive
     assert peers(relay) == {"dup": 1}
-    assert not matching(relay, "connection_lost", peer="dup")
-    assert not matching(first, "connection_lost")
+    assert not relay.log_events("connection_lost", peer="dup")
+    assert not first.log_events("connection_lost")
     assert ping(relay, "dup")["Success"]
 
 
@@ -131,20 +117,20 @@ def test_allowedpeers_admits_only_listed_nodes(mesh: Mesh) -> None:
     wait_until(lambda: peers(gate) == {"friend": 1}, timeout=30, what="friend linked to gate")
     wait_until(lambda: gate.routes() == {"friend": "friend"}, timeout=30, what="gate routes")
     # The stranger is turned away on every redial, and the gate never lets it in.
-    wait_for_event(gate, "link_rejected", count=2, peer="stranger",
+    gate.wait_for_event("link_rejected", count=2, peer="stranger",
                    reason="peer not in allowedpeers")
-    wait_until(lambda: matching(stranger, "link_rejected_by_peer")
-               or matching(stranger, "connection_lost",
+    wait_until(lambda: stranger.log_events("link_rejected_by_peer")
+               or stranger.log_events("connection_lost",
                            reason="remote node rejected the connection"),
                timeout=30, what="stranger sees the rejection")
-    assert not matching(gate, "connection_established", peer="stranger")
+    assert not gate.log_events("connection_established", peer="stranger")
     assert "stranger" not in gate.status()["KnownConnectionCosts"]
     assert peers(gate) == {"friend": 1}
     assert stranger.alive
 
     # The dialer's own allowedpeers list works the same way.
-    wait_for_event(picky, "link_rejected", count=2, peer="open", reason="peer not in allowedpeers")
-    assert not matching(picky, "connection_established")
+    picky.wait_for_event("link_rejected", count=2, peer="open", reason="peer not in allowedpeers")
+    assert not picky.log_events("connection_established")
     assert peers(picky) == {}
     assert "picky" not in peers(mesh.nodes["open"])
 
@@ -174,15 +160,15 @@ def test_link_costs_must_agree(mesh: Mesh) -> None:
                what="routes between hub and agree")
 
     def disagreement() -> list[dict[str, Any]]:
-        return [e for node in (hub, disagree) for e in matching(
-            node, "link_rejected",
+        return [e for node in (hub, disagree) for e in node.log_events(
+            "link_rejected",
             reason=lambda r: isinstance(r, str) and "we disagree about the connection cost" in r)]
 
     found = wait_until(disagreement, timeout=30, what="cost disagreement teardown")
     assert found[0]["peer"] in ("hub", "disagree")
     assert {"1.5", "3.0"} <= set(found[0]["reason"].replace(",", " ").replace(")", " ").split())
-    wait_for_event(hub, "connection_lost", peer="disagree")
-    assert not matching(hub, "connection_lost", peer="agree")
+    hub.wait_for_event("connection_lost", peer="disagree")
+    assert not hub.log_events("connection_lost", peer="agree")
     assert ping(hub, "agree")["Success"]
 
 
@@ -209,7 +195,7 @@ def test_link_over_ipv6_loopback(mesh: Mesh) -> None:
     mesh.wait_converged()
     assert peers(six) == {"dialer6": 1}
     assert peers(dialer) == {"six": 1}
-    established = wait_for_event(six, "connection_established", peer="dialer6")
+    established = six.wait_for_event("connection_established", peer="dialer6")
     assert "::1" in established[0]["address"]
     reply = ping(dialer, "six")
     assert reply["Success"] and reply["From"] == "six"
@@ -224,7 +210,7 @@ def test_peer_redials_until_listener_appears(mesh: Mesh) -> None:
     early = mesh.add("early", listen=False,
                      sections=[{"tcp-peer": {"address": f"127.0.0.1:{port}"}}])
     early.start()
-    failures = wait_for_event(early, "backend_dial_failed", count=2,
+    failures = early.wait_for_event("backend_dial_failed", count=2,
                               backend=f"tcp-peer 127.0.0.1:{port}")
     for failure in failures:
         assert isinstance(failure["retry_in"], (int, float)) and failure["retry_in"] > 0

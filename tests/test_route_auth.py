@@ -29,6 +29,7 @@ from mesh.net.framing import FrameDecoder
 from mesh.testing import NodeProcess, free_port, wait_until
 from mesh_builtin import certs
 from mesh_builtin import route_auth as ra
+from raw_peer import Inbox
 
 NODES = ("node1", "node2", "node3", "node4")
 MALLORY = "mallory"
@@ -280,11 +281,12 @@ def routes_everywhere(nodes: dict[str, NodeProcess], names: set[str]) -> bool:
     return all(set(node.routes()) >= names - {node.name} for node in nodes.values())
 
 
-class TlsPeer:
+class TlsPeer(Inbox):
     """A fake node on a TLS link to a tcp-listener, holding ``pki``'s certificate for
     ``node_id`` (valid for that ID, and only that one)."""
 
     def __init__(self, pki: Pki, port: int, node_id: str = MALLORY) -> None:
+        super().__init__()
         self.node_id = node_id
         self.signer = pki.signer(node_id)
         self.epoch = int(time.time() * (1 << 24))
@@ -297,9 +299,6 @@ class TlsPeer:
         self.sock = ctx.wrap_socket(raw)
         self.sock.settimeout(None)
         self.outbox: queue.Queue[bytes] = queue.Queue()
-        self.messages: queue.Queue[bytes] = queue.Queue()
-        self.received: list[bytes] = []
-        self.closed = threading.Event()
         self.hello = b""
         self._threads = [threading.Thread(target=self._io, daemon=True),
                          threading.Thread(target=self._refresh, daemon=True)]
@@ -311,7 +310,7 @@ class TlsPeer:
         not be read and written by two threads at once."""
         decoder = FrameDecoder()
         try:
-            while not self.closed.is_set():
+            while not self.eof.is_set():
                 while not self.outbox.empty():
                     self.sock.sendall(self.outbox.get_nowait())
                 if not self.sock.pending() and \
@@ -324,11 +323,11 @@ class TlsPeer:
                     self.messages.put(message)
         except (OSError, ValueError):  # ValueError: the socket was closed under us
             pass
-        self.closed.set()
+        self.eof.set()
 
     def _refresh(self) -> None:
         """Go-style liveness: our update again every few seconds (the link idles out at 21)."""
-        while not self.closed.wait(4.0):
+        while not self.eof.wait(4.0):
             if self.hello:
                 try:
                     self.send(self.hello)
@@ -336,7 +335,7 @@ class TlsPeer:
                     return
 
     def send(self, message: bytes) -> None:
-        if self.closed.is_set():
+        if self.eof.is_set():
             raise ConnectionError("the link is closed")
         self.outbox.put(struct.pack("<H", len(message)) + message)
 
@@ -365,24 +364,13 @@ class TlsPeer:
 
     def next_update(self, predicate: Callable[[m.RoutingUpdate], bool],
                     timeout: float = 30.0) -> m.RoutingUpdate:
-        """The first routing update received (so far or within ``timeout``) matching."""
-        for message in self.received:
-            update = m.decode_routing_update(message[1:])
-            if predicate(update):
-                return update
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                message = self.messages.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if message[:1] != b"\x01":
-                continue
-            self.received.append(message)
-            update = m.decode_routing_update(message[1:])
-            if predicate(update):
-                return update
-        raise TimeoutError("no such routing update")
+        """The first routing update received (and not taken yet) matching ``predicate``,
+        within ``timeout`` s."""
+        def matching(message: bytes) -> bool:
+            return message[:1] == b"\x01" and predicate(m.decode_routing_update(message[1:]))
+
+        return m.decode_routing_update(self.next_message(matching, timeout,
+                                                         "such routing update")[1:])
 
     def join(self, timeout: float = 30.0) -> str:
         """The link handshake: our signed update, then one listing the target."""
@@ -395,7 +383,7 @@ class TlsPeer:
 
     def close(self) -> None:
         self.hello = b""
-        self.closed.set()
+        self.eof.set()
         for thread in self._threads:
             thread.join(timeout=5)
         self.sock.close()

@@ -66,18 +66,9 @@ def mesh_command(mesh_dir: Path, *args: str, env: dict[str, str] | None = None,
 class TracedNode(NodeProcess):
     """A node process started through :data:`ENTRY`: :meth:`modules` after it stopped."""
 
-    def start(self, *, wait: bool = True) -> "TracedNode":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.write_config()
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", ENTRY, str(self.workdir / "modules.json"),
-             "node", "-c", str(self.config_path)], stdout=log, stderr=log,
-            env={**os.environ, "MESH_LOG_FORMAT": "json", **self.env}, start_new_session=True)
-        log.close()
-        if wait:
-            self.wait_ready()
-        return self
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", ENTRY, str(self.workdir / "modules.json"),
+                *self.mesh_args()]
 
     def modules(self) -> set[str]:
         assert self.stop() == 0, self.log_tail()
@@ -85,9 +76,8 @@ class TracedNode(NodeProcess):
 
 
 def traced_mesh(mesh: Mesh, name: str, sections: list[dict[str, Any]] = ()) -> TracedNode:
-    node = mesh.add(name, sections=list(sections))
-    traced = TracedNode(node.name, node.workdir, node.sections, node.env)
-    mesh.nodes[name] = traced
+    traced = mesh.add(name, sections=list(sections), node_class=TracedNode)
+    assert isinstance(traced, TracedNode)
     return traced
 
 

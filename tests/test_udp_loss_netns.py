@@ -25,7 +25,7 @@ from typing import Iterator
 
 import pytest
 
-from mesh.testing import MESH_BIN, Mesh, NodeProcess
+from mesh.testing import Mesh, NodeProcess
 
 RECEPTORCTL = str(Path(sys.executable).parent / "receptorctl")
 LOSS_PERCENT = 5
@@ -57,18 +57,8 @@ class NamespacedNode(NodeProcess):
 
     netns: str = ""
 
-    def start(self, *, wait: bool = True) -> "NamespacedNode":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.write_config()
-        log = open(self.log_path, "ab")
-        env = {**os.environ, "MESH_LOG_FORMAT": "json", **self.env}
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *MESH_BIN, "node",
-                                      "-c", str(self.config_path)],
-                                     stdout=log, stderr=log, env=env, start_new_session=True)
-        log.close()
-        if wait:
-            self.wait_ready()
-        return self
+    def argv(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *super().argv()]
 
 
 class LossyPair:

@@ -26,16 +26,18 @@ class Mesh:
         self.ports: dict[str, int] = {}
 
     def add(self, name: str, *, listen: bool = True, sections: Iterable[dict] = (),
-            env: dict[str, str] | None = None,
-            plugins: Iterable[str] | None = ()) -> NodeProcess:
+            env: dict[str, str] | None = None, plugins: Iterable[str] | None = (),
+            node_class: type[NodeProcess] = NodeProcess) -> NodeProcess:
         """A node named ``name`` (not started yet).
 
         :param listen: give it a ``tcp-listener`` on a free port (:attr:`ports`).
         :param plugins: installed plugins it loads besides mesh's own
             (:attr:`NodeProcess.plugins`); ``None`` loads every installed plugin.
+        :param node_class: a subclass of :class:`NodeProcess` that runs the node another way
+            (its :meth:`~NodeProcess.argv`).
         """
-        node = NodeProcess(name, self.workdir / name, list(sections), dict(env or {}),
-                           plugins=None if plugins is None else tuple(plugins))
+        node = node_class(name, self.workdir / name, list(sections), dict(env or {}),
+                          plugins=None if plugins is None else tuple(plugins))
         if listen:
             self.ports[name] = free_port()
             node.sections.insert(0, {"tcp-listener": {"port": self.ports[name],

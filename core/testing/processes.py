@@ -3,7 +3,8 @@
 Every node is a child process with its own config, control socket and log file in its own
 directory, tracked by pid and stopped in teardown.  A node loads mesh's own plugins only, unless
 the test names the plugins it wants (:attr:`NodeProcess.plugins`): tests never see whatever else
-is installed in the environment.
+is installed in the environment.  A node run another way (in a network namespace, under a
+profiler or a tracer) is a subclass that overrides :meth:`NodeProcess.argv` and keeps all that.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -39,8 +40,17 @@ def running_node_pids() -> set[int]:
 def plugin_selection(plugins: Iterable[str] | None) -> dict[str, str]:
     """The environment that makes a node load mesh's own plugins and ``plugins`` (distribution
     or entry-point names, e.g. ``["mesh-plugin-echo"]``) and no other installed one
-    (``MESH_LOAD_PLUGINS``); for ``None`` nothing: the inherited environment decides."""
+    (``MESH_LOAD_PLUGINS``); for ``None`` nothing (see :func:`plugin_environment`)."""
     return {} if plugins is None else {"MESH_LOAD_PLUGINS": ",".join(["mesh", *plugins])}
+
+
+def plugin_environment(base: Mapping[str, str], plugins: Iterable[str] | None) -> dict[str, str]:
+    """``base`` (e.g. ``os.environ``) with the plugin selection of ``plugins``: mesh's own and
+    those named (:func:`plugin_selection`), or for ``None`` every installed plugin (no
+    ``MESH_LOAD_PLUGINS``, whatever ``base`` says)."""
+    env = {key: value for key, value in base.items()
+           if plugins is not None or key != "MESH_LOAD_PLUGINS"}
+    return {**env, **plugin_selection(plugins)}
 
 
 class ControlSession(ControlClient):
@@ -99,17 +109,33 @@ class NodeProcess:
                                      **self.control_extra}}]
         self.config_path.write_text(yaml.safe_dump(base + self.sections, sort_keys=False))
 
+    def mesh_args(self) -> list[str]:
+        """The ``mesh`` arguments that run this node: ``node -c CONFIG``."""
+        return ["node", "-c", str(self.config_path)]
+
+    def argv(self) -> list[str]:
+        """The node's command line: ``python -m mesh`` with :meth:`mesh_args`.
+
+        Override it to run the node another way (``ip netns exec NS`` before it, a profiler or
+        a tracer instead of ``-m mesh``); :meth:`start` keeps the environment and the tracking.
+        """
+        return [*MESH_BIN, *self.mesh_args()]
+
+    def environment(self) -> dict[str, str]:
+        """The node's environment: this process's, JSON logs, the plugin selection of
+        :attr:`plugins` (:func:`plugin_environment`), then :attr:`env`."""
+        return {**plugin_environment(os.environ, self.plugins), "MESH_LOG_FORMAT": "json",
+                **self.env}
+
     def start(self, *, wait: bool = True) -> "NodeProcess":
+        """Write the config and start :meth:`argv` with :meth:`environment`, in a session of
+        its own, logging to :attr:`log_path`; wait until it is ready unless ``wait`` is false."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_config()
-        log = open(self.log_path, "ab")
-        env = {**os.environ, "MESH_LOG_FORMAT": "json", **plugin_selection(self.plugins),
-               **self.env}
-        self.proc = subprocess.Popen([*MESH_BIN, "node", "-c", str(self.config_path)],
-                                     stdout=log, stderr=log, env=env,
-                                     start_new_session=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
+                                         env=self.environment(), start_new_session=True)
         _started[self.proc.pid] = self.proc
-        log.close()
         if wait:
             self.wait_ready()
         return self
@@ -138,7 +164,8 @@ class NodeProcess:
 
     def log_events(self, event: str | None = None, **fields: Any) -> list[dict[str, Any]]:
         """The JSON events of this node's log so far (other lines are skipped), optionally
-        only those named ``event`` whose keys equal ``fields``."""
+        only those named ``event`` whose keys equal ``fields`` (or, for a callable value,
+        satisfy it: ``peer=lambda p: p.startswith("udp ")``)."""
         found = []
         try:
             text = self.log_path.read_text(errors="replace")
@@ -150,9 +177,24 @@ class NodeProcess:
             except ValueError:
                 continue
             if isinstance(record, dict) and (event is None or record.get("event") == event) \
-                    and all(record.get(key) == value for key, value in fields.items()):
+                    and all(value(record.get(key)) if callable(value) else
+                            record.get(key) == value for key, value in fields.items()):
                 found.append(record)
         return found
+
+    def wait_for_event(self, event: str, *, count: int = 1, timeout: float = 30.0,
+                       **fields: Any) -> list[dict[str, Any]]:
+        """Wait until the log holds ``count`` events named ``event`` that match ``fields`` (as
+        in :meth:`log_events`); returns them all.
+
+        :raises TimeoutError: fewer within ``timeout`` s.
+        """
+        def logged() -> list[dict[str, Any]]:
+            found = self.log_events(event, **fields)
+            return found if len(found) >= count else []
+
+        return wait_until(logged, timeout=timeout,
+                          what=f"{count}x {event} {fields} in {self.name}'s log")
 
     def control(self, line: str) -> Any:
         with ControlSession(self.socket) as session:
