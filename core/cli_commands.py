@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-
 from typing import Any
 
 import click
@@ -26,11 +25,14 @@ socket_option = click.option(
 
 
 def fail(message: str, code: int = 1) -> None:
+    """Print ``mesh: message`` on stderr and exit with ``code``."""
     click.echo(f"mesh: {message}", err=True)
     sys.exit(code)
 
 
 def connect(socket_path: str | None) -> ControlClient:
+    """A control session with the node at ``socket_path`` (None: the default socket); exits
+    with the reason when it cannot be opened."""
     try:
         return ControlClient(socket_path or default_socket())
     except ControlClientError as exc:
@@ -39,6 +41,7 @@ def connect(socket_path: str | None) -> ControlClient:
 
 
 def print_json(obj: Any) -> None:
+    """Print ``obj`` as JSON indented by 4, keys sorted."""
     click.echo(json.dumps(obj, indent=4, sort_keys=True))
 
 
@@ -174,11 +177,7 @@ def print_reply(client: ControlClient) -> None:
         print_json(client.reply())
     except json.JSONDecodeError as exc:
         click.echo(exc.doc)
-    client.sock.settimeout(None)  # a stream may pause for as long as its unit runs
-    out = sys.stdout.buffer
-    while chunk := client.file.read1(65536):
-        out.write(chunk)
-        out.flush()
+    client.copy_rest(sys.stdout.buffer)
 
 
 @click.command("plugins")

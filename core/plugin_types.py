@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import ssl
+    from pathlib import Path
 
     from mesh.config.loader import LoadedConfig
     from mesh.config.schema import SectionSpec
@@ -70,6 +71,11 @@ class PluginNode(HookNode, Protocol):
     @property
     def work(self) -> Workceptor:
         """The node's work manager (``work.max_stdout``, ``work.list()``)."""
+
+    @property
+    def datadir(self) -> Path:
+        """The node's data directory (``datadir`` of its ``node`` section); its units live
+        in ``<datadir>/<node id>``."""
 
     def tls_config(self, kind: str, name: str) -> TLSConfig:
         """The ``tls-server``/``tls-client`` section ``name``; raises when there is none."""

@@ -1,8 +1,9 @@
-"""command work type: each ``work-command`` section runs an executable once per unit (Receptor §6.4).
+"""command work type: each ``work-command`` section runs an executable once per unit
+(Receptor §6.4).
 
-A unit's command runs under a detached runner (:class:`mesh_builtin.detached_runner.DetachedRunner`),
-so a unit survives the node being killed and restarted.  This module adds the configured command
-line and the submitter's ``params``.
+A unit's command runs under a detached runner
+(:class:`mesh_builtin.detached_runner.DetachedRunner`), so a unit survives the node being killed
+and restarted.  This module adds the configured command line and the submitter's ``params``.
 
 :class:`CommandWorkType` is also the base of work types that run another command line per unit
 (``container``, ``mesh-plugin-ansible-runner``): they override :meth:`CommandWorkType.start` to
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
@@ -23,11 +24,15 @@ from mesh.work.states import FINAL
 from mesh.work.worktype import UnitHandle, WorkError, WorkType
 from mesh_builtin.detached_runner import DetachedRunner
 
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import PluginNode, RegisterWorkType
+
 
 @dataclass
 class WorkCommandConfig:
     worktype: str = field(metadata={"doc": "Name of the work type that clients submit."})
-    command: str = field(metadata={"doc": "Executable to run (a path, or a name looked up in PATH)."})
+    command: str = field(metadata={
+        "doc": "Executable to run (a path, or a name looked up in PATH)."})
     params: str = field(default="", metadata={
         "doc": "Command-line arguments, split like a shell does (quotes and backslashes; no "
                "variable expansion)."})
@@ -55,11 +60,13 @@ class CommandWorkType(WorkType):
     Extension points for subclasses: :meth:`start_params` (the unit's params, split),
     :meth:`start` (build an argv, then ``await self.runner.start(unit, argv)``) and
     :meth:`runner_ended`.  Cancel and restart are the runner's (:attr:`runner`).
+    ``config``, ``node`` and ``runner`` are this class's attributes: a subclass keeps its own
+    settings under other names (one that sets ``self.runner`` breaks cancel and restart).
     """
 
     stops_at_max_stdout = True  # the runner does (see command_runner.Runner.cut)
 
-    def __init__(self, config: WorkCommandConfig, node: Any = None) -> None:
+    def __init__(self, config: WorkCommandConfig, node: PluginNode | None = None) -> None:
         super().__init__(config.worktype, verify_signature=config.verifysignature)
         self.config = config
         self.node = node
@@ -126,12 +133,11 @@ class CommandWorkType(WorkType):
 
     def _max_stdout(self) -> int | None:
         """``work-limits maxstdout``: the runner stops the unit's command beyond it."""
-        work = getattr(self.node, "work", None)
-        return work.max_stdout if work is not None else None
+        return self.node.work.max_stdout if self.node is not None else None  # None: unit tests
 
 
 @hookimpl
-def mesh_register_work_types(register: Any) -> None:
+def mesh_register_work_types(register: RegisterWorkType) -> None:
     register(SectionSpec("work-command", WorkCommandConfig,
                          doc="A work type that runs an executable for each unit."),
              CommandWorkType)

@@ -21,11 +21,11 @@ What this module adds to the command type:
   :data:`IMAGE_CHECK_TTL` seconds), and bind-mount sources must exist.  Other podman failures end
   as ``exit status 125`` with podman's message at the end of the unit's stdout.
 
-Node restart: a unit whose runner still runs is re-attached (the detached runner's machinery).  If the
-runner is gone, nobody holds the exit code of ``podman run`` any more; the unit is marked Failed
-(``Failed to restart: runner process N is gone ...``) and its container removed, rather than
-re-attached through ``podman wait``: the container may have exited unobserved, and a second
-reader of its output would not be byte-exact.
+Node restart: a unit whose runner still runs is re-attached (the detached runner's machinery).
+If the runner is gone, nobody holds the exit code of ``podman run`` any more; the unit is marked
+Failed (``Failed to restart: runner process N is gone ...``) and its container removed, rather
+than re-attached through ``podman wait``: the container may have exited unobserved, and a
+second reader of its output would not be byte-exact.
 
 Exit codes 125 (podman failed), 126 (command cannot run) and 127 (command not found) come from
 podman; a workload that exits with one of them cannot be told apart from those.
@@ -42,7 +42,7 @@ import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -51,6 +51,9 @@ from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.work.worktype import UnitHandle
 from mesh_builtin.command import CommandWorkType, WorkCommandConfig
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import PluginNode, RegisterWorkType
 
 log = structlog.get_logger(__name__)
 
@@ -229,7 +232,7 @@ def podman_argv(config: WorkContainerConfig, *, name: str, args: list[str],
 class ContainerWorkType(CommandWorkType):
     """One ``work-container`` entry: a command work type whose command is ``podman run``."""
 
-    def __init__(self, config: WorkContainerConfig, node: Any = None) -> None:
+    def __init__(self, config: WorkContainerConfig, node: PluginNode | None = None) -> None:
         super().__init__(WorkCommandConfig(
             worktype=config.worktype, command=config.podman, params=config.params,
             allowruntimeparams=config.allowruntimeparams,
@@ -240,10 +243,13 @@ class ContainerWorkType(CommandWorkType):
     # -- names and command lines -----------------------------------------------------------
 
     def container_name(self, unit: UnitHandle) -> str:
-        return container_name(unit.store.root.name, unit.unit_id)
+        """The unit's container, ``mesh-<node>-<unit>`` (see :func:`container_name`)."""
+        return container_name(unit.node_id, unit.unit_id)
 
     def podman_argv(self, unit: UnitHandle, args: list[str]) -> list[str]:
-        node_id = unit.store.root.name
+        """The ``podman run`` argv of ``unit`` (``args``: its params, split), its container
+        named by :meth:`container_name` and labelled with the node and unit IDs."""
+        node_id = unit.node_id
         return podman_argv(self.container, name=container_name(node_id, unit.unit_id),
                            args=args, labels={"mesh.node": node_id, "mesh.unit": unit.unit_id})
 
@@ -333,7 +339,7 @@ class ContainerWorkType(CommandWorkType):
 
 
 @hookimpl
-def mesh_register_work_types(register: Any) -> None:
+def mesh_register_work_types(register: RegisterWorkType) -> None:
     register(SectionSpec("work-container", WorkContainerConfig,
                          doc="A work type that runs each unit in a podman container."),
              ContainerWorkType)

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import structlog
 
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
+from mesh.net.stats import LinkStats
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import RegisterService
 
 log = structlog.get_logger(__name__)
 
@@ -64,13 +68,14 @@ def render_metrics(node: Any) -> str:
     metric("mesh_known_nodes", "gauge", "Nodes in the known-connections graph.",
            [("", net.known_nodes)])
     per_link = sorted(net.links, key=lambda link: link.peer)
-    for direction, verb in (("in", "received"), ("out", "sent")):
-        metric(f"mesh_link_messages_{direction}_total", "counter", f"Messages {verb} per link.",
-               [(f'peer="{_escape(link.peer)}"', getattr(link, f"messages_{direction}"))
-                for link in per_link])
-        metric(f"mesh_link_bytes_{direction}_total", "counter", f"Bytes {verb} per link.",
-               [(f'peer="{_escape(link.peer)}"', getattr(link, f"bytes_{direction}"))
-                for link in per_link])
+    traffic: list[tuple[str, str, Callable[[LinkStats], int]]] = [
+        ("messages_in", "Messages received", lambda link: link.messages_in),
+        ("bytes_in", "Bytes received", lambda link: link.bytes_in),
+        ("messages_out", "Messages sent", lambda link: link.messages_out),
+        ("bytes_out", "Bytes sent", lambda link: link.bytes_out)]
+    for name, what, read in traffic:
+        metric(f"mesh_link_{name}_total", "counter", f"{what} per link.",
+               [(f'peer="{_escape(link.peer)}"', read(link)) for link in per_link])
     metric("mesh_routing_updates_received_total", "counter", "Routing updates received.",
            [("", net.routing_updates_received)])
     metric("mesh_routing_updates_sent_total", "counter", "Routing updates flooded.",
@@ -158,6 +163,6 @@ class MetricsServer:
 
 
 @hookimpl
-def mesh_register_services(register: Any) -> None:
+def mesh_register_services(register: RegisterService) -> None:
     register(SectionSpec("metrics", MetricsConfig, singleton=True, bare="port",
                          doc="Prometheus metrics and /health over HTTP."), MetricsServer)

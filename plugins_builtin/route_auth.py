@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import structlog
 from cryptography import x509
@@ -52,6 +52,9 @@ from mesh.config.schema import SectionSpec
 from mesh.net import messages as m
 from mesh.net.control_limits import DEFAULT_MAX_NODES
 from mesh.net.quic_tls import receptor_node_ids
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import HookNode, RegisterSection
 
 log = structlog.get_logger(__name__)
 
@@ -474,7 +477,7 @@ def build(node_id: str, config: Any, file: str,
 
 
 @hookimpl
-def mesh_register_config_sections(register: Any) -> None:
+def mesh_register_config_sections(register: RegisterSection) -> None:
     register(SectionSpec(SECTION, RouteAuthConfig, singleton=True, bare="mode",
                          plural=SECTION,
                          doc="Sign routing updates and adverts; check others' (node-ID "
@@ -482,7 +485,7 @@ def mesh_register_config_sections(register: Any) -> None:
 
 
 @hookimpl
-def mesh_route_authenticator(node: Any) -> RouteAuthenticator | None:
+def mesh_route_authenticator(node: HookNode) -> RouteAuthenticator | None:
     config = node.config
     return build(node.node_id, config, str(config.path or "<config>"),
                  node.netceptor.limits.caps.max_nodes)

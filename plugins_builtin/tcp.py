@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -16,6 +16,9 @@ from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listene
                                       check_peer_address, listener_allowedpeers_field,
                                       listener_cost_field, nodecost_field,
                                       peer_allowedpeers_field, peer_cost_field, split_address)
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import RegisterBackend
 
 log = structlog.get_logger(__name__)
 
@@ -125,7 +128,7 @@ class TcpPeer(Backend):
 
 
 @hookimpl
-def mesh_register_backends(register: Any) -> None:
+def mesh_register_backends(register: RegisterBackend) -> None:
     register(SectionSpec("tcp-listener", TcpListenerConfig, bare="port",
                          doc="Accept mesh links over TCP."), TcpListener)
     register(SectionSpec("tcp-peer", TcpPeerConfig, bare="address",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -17,6 +17,9 @@ from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net.pipe import pipe
 from mesh_builtin.link_config import split_address
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import RegisterService
 
 log = structlog.get_logger(__name__)
 CHUNK = 256 * 1024
@@ -137,7 +140,7 @@ class TcpClient:
 
 
 @hookimpl
-def mesh_register_services(register: Any) -> None:
+def mesh_register_services(register: RegisterService) -> None:
     register(SectionSpec("tcp-server", TcpServerConfig,
                          doc="Local TCP port carried to a mesh service."), TcpServer)
     register(SectionSpec("tcp-client", TcpClientConfig,

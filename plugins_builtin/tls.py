@@ -37,7 +37,7 @@ import hashlib
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from cryptography import x509
@@ -47,6 +47,9 @@ from mesh.config.errors import ConfigError, SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.net.backend import SessionClosed
 from mesh.net.quic_tls import QuicTLSOptions, receptor_node_ids
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import HookNode, RegisterSection
 
 log = structlog.get_logger(__name__)
 
@@ -315,7 +318,7 @@ class TLSSection:
 class TLSProvider:
     """Every TLS section of one node, checked once at start."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: HookNode) -> None:
         config = node.config
         file = str(getattr(config, "path", None) or "<config>")
         self.sections: dict[tuple[str, str], TLSSection] = {}
@@ -336,7 +339,7 @@ class TLSProvider:
         return self.sections.get((kind, name))
 
 
-def provider(node: Any) -> TLSProvider:
+def provider(node: HookNode) -> TLSProvider:
     """The node's :class:`TLSProvider`, built (and checked) on first use."""
     state = node.plugin_state
     found = state.get(STATE_KEY)
@@ -349,7 +352,7 @@ def provider(node: Any) -> TLSProvider:
 
 
 @hookimpl
-def mesh_register_config_sections(register: Any) -> None:
+def mesh_register_config_sections(register: RegisterSection) -> None:
     register(SectionSpec("tls-server", TlsServerConfig,
                          doc="A named TLS server identity (links, control service, mesh "
                              "services)."))
@@ -358,14 +361,14 @@ def mesh_register_config_sections(register: Any) -> None:
 
 
 @hookimpl
-def mesh_tls_config(node: Any, kind: str, name: str) -> TLSSection | None:
+def mesh_tls_config(node: HookNode, kind: str, name: str) -> TLSSection | None:
     if kind not in SECTIONS or not hasattr(node, "config"):
         return None
     return provider(node).get(kind, name)
 
 
 @hookimpl
-def mesh_node_started(node: Any) -> None:
+def mesh_node_started(node: HookNode) -> None:
     # Receptor checks every TLS section at start, used or not.
     if hasattr(node, "config") and hasattr(node, "plugin_state"):
         provider(node)

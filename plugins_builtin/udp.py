@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import structlog
 
@@ -24,6 +24,9 @@ from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listene
                                       check_peer_address, listener_allowedpeers_field,
                                       listener_cost_field, nodecost_field,
                                       peer_allowedpeers_field, peer_cost_field, split_address)
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import RegisterBackend
 
 log = structlog.get_logger(__name__)
 
@@ -349,7 +352,7 @@ class UdpPeer(Backend):
 
 
 @hookimpl
-def mesh_register_backends(register: Any) -> None:
+def mesh_register_backends(register: RegisterBackend) -> None:
     register(SectionSpec("udp-listener", UdpListenerConfig, bare="port",
                          doc="Accept mesh links over UDP (one message per datagram)."),
              UdpListener)

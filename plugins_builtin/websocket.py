@@ -16,7 +16,7 @@ import asyncio
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 import structlog
@@ -39,6 +39,9 @@ from mesh_builtin.link_config import (bindaddr_field, check_costs, check_listene
                                       nodecost_field, peer_allowedpeers_field, peer_cost_field)
 from mesh_builtin.tcp import link_tls
 from mesh_builtin.ws_proxy import DIRECT, check_proxy_url, choose_proxy, proxy_failure
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import RegisterBackend
 
 log = structlog.get_logger(__name__)
 
@@ -438,7 +441,7 @@ class WsPeer(Backend):
 
 
 @hookimpl
-def mesh_register_backends(register: Any) -> None:
+def mesh_register_backends(register: RegisterBackend) -> None:
     register(SectionSpec("ws-listener", WsListenerConfig, bare="port",
                          doc="Accept mesh links over WebSocket (ws:// or, with tls, wss://)."),
              WsListener)

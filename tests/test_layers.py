@@ -197,9 +197,10 @@ def test_the_node_has_what_each_subsystem_uses(node: Any) -> None:
     from mesh.work.remote_follow import FollowedWork
     from mesh.work.remote_host import WorkManager
     from mesh.work.workceptor import WorkHost
+    from mesh.work.worktype import UnitNode
 
     for protocol, obj in [(ControlHost, node), (WorkHost, node), (PluginNode, node),
-                          (HookNode, node), (WorkManager, node.work),
+                          (HookNode, node), (UnitNode, node), (WorkManager, node.work),
                           (FollowedWork, node.work.remote)]:
         names = members(protocol)
         assert names and not {name for name in names if not hasattr(obj, name)}, protocol

@@ -19,7 +19,8 @@ from mesh.config.errors import ConfigError
 from mesh.config.loader import build_config, read_config
 from mesh.config.schema import SectionSpec
 from mesh.net.backend import BACKEND_ABI, Backend
-from mesh.plugins import IncompatiblePlugin, InvalidPlugin, PluginHost, make_plugin_manager
+from mesh.plugins import (DEFAULT_PLUGINS, IncompatiblePlugin, InvalidPlugin, PluginHost,
+                          make_plugin_manager)
 from mesh.testing import Mesh
 from mesh.work.worktype import WORK_ABI, WorkType
 from mesh_builtin import signing
@@ -41,6 +42,42 @@ def test_register_and_node_arguments_have_protocol_types(name: str) -> None:
     for arg in set(TYPED) & set(inspect.signature(spec).parameters):
         assert getattr(hints[arg], "__module__", None) == "mesh.plugin_types", (arg, hints[arg])
         assert hints[arg] is getattr(plugin_types, hints[arg].__name__)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def own_plugins() -> list[str]:
+    """The project's own plugin modules: the kernel's defaults, the builtins and contrib's."""
+    builtins = [f"mesh_builtin.{path.stem}" for path in (ROOT / "plugins_builtin").glob("*.py")
+                if path.stem != "__init__"]
+    contrib = [path.parent.name for path in ROOT.glob("contrib/mesh-plugin-*/mesh_plugin_*/"
+                                                      "__init__.py")]
+    return [*DEFAULT_PLUGINS, *sorted(builtins), *sorted(contrib)]
+
+
+@pytest.mark.parametrize("module_name", own_plugins())
+def test_the_projects_own_hooks_use_the_hookspecs_types(module_name: str) -> None:
+    """Every ``register`` and ``node`` argument of the project's own hook implementations is
+    annotated with its hookspec's protocol, imported for type checkers only (so it costs the
+    node nothing at run time)."""
+    module = pytest.importorskip(module_name)
+    impls = [fn for name, fn in vars(module).items()
+             if hasattr(fn, "mesh_impl") and getattr(fn, "__module__", None) == module_name]
+    for fn in impls:
+        spec = typing.get_type_hints(getattr(hookspecs, fn.__name__),
+                                     localns={**vars(plugin_types), "click": click})
+        for arg, parameter in inspect.signature(fn).parameters.items():
+            if arg not in TYPED:
+                continue
+            assert isinstance(parameter.annotation, str), f"{module_name}: postponed annotations"
+            declared = eval(parameter.annotation, {**vars(plugin_types), **vars(module)})
+            assert declared is spec[arg], (f"{module_name}.{fn.__name__}({arg}: "
+                                           f"{parameter.annotation}); the hookspec has "
+                                           f"{spec[arg].__name__}")
+            assert parameter.annotation not in vars(module), (
+                f"{module_name} imports {parameter.annotation} at run time; import it under "
+                f"`if TYPE_CHECKING:`")
 
 
 # -- abi -------------------------------------------------------------------------------------

@@ -1,17 +1,18 @@
 """The helpers ``UnitHandle`` gives every work type, on a real unit store: the owning node's ID,
 the final-state guard (``is_final``, ``mark_running``, ``report``, ``finish``, ``fail``,
-``succeed``) and the notification after each write."""
+``succeed``), the notification after each write, and what ``WorkType.restart`` does by
+default."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import pytest
 
 from mesh.work.states import UnitState
 from mesh.work.unitstore import UnitStatus, UnitStore
-from mesh.work.worktype import UnitHandle
+from mesh.work.worktype import UnitHandle, WorkType
 
 
 @dataclass
@@ -45,10 +46,8 @@ def set_state(unit: UnitHandle, state: UnitState, detail: str) -> None:
 
 
 def test_node_id_is_the_owning_nodes(unit_store: UnitStore) -> None:
-    unit = make(unit_store)
-    assert unit.node_id == ""  # no node: a unit test
-    unit.node = SimpleNamespace(node_id="node2")
-    assert unit.node_id == "node2"
+    """The node whose unit store holds the unit, also when no node is passed (a unit test)."""
+    assert make(unit_store).node_id == "testnode"
 
 
 # -- is_final --------------------------------------------------------------------------------
@@ -173,3 +172,30 @@ def test_finish_is_fail_or_succeed(unit_store: UnitStore) -> None:
     assert (failed.status().state, failed.status().detail) == (UnitState.FAILED, "exit status 1")
     assert (succeeded.status().state, succeeded.status().detail) == (UnitState.SUCCEEDED,
                                                                      "exit status 0")
+
+
+# -- the default restart ---------------------------------------------------------------------
+
+
+class InProcess(WorkType):
+    """A work type that cannot re-attach to a unit (it keeps the default ``restart``)."""
+
+    async def start(self, unit: UnitHandle) -> None: ...
+
+    async def cancel(self, unit: UnitHandle) -> None: ...
+
+
+def test_the_default_restart_fails_the_unit_with_why(unit_store: UnitStore) -> None:
+    unit = make(unit_store, UnitState.RUNNING, b"partial")
+    asyncio.run(InProcess("inprocess").restart(unit))
+    status = unit.status()
+    assert (status.state, status.detail) == (UnitState.FAILED,
+                                             "Failed to restart: work type cannot re-attach")
+    assert status.stdout_size == 7 and unit.notified == [UnitState.FAILED]
+
+
+def test_the_default_restart_leaves_a_final_unit_alone(unit_store: UnitStore) -> None:
+    unit = make(unit_store, UnitState.RUNNING)
+    set_state(unit, UnitState.CANCELED, "Canceled")
+    asyncio.run(InProcess("inprocess").restart(unit))
+    assert (unit.status().state, unit.status().detail) == (UnitState.CANCELED, "Canceled")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -19,6 +19,9 @@ from mesh.control.status import answer_status, status_reply
 from mesh.net.messages import ad_to_status_dict
 from mesh.net.pipe import pipe
 from mesh.net.ping import PingResult, ping, traceroute
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import RegisterControlCommand
 
 log = structlog.get_logger(__name__)
 
@@ -125,7 +128,7 @@ async def reload_command(ctx: CommandContext, request: Request) -> Any:
 
 
 @hookimpl
-def mesh_register_control_commands(register: Any) -> None:
+def mesh_register_control_commands(register: RegisterControlCommand) -> None:
     register("status", status_command)
     register("ping", ping_command)
     register("traceroute", traceroute_command)

@@ -6,7 +6,7 @@ import json
 import os
 import re
 import socket
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 from mesh.control.protocol import GREETING_PATTERN
 
@@ -57,13 +57,17 @@ class ControlClient:
         self.node_id = greeting.group(1)
 
     def readline(self) -> str:
+        """The next line the node sends, stripped (``""`` once it closed the connection)."""
         return self.file.readline().decode("utf-8", "replace").strip()
 
     def send_line(self, line: str) -> None:
+        """Send one command line (without its line break)."""
         self.file.write(line.encode() + b"\n")
         self.file.flush()
 
     def reply(self) -> Any:
+        """The next line, decoded from JSON; raises ControlClientError for ``ERROR: ...`` or
+        a closed connection (json.JSONDecodeError for a line that is not JSON)."""
         line = self.readline()
         if line.startswith("ERROR:"):
             raise ControlClientError(line[7:] if line.startswith("ERROR: ") else line[6:])
@@ -77,10 +81,27 @@ class ControlClient:
         return self.reply()
 
     def shutdown_write(self) -> None:
+        """Tell the node that nothing more will be sent (half-close the connection)."""
         self.file.flush()
         self.sock.shutdown(socket.SHUT_WR)
 
+    def chunks(self, size: int = 65536) -> Iterator[bytes]:
+        """What the node sends from here on, as it arrives (up to ``size`` bytes at a time),
+        until it closes the connection."""
+        while chunk := self.file.read1(size):
+            yield chunk
+
+    def copy_rest(self, out: BinaryIO) -> None:
+        """Copy everything the node sends from here on to ``out``, flushing each chunk as it
+        arrives, until the node closes the connection.  Waits as long as that takes (no
+        timeout any more): a stream may pause for as long as its unit runs."""
+        self.sock.settimeout(None)
+        for chunk in self.chunks():
+            out.write(chunk)
+            out.flush()
+
     def close(self) -> None:
+        """Close the connection."""
         try:
             self.file.close()
         finally:

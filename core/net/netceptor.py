@@ -416,7 +416,7 @@ class Netceptor:
             heard.set()
         if result.new_node:
             # (Receptor floods its own update here, so the new node hears from everyone; a
-            # mesh node gives every new neighbour its database instead, see _accept_link.)
+            # mesh node gives every new neighbour its database instead, see link_up.)
             self._learn_name(update.node_id)
         if result.connections_changed:
             self._recompute.request(0.1)
@@ -733,7 +733,13 @@ class Netceptor:
             links=tuple(LinkStats.of(link) for link in self.links.values()),
             routes=len(self.router.table), known_nodes=len(self.router.known),
             control_plane_drops=dict(self.limits.totals),
-            route_auth_drops=route_auth_drops(self.route_auth), **self.counters)
+            route_auth_drops=route_auth_drops(self.route_auth),
+            routing_updates_sent=self.counters["routing_updates_sent"],
+            routing_updates_received=self.counters["routing_updates_received"],
+            data_forwarded=self.counters["data_forwarded"],
+            data_dropped=self.counters["data_dropped"],
+            keepalives_sent=self.counters["keepalives_sent"],
+            duplicate_id_suspicions=self.counters["duplicate_id_suspicions"])
 
 
 def _service(msg: bytes | bytearray, offset: int) -> str:

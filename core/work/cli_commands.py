@@ -260,7 +260,7 @@ def stream_results(socket_path: str | None, unit_id: str, out: IO[bytes],
         watch = DetailWatch(_address(socket_path), unit_id, client, timeout)
         watch.start()
         progress = Progress("results", None)
-        while chunk := client.file.read1(CHUNK):
+        for chunk in client.chunks(CHUNK):
             out.write(chunk)
             if received is not None:
                 received.update(chunk)

@@ -8,7 +8,7 @@ texts follow Receptor exactly (see docs/compatibility.md for the deliberate diff
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh import hookimpl
 from mesh.config.duration import DurationError, parse_go_duration
@@ -21,6 +21,9 @@ from mesh.work.remote import split_params
 from mesh.work.unitstore import UnitStoreError
 from mesh.work.workceptor import CHUNK, PayloadRejected, Workceptor, redact
 from mesh.work.worktype import WorkError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import RegisterControlCommand
 
 UNIT_COMMANDS = ("status", "cancel", "release", "force-release", "verify")
 #: How long the rest of a rejected payload is read and dropped before the ERROR reply.
@@ -288,5 +291,5 @@ async def _results(ctx: CommandContext, request: Request, words: list[str]) -> A
 
 
 @hookimpl
-def mesh_register_control_commands(register: Any) -> None:
+def mesh_register_control_commands(register: RegisterControlCommand) -> None:
     register("work", work_command)

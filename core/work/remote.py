@@ -56,7 +56,7 @@ class RemoteWork:
     """Drives every ``remote`` unit of one node."""
 
     def __init__(self, manager: WorkManager) -> None:
-        self.wc = manager
+        self.manager = manager
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.sessions = SessionPool(manager)
         self.follower = RemoteFollower(self)
@@ -69,7 +69,7 @@ class RemoteWork:
 
     def extra(self, unit_id: str) -> dict[str, Any]:
         """The unit's ExtraData ({} if it is no dict); raises UnitStoreError."""
-        extra = self.wc.store.read(unit_id).extra_data
+        extra = self.manager.store.read(unit_id).extra_data
         return extra if isinstance(extra, dict) else {}
 
     def _peer(self, unit_id: str) -> str | None:
@@ -85,7 +85,7 @@ class RemoteWork:
             extra.update(changes)
             status.extra_data = extra
 
-        self.wc.store.update(unit_id, change, check=False)
+        self.manager.store.update(unit_id, change, check=False)
 
     def update(self, unit_id: str, **fields: Any) -> None:
         """Set status fields of the unit and wake its followers (a gone unit is skipped)."""
@@ -95,10 +95,10 @@ class RemoteWork:
                 setattr(status, name, value)
 
         try:
-            self.wc.store.update(unit_id, change, check=False)
+            self.manager.store.update(unit_id, change, check=False)
         except UnitStoreError:
             return
-        self.wc.notify(unit_id)
+        self.manager.notify(unit_id)
 
     def retry(self, unit_id: str) -> Retry:
         """Backoff for one unit's attempts: while its remote node has no route, a pause ends
@@ -106,10 +106,10 @@ class RemoteWork:
         within tens of milliseconds; the first retry would otherwise wait 0.5 s)."""
         async def pause(seconds: float) -> None:
             node = self._peer(unit_id)
-            if node is None or self.wc.node.routed(node):
+            if node is None or self.manager.node.routed(node):
                 await asyncio.sleep(seconds)
             else:
-                await self.wc.node.route_to(node, seconds)
+                await self.manager.node.route_to(node, seconds)
 
         return Retry(pause)
 
@@ -118,8 +118,8 @@ class RemoteWork:
         old = self.tasks.get(unit_id)
         if old is not None and not old.done():
             old.cancel()
-        self.tasks[unit_id] = self.wc.spawn(coro, f"remote-{what}-{unit_id}",
-                                            unit_id=unit_id, peer=self._peer(unit_id))
+        self.tasks[unit_id] = self.manager.spawn(coro, f"remote-{what}-{unit_id}",
+                                                 unit_id=unit_id, peer=self._peer(unit_id))
 
     def release_pending(self, unit_id: str) -> bool:
         """Whether a release of the unit waits for its remote node (a retry is running)."""
@@ -143,14 +143,14 @@ class RemoteWork:
                  "RemoteUnitID": "", "RemoteStarted": False, "LocalCancelled": False,
                  "LocalReleased": False, "SignWork": signwork, "TLSClient": tlsclient,
                  "Expiration": expiration}
-        unit_id = self.wc.store.create("remote", extra, detail="Waiting for Input Data")
-        self.wc.track(unit_id, UnitState.PENDING, "Waiting for Input Data")
+        unit_id = self.manager.store.create("remote", extra, detail="Waiting for Input Data")
+        self.manager.track(unit_id, UnitState.PENDING, "Waiting for Input Data")
         return unit_id
 
     def signature(self, extra: dict[str, Any]) -> dict[str, str]:
         """``{"signature": token}`` for a unit submitted with signwork (Receptor signs
         submit, results, cancel and release, not status)."""
-        signer = self.wc.node.signer
+        signer = self.manager.node.signer
         if not extra.get("SignWork") or signer is None:
             return {}
         return {"signature": signer.sign(extra["RemoteNode"])}
@@ -179,7 +179,7 @@ class RemoteWork:
             request.update(command="work", subcommand="submit", node=node,
                            worktype=extra["RemoteWorkType"], tlsclient=tls_client(extra),
                            **self.signature(extra))
-            stdin = self.wc.store.path(unit_id) / "stdin"
+            stdin = self.manager.store.path(unit_id) / "stdin"
             pipelined = _pipelines(conn, stdin)
             if pipelined:  # command and (empty) payload in one go: a round trip less
                 await conn.send(json.dumps(request))
@@ -206,13 +206,13 @@ class RemoteWork:
                 status.state = UnitState.RUNNING
                 status.detail = f"Running on {node} as {remote_id}"
 
-            self.wc.store.update(unit_id, started, check=False)
-            self.wc.notify(unit_id)
-            log.info("remote_work_started", node_id=self.wc.node.node_id, unit_id=unit_id,
+            self.manager.store.update(unit_id, started, check=False)
+            self.manager.notify(unit_id)
+            log.info("remote_work_started", node_id=self.manager.node.node_id, unit_id=unit_id,
                      peer=node, remote_unit_id=remote_id)
         finally:
             # the remote has ended the session; don't hold the client's reply for the close
-            self.wc.spawn(conn.close(), f"close-submit-session-{unit_id}", unit_id=unit_id)
+            self.manager.spawn(conn.close(), f"close-submit-session-{unit_id}", unit_id=unit_id)
 
     async def _send_file(self, conn: RemoteConn, path: os.PathLike[str]) -> None:
         try:
@@ -290,7 +290,7 @@ class RemoteWork:
         extra = self.extra(unit_id)
         if not extra.get("RemoteUnitID"):
             self._stop(unit_id)
-            self.wc.delete(unit_id)
+            self.manager.delete(unit_id)
             return {"released": unit_id}
         try:
             await self._remote_command(unit_id, "release")
@@ -305,10 +305,10 @@ class RemoteWork:
                 self.update(unit_id, detail=f"Release pending: {exc}")
                 self._spawn(unit_id, self._retry_then_delete(unit_id), "release")
                 return {"release pending": unit_id}
-            log.warning("force_release_remote_unreachable", node_id=self.wc.node.node_id,
+            log.warning("force_release_remote_unreachable", node_id=self.manager.node.node_id,
                         unit_id=unit_id, peer=extra.get("RemoteNode"), error=str(exc))
         self._stop(unit_id)
-        self.wc.delete(unit_id)
+        self.manager.delete(unit_id)
         return {"released": unit_id}
 
     async def _retry_command(self, unit_id: str, subcommand: str) -> None:
@@ -320,7 +320,7 @@ class RemoteWork:
             except RemoteRefused as exc:
                 if "unknown work unit" in str(exc):
                     return
-                log.warning("remote_command_refused", node_id=self.wc.node.node_id,
+                log.warning("remote_command_refused", node_id=self.manager.node.node_id,
                             unit_id=unit_id, peer=self._peer(unit_id), subcommand=subcommand,
                             error=str(exc))
                 return
@@ -333,9 +333,9 @@ class RemoteWork:
 
     async def _retry_then_delete(self, unit_id: str) -> None:
         await self._retry_command(unit_id, "release")
-        log.info("remote_release_completed", node_id=self.wc.node.node_id, unit_id=unit_id,
+        log.info("remote_release_completed", node_id=self.manager.node.node_id, unit_id=unit_id,
                  peer=self._peer(unit_id))
-        self.wc.delete(unit_id)
+        self.manager.delete(unit_id)
 
     # -- restart -----------------------------------------------------------------------
 
@@ -350,7 +350,7 @@ class RemoteWork:
         elif extra.get("LocalCancelled") and status.state not in FINAL:
             self._spawn(unit_id, self._retry_then_monitor(unit_id, "cancel"), "cancel")
         elif status.state not in FINAL or \
-                self.wc.store.stdout_size(unit_id) < status.stdout_size:
+                self.manager.store.stdout_size(unit_id) < status.stdout_size:
             self._spawn(unit_id, self.follower.monitor(unit_id), "monitor")
 
 

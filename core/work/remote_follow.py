@@ -65,7 +65,7 @@ class FollowedWork(Protocol):
     the follower."""
 
     @property
-    def wc(self) -> WorkManager:
+    def manager(self) -> WorkManager:
         """The work manager."""
 
     @property
@@ -90,7 +90,7 @@ class RemoteFollower:
 
     def __init__(self, remote: FollowedWork) -> None:
         self.remote = remote
-        self.wc = remote.wc
+        self.manager = remote.manager
         self.sessions = remote.sessions
         #: The results stream each monitored unit is reading, so the status loop can drop it.
         self._results_conns: dict[str, _ResultsWatch] = {}
@@ -115,20 +115,20 @@ class RemoteFollower:
         short_reads = 0  # results streams in a row that ended early, bringing nothing
         while True:
             try:
-                status = self.wc.store.read(unit_id)
+                status = self.manager.store.read(unit_id)
             except UnknownUnit:
                 return
             extra = status.extra_data or {}
-            local_size = self.wc.store.stdout_size(unit_id)
+            local_size = self.manager.store.stdout_size(unit_id)
             if status.state in FINAL and local_size >= status.stdout_size:
-                log.info("remote_work_finished", node_id=self.wc.node.node_id, unit_id=unit_id,
+                log.info("remote_work_finished", node_id=self.manager.node.node_id, unit_id=unit_id,
                          peer=extra.get("RemoteNode"), state=status.state,
                          stdout_size=local_size)
                 return
             try:
                 await self._fetch_stdout(unit_id, extra, local_size)
                 await self._refresh_status(unit_id, extra, final_ok=True)
-                if self.wc.store.stdout_size(unit_id) > local_size:
+                if self.manager.store.stdout_size(unit_id) > local_size:
                     short_reads = 0
                     retry.reset()
                 elif self._results_short(unit_id, short_reads := short_reads + 1):
@@ -139,14 +139,14 @@ class RemoteFollower:
                 if "unknown work unit" in str(exc):
                     self._gone(unit_id)
                     return
-                log.warning("remote_results_refused", node_id=self.wc.node.node_id,
+                log.warning("remote_results_refused", node_id=self.manager.node.node_id,
                             unit_id=unit_id, peer=extra.get("RemoteNode"), error=str(exc))
                 await retry.wait()
             except RemoteUnavailable as exc:
                 self._unreachable(unit_id, extra, exc)
                 await retry.wait()
             except Exception:  # never let a bug stop following the unit
-                log.exception("remote_stdout_loop_error", node_id=self.wc.node.node_id,
+                log.exception("remote_stdout_loop_error", node_id=self.manager.node.node_id,
                               unit_id=unit_id, peer=extra.get("RemoteNode"))
                 await retry.wait()
 
@@ -156,16 +156,16 @@ class RemoteFollower:
         StdoutSize is beyond what it sends, its stdout file was damaged: after
         :data:`SHORT_READS` such streams the unit is Failed with why (True)."""
         try:
-            status = self.wc.store.read(unit_id)
+            status = self.manager.store.read(unit_id)
         except UnitStoreError:
             return True
         if status.state in FINAL or attempts < SHORT_READS:
             return status.state in FINAL
-        local_size = self.wc.store.stdout_size(unit_id)
+        local_size = self.manager.store.stdout_size(unit_id)
         self.remote.update(unit_id, state=UnitState.FAILED,
                      detail=f"Results incomplete: the remote node's stdout ends at "
                             f"{local_size} of {status.stdout_size} bytes")
-        log.error("remote_results_incomplete", node_id=self.wc.node.node_id, unit_id=unit_id,
+        log.error("remote_results_incomplete", node_id=self.manager.node.node_id, unit_id=unit_id,
                   received=local_size, remote_size=status.stdout_size)
         return True
 
@@ -184,7 +184,7 @@ class RemoteFollower:
                 conn.stream.write_eof()
             except STREAM_ERRORS as exc:
                 raise RemoteUnavailable(f"results stream broke: {exc}") from None
-            path = self.wc.store.path(unit_id) / "stdout"
+            path = self.manager.store.path(unit_id) / "stdout"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             unnoticed = 0  # bytes written since followers were last woken
             try:
@@ -202,18 +202,18 @@ class RemoteFollower:
                     unnoticed += len(chunk)
                     if unnoticed >= NOTIFY_BYTES or not getattr(conn.stream, "buffered", 0):
                         # followers read the new output; the status did not change
-                        self.wc.notify(unit_id, status_changed=False)
+                        self.manager.notify(unit_id, status_changed=False)
                         unnoticed = 0
             finally:
                 if unnoticed:
-                    self.wc.notify(unit_id, status_changed=False)
+                    self.manager.notify(unit_id, status_changed=False)
                 os.close(fd)
         finally:
             if self._results_conns.get(unit_id) is watch:
                 del self._results_conns[unit_id]
             # the remote ended the session; closing needs no waiting on our side
-            self.wc.spawn(conn.close(), f"close-results-session-{unit_id}",
-                          unit_id=unit_id)
+            self.manager.spawn(conn.close(), f"close-results-session-{unit_id}",
+                               unit_id=unit_id)
 
     async def _refresh_status(self, unit_id: str, extra: dict[str, Any], *,
                               final_ok: bool) -> None:
@@ -236,23 +236,23 @@ class RemoteFollower:
         the remote node recorded (a Receptor node records none); why they differ, or None.
         A large file is hashed in a thread (~1 ms per MB)."""
         expected = recorded(remote)
-        size = self.wc.store.stdout_size(unit_id)
+        size = self.manager.store.stdout_size(unit_id)
         if expected is None or size < expected.size:
             return None  # no digest, or results still to come
-        path = self.wc.store.path(unit_id) / "stdout"
+        path = self.manager.store.path(unit_id) / "stdout"
         actual = file_digest(path, expected.size) if expected.size <= INLINE_HASH else \
             await asyncio.to_thread(file_digest, path, expected.size)
         try:
             expected.check(actual, "the mirrored stdout")
         except DigestMismatch as exc:
-            log.error("remote_results_mismatch", node_id=self.wc.node.node_id,
+            log.error("remote_results_mismatch", node_id=self.manager.node.node_id,
                       unit_id=unit_id, error=str(exc))
             return str(exc)
         if size > expected.size:
             # bytes the remote streamed before they were cut (maxstdout) or that a process of
             # the unit wrote after it ended: no part of its results
             os.truncate(path, expected.size)
-            log.warning("remote_results_trimmed", node_id=self.wc.node.node_id,
+            log.warning("remote_results_trimmed", node_id=self.manager.node.node_id,
                         unit_id=unit_id, received=size, recorded=expected.size)
         return None
 
@@ -260,7 +260,7 @@ class RemoteFollower:
                 mismatch: str | None = None) -> None:
         state, detail = remote.get("State", 0), str(remote.get("Detail", ""))
         size = remote.get("StdoutSize", 0)
-        local_size = self.wc.store.stdout_size(unit_id)
+        local_size = self.manager.store.stdout_size(unit_id)
 
         def change(status: UnitStatus) -> None:
             if isinstance(size, int):
@@ -285,10 +285,10 @@ class RemoteFollower:
             # Not fsynced even when it makes the unit final: the remote node holds the
             # durable copy until the unit is released, and a controller whose mirror fell
             # behind (an OS crash) follows the unit again at restart.
-            self.wc.store.update(unit_id, change, check=False, durable=False)
+            self.manager.store.update(unit_id, change, check=False, durable=False)
         except UnitStoreError:
             return
-        self.wc.notify(unit_id)
+        self.manager.notify(unit_id)
 
     async def _status_loop(self, unit_id: str, first_delay: float = 0.0) -> None:
         await asyncio.sleep(first_delay)
@@ -318,7 +318,7 @@ class RemoteFollower:
                 self._unreachable(unit_id, extra, exc)
                 await retry.wait()
             except Exception:  # never let a bug stop following the unit
-                log.exception("remote_status_loop_error", node_id=self.wc.node.node_id,
+                log.exception("remote_status_loop_error", node_id=self.manager.node.node_id,
                               unit_id=unit_id, peer=extra.get("RemoteNode"))
                 await retry.wait()
 
@@ -335,16 +335,16 @@ class RemoteFollower:
             watch.conn.abort("remote node restarted")
             return
         try:
-            remote_size = self.wc.store.read(unit_id).stdout_size
+            remote_size = self.manager.store.read(unit_id).stdout_size
         except UnitStoreError:
             return
-        if (remote_size > self.wc.store.stdout_size(unit_id)
+        if (remote_size > self.manager.store.stdout_size(unit_id)
                 and time.monotonic() - watch.progress > STATUS_TIMEOUT):
             watch.conn.abort("results stream stalled")
 
     def _unreachable(self, unit_id: str, extra: dict[str, Any], exc: Exception) -> None:
         try:
-            status = self.wc.store.read(unit_id)
+            status = self.manager.store.read(unit_id)
         except UnitStoreError:
             return
         if status.state not in FINAL:

@@ -136,7 +136,7 @@ class SessionPool:
     """
 
     def __init__(self, manager: WorkManager) -> None:
-        self.wc = manager
+        self.manager = manager
         #: Idle sessions by (node, tls-client name): a unit's ``tlsclient`` needs its own.
         self._idle: dict[tuple[str, str], list[tuple[RemoteConn, Any, float]]] = {}
         self._refilling: set[tuple[str, str]] = set()
@@ -144,7 +144,7 @@ class SessionPool:
     def epoch(self, node: str) -> Any:
         """The remote node's routing epoch (changes when it restarts); None without a route
         (see ``Node.node_epoch``)."""
-        return self.wc.node.node_epoch(node)
+        return self.manager.node.node_epoch(node)
 
     def _take(self, node: str, tls: str) -> tuple[RemoteConn, Any] | None:
         idle = self._idle.get((node, tls))
@@ -155,7 +155,7 @@ class SessionPool:
             if not conn.usable or epoch is None or conn_epoch != epoch:
                 conn.abort("stale pooled control session")  # dead, or the node restarted
             elif now - since >= POOL_IDLE_TIME:
-                self.wc.spawn(conn.close(), f"close-control-session-{node}", peer=node)
+                self.manager.spawn(conn.close(), f"close-control-session-{node}", peer=node)
             else:
                 return conn, conn_epoch
         return None
@@ -188,15 +188,15 @@ class SessionPool:
                 self._refilling.discard(key)
 
         self._refilling.add(key)
-        self.wc.spawn(refill(), f"control-session-spare-{node}", peer=node)
+        self.manager.spawn(refill(), f"control-session-spare-{node}", peer=node)
 
     def _put(self, node: str, tls: str, conn: RemoteConn, epoch: Any) -> None:
         idle = self._idle.setdefault((node, tls), [])
         if conn.usable and epoch is not None and len(idle) < POOL_MAX_IDLE:
             idle.append((conn, epoch, time.monotonic()))
-            self.wc.wake_in(POOL_IDLE_TIME)  # to close it if it stays idle
+            self.manager.wake_in(POOL_IDLE_TIME)  # to close it if it stays idle
         else:
-            self.wc.spawn(conn.close(), f"close-control-session-{node}", peer=node)
+            self.manager.spawn(conn.close(), f"close-control-session-{node}", peer=node)
 
     async def command(self, node: str, line: str, timeout: float, tls: str = "") -> str:
         """Send one command line to ``node``'s control service and return the reply line."""
@@ -234,7 +234,7 @@ class SessionPool:
                 if conn.usable and now - since < POOL_IDLE_TIME:
                     keep.append((conn, epoch, since))
                 elif conn.usable:
-                    self.wc.spawn(conn.close(), f"close-control-session-{node}", peer=node)
+                    self.manager.spawn(conn.close(), f"close-control-session-{node}", peer=node)
                 else:
                     conn.abort("stale pooled control session")
             if keep:
@@ -255,8 +255,8 @@ class SessionPool:
         """Dial ``node:control`` (through the tls-client ``tls``, if any) and check its
         greeting."""
         try:
-            stream = await self.wc.node.dial_stream(node, "control", tls=tls or None,
-                                                    timeout=CONNECT_TIMEOUT, pooled=True)
+            stream = await self.manager.node.dial_stream(node, "control", tls=tls or None,
+                                                         timeout=CONNECT_TIMEOUT, pooled=True)
         except Exception as exc:
             raise RemoteUnavailable(f"cannot reach {node}: {exc}") from None
         conn = RemoteConn(stream, node)

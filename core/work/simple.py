@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import Any, BinaryIO, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Generic, Protocol, TypeVar
 
 import structlog
 
 from mesh.work.worktype import UnitHandle, WorkError, WorkType
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import PluginNode
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +86,7 @@ class SimpleWorkType(WorkType, Generic[ConfigT]):
     #: non-empty one is refused.  ``params`` is the one ``work submit NODE TYPE WORDS...`` sets.
     allowed_params: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, config: ConfigT, node: Any = None) -> None:
+    def __init__(self, config: ConfigT, node: PluginNode | None = None) -> None:
         super().__init__(config.worktype,
                          verify_signature=bool(getattr(config, "verifysignature", False)))
         self.config = config

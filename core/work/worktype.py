@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from mesh.work.states import FINAL, UnitState
 from mesh.work.unitstore import UnitStatus, UnitStore, UnitStoreError
@@ -18,6 +18,17 @@ class WorkError(Exception):
     """A user-caused work error; the control client sees ``ERROR: <message>``."""
 
 
+class UnitNode(Protocol):
+    """The node as a unit's handle declares it.  It is the node that a work type's factory
+    gets, a :class:`mesh.plugin_types.PluginNode`: a work type uses that one (kept as
+    ``self.node``) for anything more.  The work layer does not import the plugin API, which
+    describes the whole node, so it names only this."""
+
+    @property
+    def node_id(self) -> str:
+        """The node's ID."""
+
+
 @dataclass
 class UnitHandle:
     """What a work type gets for one unit: its files, its params and a way to report."""
@@ -27,27 +38,32 @@ class UnitHandle:
     params: dict[str, str] = field(default_factory=dict)
     #: Call after changing the unit's files so result streams and watchers wake up.
     notify: Callable[[], None] = lambda: None
-    node: Any = None
+    #: The node that runs the unit (None in unit tests that pass none).
+    node: UnitNode | None = None
 
     @property
     def dir(self) -> Path:
+        """The unit's directory, ``<datadir>/<node id>/<unit id>``."""
         return self.store.path(self.unit_id)
 
     @property
     def stdin_path(self) -> Path:
+        """The unit's payload (complete before :meth:`WorkType.start` is called)."""
         return self.dir / "stdin"
 
     @property
     def stdout_path(self) -> Path:
+        """The unit's output, which the work type writes and clients read."""
         return self.dir / "stdout"
 
     def status(self) -> UnitStatus:
+        """The unit's status as recorded now; raises UnitStoreError once it was released."""
         return self.store.read(self.unit_id)
 
     @property
     def node_id(self) -> str:
-        """The ID of the node that owns the unit."""
-        return str(getattr(self.node, "node_id", "") or "")
+        """The ID of the node that owns the unit (its unit store is that node's)."""
+        return self.store.root.name
 
     def update(self, change: Callable[[UnitStatus], None], *, check: bool = True) -> UnitStatus:
         """Change the status under the unit lock, then wake watchers."""
@@ -159,11 +175,7 @@ class WorkType(abc.ABC):
     async def restart(self, unit: UnitHandle) -> None:
         """Called at node start for a unit recorded as Running: re-attach to it, or mark it
         Failed with a Detail that says why."""
-        unit.update(lambda s: _fail(s, "Failed to restart: work type cannot re-attach"))
+        unit.fail("Failed to restart: work type cannot re-attach")
 
     async def release(self, unit: UnitHandle) -> None:
         """Clean up anything outside the unit directory (called before it is deleted)."""
-
-
-def _fail(status: UnitStatus, detail: str) -> None:
-    status.state, status.detail = 3, detail

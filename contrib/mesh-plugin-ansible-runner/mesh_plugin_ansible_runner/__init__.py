@@ -12,8 +12,8 @@ directory of the unit's own; the unit's stdout is the worker's event stream, whi
 
 The work type is the builtin ``command`` work type with a per-unit command line, handed to its
 detached runner (``self.runner.start(unit, argv)``): a unit survives its node being restarted,
-and cancel stops the worker's whole process tree.  The private data directory is removed when the unit is
-released (unless ``cleanup: false``).
+and cancel stops the worker's whole process tree.  The private data directory is removed when
+the unit is released (unless ``cleanup: false``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -30,6 +30,9 @@ from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.work.worktype import UnitHandle
 from mesh_builtin.command import CommandWorkType, WorkCommandConfig
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import PluginNode, RegisterWorkType
 
 __version__ = "0.1.0"
 
@@ -63,7 +66,7 @@ class AnsibleRunnerWorkType(CommandWorkType):
     """One ``work-ansible-runner`` entry: a command work type whose command is
     ``ansible-runner worker --private-data-dir <the unit's dir>``."""
 
-    def __init__(self, config: WorkAnsibleRunnerConfig, node: Any = None) -> None:
+    def __init__(self, config: WorkAnsibleRunnerConfig, node: PluginNode | None = None) -> None:
         super().__init__(WorkCommandConfig(worktype=config.worktype,
                                            command=config.ansiblerunner,
                                            verifysignature=config.verifysignature), node)
@@ -73,10 +76,10 @@ class AnsibleRunnerWorkType(CommandWorkType):
         """``<base>/<node id>/<unit id>``; the store's root is ``<datadir>/<node id>``."""
         if self.settings.privatedatadir:
             base = Path(self.settings.privatedatadir).expanduser()
-        else:
-            datadir = getattr(self.node, "datadir", None) or unit.store.root.parent
-            base = Path(datadir) / DEFAULT_BASE
-        return base / unit.store.root.name / unit.unit_id
+        else:  # no node: a unit test, whose unit store is under a datadir of its own
+            datadir = self.node.datadir if self.node is not None else unit.store.root.parent
+            base = datadir / DEFAULT_BASE
+        return base / unit.node_id / unit.unit_id
 
     async def start(self, unit: UnitHandle) -> None:
         if unit.is_final():
@@ -100,7 +103,7 @@ class AnsibleRunnerWorkType(CommandWorkType):
 
 
 @hookimpl
-def mesh_register_work_types(register: Callable[..., None]) -> None:
+def mesh_register_work_types(register: RegisterWorkType) -> None:
     register(SectionSpec("work-ansible-runner", WorkAnsibleRunnerConfig, bare="worktype",
                          doc="A work type that runs `ansible-runner worker` for each unit."),
              AnsibleRunnerWorkType)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO
 
 from mesh import hookimpl
 from mesh.config.errors import SectionValueError
 from mesh.config.schema import SectionSpec
 from mesh.work.simple import SimpleWorkType, UnitOutput
 from mesh.work.worktype import UnitHandle
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.plugin_types import RegisterWorkType
 
 __version__ = "0.1.0"
 
@@ -46,7 +49,7 @@ class EchoWorkType(SimpleWorkType[WorkEchoConfig]):
 
 
 @hookimpl
-def mesh_register_work_types(register: Callable[..., None]) -> None:
+def mesh_register_work_types(register: RegisterWorkType) -> None:
     """Register the ``work-echo`` section and the factory of its work types."""
     register(SectionSpec("work-echo", WorkEchoConfig, bare="worktype",
                          doc="A work type that writes each unit's input back with a prefix."),
