@@ -119,10 +119,14 @@ class UdpSession(Session):
             self.transport.sendto(message)
         else:
             self.transport.sendto(message, self.addr)
+        self.messages_out += 1
+        self.bytes_out += len(message)
 
     async def recv(self) -> bytes:
         message = await self._inbox.get()
         self._queued_bytes -= len(message)
+        self.messages_in += 1
+        self.bytes_in += len(message)
         return message
 
     def close(self, reason: str = "closed") -> None:

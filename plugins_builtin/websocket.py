@@ -203,10 +203,14 @@ class WsSession(Session):
         data = bytes(message)  # bytes, never str: always a binary frame
         self._out.append(data)
         self._out_bytes += len(data)
+        self.messages_out += 1
+        self.bytes_out += len(data)
         self._out_ready.set()
 
     async def recv(self) -> bytes:
         message = await self._inbox.get()
+        self.messages_in += 1
+        self.bytes_in += len(message)
         space = self._in_space
         if space is not None and not space.done() and len(self._inbox) < MAX_QUEUED // 2:
             space.set_result(None)

@@ -6,6 +6,8 @@ import re
 import urllib.error
 import urllib.request
 
+import pytest
+
 from mesh.testing import Mesh, free_port, wait_until
 from work_helpers import mesh_cli, submitted_unit
 
@@ -61,3 +63,31 @@ def test_units_and_streamed_results(mesh: Mesh) -> None:
     text = scrape(port)[1]
     assert value(text, "mesh_units", 'state="Succeeded"') == 1
     assert value(text, "mesh_stream_bytes_total") >= len(payload)
+
+
+LINKS = {
+    "tcp": lambda port: ({"tcp-listener": {"port": port, "bindaddr": "127.0.0.1"}},
+                         {"tcp-peer": {"address": f"127.0.0.1:{port}"}}),
+    "udp": lambda port: ({"udp-listener": {"port": port, "bindaddr": "127.0.0.1"}},
+                         {"udp-peer": {"address": f"127.0.0.1:{port}"}}),
+    "ws": lambda port: ({"ws-listener": {"port": port, "bindaddr": "127.0.0.1"}},
+                        {"ws-peer": {"address": f"ws://127.0.0.1:{port}/"}}),
+}
+
+
+@pytest.mark.parametrize("backend", sorted(LINKS))
+def test_link_traffic_is_counted_on_every_backend(mesh: Mesh, backend: str) -> None:
+    """Each builtin backend counts its link's messages and bytes both ways."""
+    port = free_port()
+    listener, peer = LINKS[backend](free_port())
+    mesh.add("a", listen=False, sections=[{"metrics": {"port": port}}, listener])
+    mesh.add("b", listen=False, sections=[peer])
+    mesh.start()
+    mesh.wait_converged()
+    mesh.nodes["a"].control('{"command":"ping","target":"b"}')
+    labels = 'peer="b"'
+    text = wait_until(lambda: (t := scrape(port)[1])
+                      and value(t, "mesh_link_messages_out_total", labels) > 0 and t,
+                      timeout=30, what=f"traffic on the {backend} link in metrics")
+    for name in ("messages_in", "messages_out", "bytes_in", "bytes_out"):
+        assert value(text, f"mesh_link_{name}_total", labels) > 0, name

@@ -91,9 +91,10 @@ class Session(abc.ABC):
     #: routing database on the link now and then, since it floods updates only on change.
     reliable: bool = True
     #: Traffic counters: whole messages and bytes on the wire, each way.  A backend that
-    #: counts its traffic keeps them up to date (:class:`~mesh.net.stream_session.FramedSession`
-    #: does); :meth:`mesh.net.netceptor.Netceptor.stats` reports them per link, 0 for a
-    #: backend that does not count.
+    #: counts its traffic keeps them up to date (tcp's
+    #: :class:`~mesh.net.stream_session.FramedSession`, udp and websocket sessions do);
+    #: :meth:`mesh.net.netceptor.Netceptor.stats` reports them per link, 0 for a backend
+    #: that does not count.
     messages_in: int = 0
     messages_out: int = 0
     bytes_in: int = 0
