@@ -83,8 +83,6 @@ class UnitHandle:
         """Record ``detail`` and/or ``stdout_size`` (None: the stdout file's size now) while the
         unit is not final; False (nothing written) once it is, or was released."""
         def change(status: UnitStatus) -> None:
-            if status.state in FINAL:
-                raise _AlreadyFinal
             if detail is not None:
                 status.detail = detail
             status.stdout_size = self.store.stdout_size(self.unit_id) if stdout_size is None \
@@ -96,8 +94,6 @@ class UnitHandle:
         """Mark the unit Running with ``detail`` unless it is already final (canceled before
         it started) or released; True if recorded."""
         def change(status: UnitStatus) -> None:
-            if status.state in FINAL:
-                raise _AlreadyFinal
             status.state, status.detail = UnitState.RUNNING, detail
 
         return self._guarded(change)
@@ -110,8 +106,6 @@ class UnitHandle:
             raise ValueError(f"finish() takes SUCCEEDED or FAILED, not {state!r}")
 
         def change(status: UnitStatus) -> None:
-            if status.state in FINAL:
-                raise _AlreadyFinal
             status.state, status.detail = state, detail
             if state == UnitState.FAILED:
                 status.extra_data = None  # what the work type kept to re-attach is void now
@@ -128,8 +122,15 @@ class UnitHandle:
         return self.finish(UnitState.SUCCEEDED, detail)
 
     def _guarded(self, change: Callable[[UnitStatus], None]) -> bool:
+        """Apply ``change`` under the unit lock unless the unit is final or released; True
+        if it was applied."""
+        def unless_final(status: UnitStatus) -> None:
+            if status.state in FINAL:
+                raise _AlreadyFinal
+            change(status)
+
         try:
-            self.update(change)
+            self.update(unless_final)
         except (_AlreadyFinal, UnitStoreError):
             return False
         return True
