@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from mesh.control.protocol import CommandError, Request, parse_line
 from mesh.control.server import CommandContext
 from mesh.work.control_commands import _submit_params, work_command
-from mesh.work.params import CONTROL_KEYS, is_reserved_param
-from mesh.work.remote import split_params
+from mesh.work.params import CONTROL_KEYS, is_reserved_param, split_params
 from mesh.work.worktype import WorkError
 
 from json_strategies import PROPS, json_values

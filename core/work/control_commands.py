@@ -16,8 +16,8 @@ from mesh.control.protocol import CommandError, Request, encode_error, encode_re
 from mesh.control.server import STREAMED, CommandContext, ControlConn
 from mesh.net.stream_errors import StreamError
 from mesh.work.release_policy import SUBCOMMAND as RELEASE_MATCHING
+from mesh.work.params import split_params
 from mesh.work.release_policy import parse_request, release_matching
-from mesh.work.remote import split_params
 from mesh.work.unitstore import UnitStoreError
 from mesh.work.workceptor import CHUNK, PayloadRejected, Workceptor, redact
 from mesh.work.worktype import WorkError

@@ -27,7 +27,6 @@ import structlog
 
 from mesh.go_json import MessageError
 from mesh.go_time import GO_ZERO_TIME, go_datetime, parse_go_time
-from mesh.work.params import CONTROL_KEYS
 from mesh.work.remote_follow import RemoteFollower
 from mesh.work.remote_sessions import (
     CHUNK,
@@ -394,8 +393,3 @@ def _go_stamp(expiration: str) -> str:
         return f"{go_datetime(expiration):%a %b %-d %H:%M:%S}"
     except MessageError:
         return expiration
-
-
-def split_params(params: dict[str, Any]) -> dict[str, str]:
-    """The work parameters of a submit request (every key that is not a control key)."""
-    return {k: v for k, v in params.items() if k not in CONTROL_KEYS}
