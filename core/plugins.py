@@ -402,6 +402,8 @@ class PluginHost:
         :raises mesh.config.errors.ConfigError: the config names none of several, or one that
             is not set up.
         """
+        if not self.signers:  # no signer plugin loaded (the usual node): nothing to choose
+            return None, None
         from mesh.work.signer_choice import SIGNER, VERIFIER, Candidate, choose
 
         def candidates(which: int) -> dict[str, Candidate]:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from mesh.work.states import UnitState
+from mesh.work.stats import WorkStats
 from mesh.work.unitstore import UnitStore
-from mesh.work.workceptor import Workceptor, WorkStats
+from mesh.work.workceptor import Workceptor
 
 
 def manager(store: UnitStore) -> Workceptor:

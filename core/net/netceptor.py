@@ -15,7 +15,7 @@ import random
 import string
 import struct
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import structlog
 
@@ -30,8 +30,10 @@ from mesh.net.firewall import Firewall, Verdict
 from mesh.net.highwayhash import node_hash
 from mesh.net.links import DEFAULT_IDLE_TIMEOUT, KEEPALIVE_AFTER, Link, LinkLayer
 from mesh.net.router import Router, UpdateResult, UpdateVerdict
-from mesh.net.stats import LinkStats, NetStats, route_auth_drops
 from mesh.tasks import DueTimer, cancel_and_wait
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mesh.net.stats import NetStats
 
 log = structlog.get_logger(__name__)
 
@@ -729,6 +731,10 @@ class Netceptor:
 
     def stats(self) -> NetStats:
         """A read-only view of the links, routes, counters and dropped control messages."""
+        # imported when first asked (a metrics scrape): its frozen dataclasses cost ~2 ms to
+        # build, which every node start would pay otherwise
+        from mesh.net.stats import LinkStats, NetStats, route_auth_drops
+
         return NetStats(
             links=tuple(LinkStats.of(link) for link in self.links.values()),
             routes=len(self.router.table), known_nodes=len(self.router.known),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import structlog
@@ -25,6 +24,7 @@ from mesh.work.worktype import UnitHandle, WorkError, WorkType
 if TYPE_CHECKING:  # pragma: no cover
     from mesh.config.loader import LoadedConfig
     from mesh.net.messages import WorkCommand
+    from mesh.work.stats import WorkStats
     from mesh.work.stdout_digest import Digest
 
 log = structlog.get_logger(__name__)
@@ -70,17 +70,6 @@ class WorkHost(RemoteNode, Protocol):
     @property
     def config(self) -> LoadedConfig:
         """The node's loaded config."""
-
-
-@dataclass(frozen=True)
-class WorkStats:
-    """A read-only view of the work manager, for metrics (:meth:`Workceptor.stats`)."""
-
-    #: Units on disk by state, every state present (0 when none); an unreadable unit counts
-    #: as Failed, as ``work list`` shows it.
-    units_by_state: dict[UnitState, int]
-    #: Bytes of work results streamed to clients since the node started.
-    results_bytes: int
 
 
 class Workceptor:
@@ -405,6 +394,8 @@ class Workceptor:
 
     def stats(self) -> WorkStats:
         """The units by state and the bytes of results streamed (for the metrics)."""
+        from mesh.work.stats import WorkStats  # when first asked: see mesh.work.stats
+
         counts = {state: 0 for state in UnitState}
         for unit in self.list().values():
             try:
