@@ -273,7 +273,7 @@ class LinkLayer:
         self.owner.link_down(link, reason)
 
     async def _link_loop(self, link: Link) -> None:
-        session = link.session
+        session, receive = link.session, self.owner.receive  # looked up once: the data path
         while True:
             msg = await session.recv()
             link.last_recv = time.monotonic()
@@ -284,7 +284,7 @@ class LinkLayer:
                 link.close_reason = "remote node rejected the connection"
                 return
             if kind != MSG_KEEPALIVE:
-                self.owner.receive(link, msg)
+                receive(link, msg)
 
     def tear_down(self, link: Link, reason: str) -> None:
         """Reject and close ``link`` (a neighbour that broke the link protocol)."""
