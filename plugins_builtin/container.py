@@ -249,9 +249,8 @@ class ContainerWorkType(CommandWorkType):
     def podman_argv(self, unit: UnitHandle, args: list[str]) -> list[str]:
         """The ``podman run`` argv of ``unit`` (``args``: its params, split), its container
         named by :meth:`container_name` and labelled with the node and unit IDs."""
-        node_id = unit.node_id
-        return podman_argv(self.container, name=container_name(node_id, unit.unit_id),
-                           args=args, labels={"mesh.node": node_id, "mesh.unit": unit.unit_id})
+        return podman_argv(self.container, name=self.container_name(unit), args=args,
+                           labels={"mesh.node": unit.node_id, "mesh.unit": unit.unit_id})
 
     # -- start -----------------------------------------------------------------------------
 
