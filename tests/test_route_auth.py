@@ -399,11 +399,18 @@ def snapshot(nodes: dict[str, NodeProcess]) -> dict[str, Any]:
     return out
 
 
-def agreed(nodes: dict[str, NodeProcess]) -> dict[str, Any] | None:
-    """:func:`snapshot` once every node knows the same links of every node, else None."""
+def agreed(nodes: dict[str, NodeProcess],
+           links: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """:func:`snapshot` once every node knows the same links of every node, the configured
+    ``links`` (dialer, listener) among them, else None (a link that comes up later would
+    change what they know)."""
     shot = snapshot(nodes)
     known = [view["known"] for view in shot.values()]
-    return shot if all(links == known[0] for links in known) else None
+    if not all(graph == known[0] for graph in known):
+        return None
+    graph = known[0]
+    up = all(b in graph.get(a, {}) and a in graph.get(b, {}) for a, b in links)
+    return shot if up else None
 
 
 def adverts(node: NodeProcess) -> set[tuple[str, str]]:
@@ -416,9 +423,8 @@ def duplicate_events(node: NodeProcess) -> list[dict[str, Any]]:
 
 def test_require_mesh_drops_a_valid_peers_forgeries(pki: Pki, mesh_dir: Path,
                                                     nodes: dict[str, NodeProcess]) -> None:
-    ports = start_mesh(pki, mesh_dir, nodes, {name: "require" for name in NODES},
-                       [("node2", "node1"), ("node3", "node2"), ("node4", "node3"),
-                        ("node4", "node1")])
+    links = [("node2", "node1"), ("node3", "node2"), ("node4", "node3"), ("node4", "node1")]
+    ports = start_mesh(pki, mesh_dir, nodes, {name: "require" for name in NODES}, links)
     wait_until(lambda: routes_everywhere(nodes, set(NODES)), timeout=60,
                what="4 TLS nodes converged")
     assert all(node.log_events("route_auth_enabled", mode="require") for node in nodes.values())
@@ -432,7 +438,7 @@ def test_require_mesh_drops_a_valid_peers_forgeries(pki: Pki, mesh_dir: Path,
         mallory.send(mallory.advert("hello"))
         wait_until(lambda: all((MALLORY, "hello") in adverts(n) for n in nodes.values()),
                    timeout=30, what="mallory's advert everywhere")
-        before = wait_until(lambda: agreed(nodes), timeout=30,
+        before = wait_until(lambda: agreed(nodes, links), timeout=30,
                             what="every node knowing the same links (the floods are done)")
         node2 = mallory.next_update(lambda u: u.node_id == "node2")
         node3 = mallory.next_update(lambda u: u.node_id == "node3")
@@ -473,9 +479,9 @@ def test_require_mesh_drops_a_valid_peers_forgeries(pki: Pki, mesh_dir: Path,
 def test_prefer_takes_unsigned_nodes_but_not_unsigned_copies_of_signing_ones(
         pki: Pki, mesh_dir: Path, nodes: dict[str, NodeProcess]) -> None:
     # node3 does not sign (mode off: like a Go node, or a node not yet switched on)
+    links = [("node2", "node1"), ("node3", "node1")]
     ports = start_mesh(pki, mesh_dir, nodes,
-                       {"node1": "prefer", "node2": "prefer", "node3": "off"},
-                       [("node2", "node1"), ("node3", "node1")])
+                       {"node1": "prefer", "node2": "prefer", "node3": "off"}, links)
     wait_until(lambda: routes_everywhere(nodes, {"node1", "node2", "node3"}), timeout=60,
                what="mixed prefer/off mesh converged")
     mallory = TlsPeer(pki, ports["node1"])
@@ -483,7 +489,7 @@ def test_prefer_takes_unsigned_nodes_but_not_unsigned_copies_of_signing_ones(
         assert mallory.join() == "node1"
         wait_until(lambda: MALLORY in nodes["node2"].routes(), timeout=30,
                    what="node2's route to mallory")
-        before = wait_until(lambda: agreed(nodes), timeout=30,
+        before = wait_until(lambda: agreed(nodes, links), timeout=30,
                             what="every node knowing the same links (the floods are done)")
         node2 = mallory.next_update(lambda u: u.node_id == "node2")
         mallory.send(mallory.update({MALLORY: 1.0}, node_id="node2", epoch=node2.update_epoch,
