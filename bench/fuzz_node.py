@@ -552,6 +552,26 @@ def fuzz_control(rng: random.Random, path: str, deadline: float, watch: Watch,
 # Final checks and report
 
 
+def print_views(mesh: Mesh) -> None:
+    """What each node believes (routes, known links of the real nodes) and its routing
+    warnings, on stderr: why a final check failed."""
+    real = set(mesh.nodes)
+    for name, node in mesh.nodes.items():
+        try:
+            status = node.status()
+            known = {n: links for n, links in status["KnownConnectionCosts"].items()
+                     if n in real}
+            print(f"{name}: routes to real nodes "
+                  f"{ {n: h for n, h in status['RoutingTable'].items() if n in real} }, "
+                  f"known links {known}, {len(status['KnownConnectionCosts'])} nodes known",
+                  file=sys.stderr)
+        except (RuntimeError, OSError) as exc:
+            print(f"{name}: no status ({exc})", file=sys.stderr)
+        events = [e for e in node.log_events() if e.get("level") in ("warning", "error")]
+        for event in events[-15:]:
+            print(f"  {name} {event}", file=sys.stderr)
+
+
 def final_checks(mesh: Mesh) -> dict[str, bool]:
     checks = {"alive": all(n.alive for n in mesh.nodes.values())}
     try:
@@ -560,6 +580,7 @@ def final_checks(mesh: Mesh) -> dict[str, bool]:
         checks["route_through_target"] = True
     except (TimeoutError, RuntimeError, OSError):
         checks["route_through_target"] = False
+        print_views(mesh)
     job_ok = False
     try:
         mesh.wait_until_work_types("controller01", "executor01", ["cat"])

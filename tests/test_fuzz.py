@@ -50,5 +50,6 @@ def test_control_plane_attacks_stop_no_node() -> None:
         assert report["inputs"][kind] > 0, f"no {kind} inputs were sent:\n{table}"
     assert {"target", "controller01", "executor01"} <= set(report["learned_nodes"]), \
         f"the fuzzer did not learn the real epochs from the link:\n{table}"
-    assert all(report["final_checks"].values()), f"a final check failed:\n{table}"
+    assert all(report["final_checks"].values()), \
+        f"a final check failed:\n{table}\n{run.stderr[-6000:]}"
     assert run.returncode == 0, f"{table}\n{run.stderr[-3000:]}"
