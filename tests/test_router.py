@@ -236,6 +236,18 @@ def test_a_settled_epoch_is_ignored_until_a_newer_one_or_the_record_goes_unreach
     assert update(r, "c", {"b": 1.0}, epoch=5, seq=4).verdict is UpdateVerdict.ACCEPT
 
 
+def test_a_settled_epoch_is_taken_from_the_node_itself_on_its_own_link():
+    """A settle (perhaps forged: an "older instance" is anyone's claim without route-auth) does
+    not silence a neighbour speaking for itself on its own link: it is alive with that epoch.
+    Through another link the settled epoch stays ignored."""
+    r = line()
+    update(r, "b", {"a": 1.0}, epoch=20, seq=1, via="b")
+    assert update(r, "b", {"x": 1.0}, uid="forged1", epoch=5, seq=9, dup=20, via="x").settled
+    assert update(r, "b", {"a": 1.0}, epoch=20, seq=2, via="x").verdict is UpdateVerdict.IGNORE
+    assert update(r, "b", {"a": 1.0}, epoch=20, seq=3, via="b").verdict is UpdateVerdict.ACCEPT
+    assert r.records["b"].epoch == 20 and r.known["b"] == {"a": 1.0}
+
+
 def test_with_route_auth_a_settle_must_name_the_epoch_that_holds_the_record():
     """Receptor's exact rule with signed updates: a replayed old settle of a process that has
     restarted since names an epoch that no longer holds the record, and changes nothing."""

@@ -190,7 +190,10 @@ class Router:
         elif record is not None and (
                 (epoch < record.epoch and record.reachable)
                 or (epoch == record.epoch and sequence <= record.sequence)
-                or (record.reachable and record.epoch < epoch <= record.settled_above)):
+                or (record.reachable and record.epoch < epoch <= record.settled_above
+                    and via != node_id)):
+            # (a node speaking for itself on its own link is alive with that epoch: an older
+            # instance's settle, perhaps forged, does not silence it at its neighbours)
             return UpdateResult(UpdateVerdict.IGNORE)
         if record is None and not self.admits_node(node_id) and self._room_for(via) is None:
             return UpdateResult(UpdateVerdict.LIMIT, limit="routing update of a new node")
